@@ -20,7 +20,8 @@ void matmul_backward(float* dx, float* dw, const float* dout, const float* x, co
                      int64_t N, int64_t K, int64_t M);
 
 // ---- embedding -------------------------------------------------------------------------------
-// out[N,d] = table[tokens[n], :]
+// out[N,d] = table[tokens[n], :]. Negative ids throw quest::Error; the table's row count is not
+// passed, so ids past its end are the caller's to prevent.
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N, int64_t d);
 // dtable[tokens[n], :] += dout[n, :] (accumulates; deterministic order)
 void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t N,
@@ -66,7 +67,8 @@ void swiglu_backward(float* da, float* db, const float* dout, const float* a, co
 
 // ---- softmax cross-entropy over a padded vocabulary -------------------------------------------
 // logits[N, Vp]; only the first V columns are real tokens (the padding columns are excluded from
-// the softmax and get zero gradient). Returns the SUM over rows of -log softmax(logits)[target].
+// the softmax and get zero gradient); a target outside [0, V) throws quest::Error.
+// Returns the SUM over rows of -log softmax(logits)[target].
 // losses[N] (optional, may be null) receives each row's loss.
 // When dlogits is not null it receives grad_scale * (softmax - onehot(target)) (padding columns 0);
 // dlogits may alias logits (in place).

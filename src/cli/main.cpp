@@ -1,0 +1,44 @@
+// quest: quantization-aware training of Llama-type models with QuEST.
+// The CLI is a thin layer: it parses options, calls the library, and turns quest::Error into a
+// message and a non-zero exit.
+#include <omp.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+int main(int argc, char** argv) {
+  CLI::App app{"quest: quantization-aware training of Llama-type models (QuEST and baselines)"};
+  app.require_subcommand(1);
+  app.fallthrough();
+  app.add_option_function<int>(
+         "--threads",
+         [](const int& n) {
+           if (n <= 0) return;
+           omp_set_num_threads(n);
+           openblas_set_num_threads(n);  // products run outside OpenMP regions
+         },
+         "CPU threads for ops and BLAS (default: all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->trigger_on_parse();
+  quest::cli::add_train_command(app);
+  quest::cli::add_generate_command(app);
+  quest::cli::add_prepare_command(app);
+  quest::cli::add_tokenizer_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const quest::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,212 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "train/checkpoint.h"
+#include "train/schedule.h"
+
+namespace quest {
+
+namespace fs = std::filesystem;
+
+Trainer::Trainer(const TrainConfig& config) : cfg_(config) {
+  cfg_.validate();
+  QUEST_CHECK(!cfg_.data.empty(), "train: no data directory given");
+  train_ = std::make_unique<TokenDataset>(TokenDataset::open(cfg_.data, cfg_.train_split));
+  try {
+    val_.emplace(TokenDataset::open(cfg_.data, cfg_.val_split));
+  } catch (const Error& e) {
+    log_warning("no validation split ({}): training without validation", e.what());
+  }
+  if (const auto& meta = train_->meta(); meta && meta->vocab_size) {
+    cfg_.model.vocab_size = *meta->vocab_size;  // the model follows the data's tokenizer
+  }
+
+  if (!cfg_.resume.empty()) {
+    // The model's shape comes from the checkpoint.
+    const Checkpoint ck = quest::load_checkpoint(cfg_.resume);
+    cfg_.model = ck.header.at("model").get<ModelConfig>();
+  }
+  sampler_ = std::make_unique<WindowSampler>(*train_, cfg_.model.seq_len, cfg_.seed);
+  model_ = std::make_unique<Model>(cfg_.model, cfg_.batch_size);
+  model_->init_weights(cfg_.seed);
+
+  std::vector<ParamGroup> groups;
+  for (const auto& t : model_->layout()) {
+    if (!groups.empty() && groups.back().decay == t.weight_decay() &&
+        groups.back().params + groups.back().size == model_->param(t)) {
+      groups.back().size += t.numel();  // merge neighbours with the same decay setting
+    } else {
+      groups.push_back({model_->param(t), model_->grad(t), t.numel(), t.weight_decay()});
+    }
+  }
+  adamw_ = std::make_unique<AdamW>(cfg_.adamw, std::move(groups));
+  if (!cfg_.resume.empty()) load_checkpoint(cfg_.resume);
+
+  fs::create_directories(cfg_.out_dir);
+  log_.open(fs::path(cfg_.out_dir) / "log.jsonl", cfg_.resume.empty() ? std::ios::trunc : std::ios::app);
+  QUEST_CHECK(log_, "cannot write the log in '{}'", cfg_.out_dir);
+  nlohmann::json config_json = cfg_;
+  std::ofstream(fs::path(cfg_.out_dir) / "config.json") << config_json.dump(2) << "\n";
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::log_record(const nlohmann::json& record) {
+  log_ << record.dump() << "\n";
+  log_.flush();
+}
+
+EvalResult Trainer::evaluate() {
+  EvalResult r;
+  if (!val_) return r;
+  const int64_t T = cfg_.model.seq_len, B = cfg_.batch_size;
+  ValidationWindows windows(*val_, T, uint64_t(cfg_.eval_windows));
+  std::vector<int32_t> x(B * T), y(B * T);
+  double sum = 0.0;
+  for (uint64_t first = 0; first < windows.count(); first += B) {
+    const int64_t n = std::min<int64_t>(B, int64_t(windows.count() - first));
+    windows.get_batch(first, n, x.data(), y.data());
+    sum += model_->forward_loss(x.data(), y.data(), n, T);
+  }
+  r.windows = int64_t(windows.count());
+  r.tokens = r.windows * T;
+  r.loss = sum / double(r.tokens);
+  r.perplexity = std::exp(r.loss);
+  if (const auto& m = val_->meta(); m && m->text_bytes && m->tokens && *m->text_bytes > 0)
+    r.bits_per_byte = r.loss / std::log(2.0) * double(*m->tokens) / double(*m->text_bytes);
+  return r;
+}
+
+TrainSummary Trainer::run(int64_t until) {
+  const int64_t stop = until < 0 ? cfg_.steps : std::min(until, cfg_.steps);
+  const int64_t B = cfg_.batch_size, T = cfg_.model.seq_len, accum = cfg_.grad_accum;
+  const float grad_scale = 1.0f / float(B * T * accum);
+  std::vector<int32_t> x(B * T), y(B * T);
+  TrainSummary summary;
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  auto window_start = start;
+  const int64_t first_step = step_;
+  int64_t window_tokens = 0;
+
+  log_info("training {} ({:.2f}M non-embedding parameters, {} layers, d {}) on {} tokens, {} steps of {} tokens",
+           cfg_.model.preset, cfg_.model.non_embedding_params() / 1e6, cfg_.model.n_layer,
+           cfg_.model.d_model, train_->size(), cfg_.steps, cfg_.tokens_per_step());
+  while (step_ < stop) {
+    const double lr = learning_rate(cfg_.schedule, step_, cfg_.steps);
+    model_->zero_grads();
+    double loss_sum = 0.0;
+    for (int64_t m = 0; m < accum; ++m) {
+      sampler_->next_batch(B, x.data(), y.data());
+      loss_sum += model_->forward_backward(x.data(), y.data(), B, T, grad_scale);
+    }
+    const double loss = loss_sum / double(B * T * accum);
+    QUEST_CHECK(std::isfinite(loss), "the training loss is not finite at step {}: training diverged", step_);
+    const double gnorm = adamw_->step(lr);
+    model_->prepare_weights();
+    ++step_;
+    window_tokens += B * T * accum;
+    summary.train_loss = loss;
+
+    const bool last = step_ == cfg_.steps;
+    if (step_ % cfg_.log_every == 0 || last) {
+      const auto now = clock::now();
+      const double window_s = std::chrono::duration<double>(now - window_start).count();
+      const double elapsed = std::chrono::duration<double>(now - start).count();
+      const double tps = window_tokens / std::max(window_s, 1e-9);
+      const double eta = elapsed / double(step_ - first_step) * double(cfg_.steps - step_);
+      log_progress("step {:>5}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tok/s | ETA {}",
+                   step_, cfg_.steps, loss, lr, gnorm, tps, format_duration(eta));
+      log_record({{"type", "train"}, {"step", step_}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
+                  {"tokens", step_ * cfg_.tokens_per_step()}, {"tokens_per_s", tps}, {"elapsed_s", elapsed}});
+      window_start = now;
+      window_tokens = 0;
+    }
+    if ((cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0) || last) {
+      const EvalResult e = evaluate();
+      if (e.windows > 0) {
+        log_info("step {:>5}/{} | val loss {:.4f} | ppl {:.2f}{}", step_, cfg_.steps, e.loss, e.perplexity,
+                 e.bits_per_byte ? fmt::format(" | {:.4f} bits/byte", *e.bits_per_byte) : "");
+        nlohmann::json rec = {{"type", "eval"}, {"step", step_}, {"val_loss", e.loss},
+                              {"val_ppl", e.perplexity}, {"val_windows", e.windows}};
+        if (e.bits_per_byte) rec["val_bpb"] = *e.bits_per_byte;
+        log_record(rec);
+      }
+      summary.eval = e;
+    }
+    if ((cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0) || last)
+      save_checkpoint((fs::path(cfg_.out_dir) / "checkpoint.bin").string());
+  }
+  summary.steps = step_;
+  summary.seconds = std::chrono::duration<double>(clock::now() - start).count();
+  summary.tokens_per_second = double((step_ - first_step) * cfg_.tokens_per_step()) / std::max(summary.seconds, 1e-9);
+  return summary;
+}
+
+void Trainer::save_checkpoint(const std::string& path) const {
+  const auto s = sampler_->state();
+  nlohmann::json header = {
+      {"format", "quest-checkpoint"},
+      {"model", cfg_.model},
+      {"train", cfg_},
+      {"step", step_},
+      {"adam_step", adamw_->step_count()},
+      {"sampler", {{"epoch", s.epoch}, {"index", s.index}, {"seed", cfg_.seed}}},
+      {"data_tokens", train_->size()},
+  };
+  if (const auto& m = train_->meta(); m && m->tokenizer) header["tokenizer"] = *m->tokenizer;
+  auto& adam = *adamw_;
+  const auto params = model_->params();
+  quest::save_checkpoint(path, header,
+                         {{"params", params.data(), int64_t(params.size())},
+                          {"adam.m", adam.m().data(), int64_t(adam.m().size())},
+                          {"adam.v", adam.v().data(), int64_t(adam.v().size())}});
+}
+
+void Trainer::load_checkpoint(const std::string& path) {
+  const Checkpoint ck = quest::load_checkpoint(path);
+  const auto& h = ck.header;
+  const auto params = model_->params();
+  const auto& p = ck.array("params", int64_t(params.size()));
+  std::copy(p.begin(), p.end(), params.begin());
+  const auto& m = ck.array("adam.m", adamw_->state_size());
+  const auto& v = ck.array("adam.v", adamw_->state_size());
+  std::copy(m.begin(), m.end(), adamw_->m().begin());
+  std::copy(v.begin(), v.end(), adamw_->v().begin());
+  adamw_->set_step_count(h.at("adam_step").get<int64_t>());
+  step_ = h.at("step").get<int64_t>();
+  QUEST_CHECK(h.at("data_tokens").get<uint64_t>() == train_->size(),
+              "checkpoint '{}' was trained on {} tokens, this data has {}: not the same data", path,
+              h.at("data_tokens").get<uint64_t>(), train_->size());
+  QUEST_CHECK(h.at("sampler").at("seed").get<uint64_t>() == cfg_.seed,
+              "checkpoint '{}' used seed {}, this run seed {}", path,
+              h.at("sampler").at("seed").get<uint64_t>(), cfg_.seed);
+  QUEST_CHECK(step_ <= cfg_.steps, "checkpoint '{}' is at step {}, beyond the run's {} steps", path,
+              step_, cfg_.steps);
+  sampler_->restore({h.at("sampler").at("epoch").get<uint64_t>(), h.at("sampler").at("index").get<uint64_t>()});
+  model_->prepare_weights();
+  log_info("resumed from '{}' at step {}", path, step_);
+}
+
+double unigram_entropy(const TokenDataset& data, uint64_t max_tokens) {
+  const uint64_t n = std::min<uint64_t>(data.size(), max_tokens);
+  std::vector<int32_t> tokens(n);
+  data.copy(0, n, tokens.data());
+  std::unordered_map<int32_t, uint64_t> counts;
+  for (int32_t t : tokens) ++counts[t];
+  double h = 0.0;
+  for (const auto& [t, c] : counts) {
+    const double p = double(c) / double(n);
+    h -= p * std::log(p);
+  }
+  return h;
+}
+
+}  // namespace quest

@@ -1,0 +1,66 @@
+#pragma once
+// The training run: data, model, optimizer, schedule, evaluation, logging and checkpoints.
+// Resuming from a checkpoint continues exactly: N steps + resume + N steps gives the same weights,
+// bit for bit, as 2N steps straight (same machine and thread count).
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "data/sampler.h"
+#include "data/token_dataset.h"
+#include "model/llama.h"
+#include "train/adamw.h"
+#include "train/train_config.h"
+
+namespace quest {
+
+struct EvalResult {
+  double loss = 0;        // mean per token, nats
+  double perplexity = 0;
+  std::optional<double> bits_per_byte;  // when the split's metadata gives its text bytes
+  int64_t windows = 0, tokens = 0;
+};
+
+struct TrainSummary {
+  int64_t steps = 0;
+  double train_loss = 0;  // the last step's
+  EvalResult eval;        // the final validation
+  double seconds = 0, tokens_per_second = 0;
+};
+
+class Trainer {
+ public:
+  explicit Trainer(const TrainConfig& config);
+  ~Trainer();
+
+  // Trains up to step `until` (default: the configured number of steps).
+  TrainSummary run(int64_t until = -1);
+  EvalResult evaluate();
+  void save_checkpoint(const std::string& path) const;
+
+  Model& model() { return *model_; }
+  int64_t step() const { return step_; }
+  const TokenDataset& train_data() const { return *train_; }
+  const std::optional<TokenDataset>& val_data() const { return val_; }
+
+ private:
+  void load_checkpoint(const std::string& path);
+  void log_record(const nlohmann::json& record);
+
+  TrainConfig cfg_;
+  std::unique_ptr<TokenDataset> train_;
+  std::optional<TokenDataset> val_;
+  std::unique_ptr<WindowSampler> sampler_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<AdamW> adamw_;
+  int64_t step_ = 0;
+  std::ofstream log_;
+};
+
+// Entropy (nats per token) of the unigram distribution of the first max_tokens tokens: the loss
+// of a model that ignores context, a yardstick a trained model must beat.
+double unigram_entropy(const TokenDataset& data, uint64_t max_tokens = 50'000'000);
+
+}  // namespace quest

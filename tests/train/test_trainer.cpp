@@ -1,0 +1,119 @@
+// End-to-end training on a real text slice (bytes of Moby Dick as tokens, vocabulary 256).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/file_io.h"
+#include "core/log.h"
+#include "data/shard.h"
+#include "data/temp_dir.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+namespace quest {
+namespace {
+
+std::string moby_dick_path() {
+  const char* cache = std::getenv("QUEST_CACHE");
+  const char* home = std::getenv("HOME");
+  return (cache && *cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/quest") +
+         "/corpora/moby-dick.txt";
+}
+
+// Writes train/val shards of byte tokens from the first `bytes` of the corpus.
+void write_byte_shards(const test::TempDir& dir, size_t bytes) {
+  const std::string path = moby_dick_path();
+  ASSERT_TRUE(file_exists(path)) << path << " is missing: run scripts/setup.sh first";
+  const std::string text = read_text_file(path).substr(0, bytes);
+  std::vector<uint16_t> tokens(text.begin(), text.end());
+  for (auto& t : tokens) t &= 0xFF;
+  const size_t split = tokens.size() * 9 / 10;
+  write_shard(dir / "train-000000.bin", std::span(tokens).first(split));
+  write_shard(dir / "val-000000.bin", std::span(tokens).subspan(split));
+}
+
+TrainConfig byte_config(const test::TempDir& dir) {
+  TrainConfig c;
+  c.model.preset = "custom";
+  c.model.n_layer = 2;
+  c.model.d_model = 32;
+  c.model.head_dim = 16;
+  c.model.vocab_size = 256;
+  c.model.seq_len = 32;
+  c.batch_size = 8;
+  c.steps = 80;
+  c.schedule.peak_lr = 3e-3;
+  c.eval_every = 0;
+  c.eval_windows = 16;
+  c.log_every = 1000;
+  c.data = dir.path();
+  c.out_dir = dir / "run";
+  return c;
+}
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    set_log_sink([](LogLevel, std::string_view) {});
+    write_byte_shards(dir_, 200'000);
+  }
+  void TearDown() override { set_log_sink(nullptr); }
+  test::TempDir dir_;
+};
+
+TEST_F(TrainerTest, LossFallsWellBelowItsStart) {
+  TrainConfig c = byte_config(dir_);
+  Trainer trainer(c);
+  const double start = trainer.evaluate().loss;
+  EXPECT_NEAR(start, std::log(256.0), 0.3);
+  const TrainSummary s = trainer.run();
+  EXPECT_EQ(s.steps, 80);
+  EXPECT_LT(s.eval.loss, start - 2.0) << "start " << start << " end " << s.eval.loss;
+  EXPECT_LT(s.eval.loss, unigram_entropy(trainer.train_data()));
+  EXPECT_TRUE(file_exists(c.out_dir + "/checkpoint.bin"));
+  EXPECT_TRUE(file_exists(c.out_dir + "/log.jsonl"));
+}
+
+TEST_F(TrainerTest, ResumeContinuesBitForBit) {
+  TrainConfig c = byte_config(dir_);
+  c.steps = 8;
+  c.grad_accum = 2;
+  c.out_dir = dir_ / "straight";
+  Trainer straight(c);
+  straight.run();
+  const std::vector<float> expected(straight.model().params().begin(), straight.model().params().end());
+
+  c.out_dir = dir_ / "first";
+  Trainer first(c);
+  first.run(4);
+  const std::string ck = dir_ / "half.bin";
+  first.save_checkpoint(ck);
+
+  c.out_dir = dir_ / "second";
+  c.resume = ck;
+  Trainer second(c);
+  EXPECT_EQ(second.step(), 4);
+  second.run();
+  const auto got = second.model().params();
+  ASSERT_EQ(got.size(), expected.size());
+  size_t differing = 0;
+  for (size_t i = 0; i < got.size(); ++i) differing += got[i] != expected[i];
+  EXPECT_EQ(differing, 0u);
+}
+
+TEST_F(TrainerTest, BadInputIsAClearError) {
+  TrainConfig c = byte_config(dir_);
+  c.data = dir_ / "nowhere";
+  EXPECT_THROW(Trainer{c}, Error);
+  c = byte_config(dir_);
+  c.resume = dir_.write("bad.ck", "garbage");
+  EXPECT_THROW(Trainer{c}, Error);
+  c = byte_config(dir_);
+  c.batch_size = 0;
+  EXPECT_THROW(Trainer{c}, Error);
+}
+
+}  // namespace
+}  // namespace quest
