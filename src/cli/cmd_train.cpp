@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "cli/paths.h"
+#include "cli/quant_options.h"
 #include "cli/sample_text.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -18,6 +19,7 @@ struct TrainOptions {
   std::string preset = "tiny", schedule = "onecycle";
   int64_t n_layer = 0, d_model = 0, head_dim = 0, hidden = 0, seq_len = 0;
   double lr = 0;
+  QuantOptions quant;
 };
 
 void run_train(TrainOptions& o) {
@@ -29,6 +31,7 @@ void run_train(TrainOptions& o) {
   if (o.hidden) cfg.model.hidden = o.hidden;
   if (o.seq_len) cfg.model.seq_len = o.seq_len;
   if (o.n_layer || o.d_model || o.head_dim || o.hidden) cfg.model.preset = "custom";
+  cfg.quant = o.quant.config();
   cfg.schedule.kind = parse_schedule_kind(o.schedule);
   cfg.schedule.peak_lr = o.lr > 0 ? o.lr : preset_learning_rate(o.preset);
   if (cfg.schedule.peak_lr <= 0) cfg.schedule.peak_lr = 1e-3;
@@ -52,7 +55,11 @@ void run_train(TrainOptions& o) {
     SampleOptions opt;
     opt.max_new_tokens = cfg.sample_tokens;
     opt.seed = cfg.seed;
-    print_sample(trainer.model(), trainer.train_data(), cfg.sample_prompt, opt);
+    const auto& meta = trainer.train_data().meta();
+    if (meta && meta->tokenizer)
+      print_sample(trainer.model(), *tokenizer_for(*meta->tokenizer), cfg.sample_prompt, opt);
+    else
+      log_info("no sample: the data names no tokenizer (no meta.json)");
   }
 }
 
@@ -73,6 +80,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--head-dim", o->head_dim, "Attention head width (default 128)")->check(CLI::Range(2, 1024));
   cmd->add_option("--hidden", o->hidden, "SwiGLU width (default 256*ceil(8d/3/256))")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--seq-len", o->seq_len, "Sequence length (default: the preset's)")->check(CLI::Range(1, 1 << 20));
+  add_quant_options(cmd, o->quant);
+  cmd->add_flag("--allow-quant-change", c.allow_quant_change,
+              "Resume a checkpoint under a different quantization");
   cmd->add_option("--batch-size", c.batch_size, "Sequences per micro-batch")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   cmd->add_option("--grad-accum", c.grad_accum, "Micro-batches per optimizer step")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   cmd->add_option("--steps", c.steps, "Optimizer steps")->check(CLI::Range(int64_t{1}, int64_t{1} << 40))->capture_default_str();

@@ -11,5 +11,6 @@ void add_eval_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_prepare_command(CLI::App& app);
 void add_tokenizer_command(CLI::App& app);
+void add_align_command(CLI::App& app);
 
 }  // namespace quest::cli

@@ -26,9 +26,11 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->trigger_on_parse();
   quest::cli::add_train_command(app);
+  quest::cli::add_eval_command(app);
   quest::cli::add_generate_command(app);
   quest::cli::add_prepare_command(app);
   quest::cli::add_tokenizer_command(app);
+  quest::cli::add_align_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

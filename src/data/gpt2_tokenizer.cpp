@@ -188,7 +188,8 @@ inline uint64_t hash_bytes(const char* p, size_t n) {
 // full it starts over, which keeps memory bounded for any input.
 class WordCache {
  public:
-  static constexpr size_t kMaxEntries = size_t{1} << 19;
+  static constexpr size_t kMaxEntries = size_t{1} << 19;  // at most ~16 MiB of slots
+  static constexpr size_t kMaxKeyBytes = size_t{16} << 20;
 
   WordCache() { slots_.resize(size_t{1} << 12); }
 
@@ -208,7 +209,7 @@ class WordCache {
   }
 
   void insert(std::string_view word, uint64_t h, const int32_t* ids, size_t count) {
-    if (used_ >= kMaxEntries) clear();
+    if (used_ >= kMaxEntries || keys_.size() >= kMaxKeyBytes) clear();
     if ((used_ + 1) * 2 > slots_.size()) grow();
     Slot sl;
     sl.tag = static_cast<uint32_t>(h >> 32);

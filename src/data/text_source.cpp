@@ -160,36 +160,33 @@ class DocumentReader::FileReader {
   // False at the end of the file (or when the rest of it is unreadable and skipped).
   bool next(Document& doc) {
     while (!done_) {
-      bool got = false;
-      try {
-        if (format_ == InputFormat::Jsonl) got = next_jsonl(doc);
-        else if (options_.split_blank_lines > 0) got = next_text_piece(doc);
-        else got = next_text_file(doc);
-      } catch (const StreamError&) {
-        throw;
-      }
-      if (!got) return false;
-      if (!doc.text.empty()) return true;
+      doc.file = path_;
+      bool got;
+      if (format_ == InputFormat::Jsonl) got = next_jsonl(doc);
+      else if (options_.split_blank_lines > 0) got = next_text_piece(doc);
+      else got = next_text_file(doc);
+      if (got && !doc.text.empty()) return true;  // empty: a bad or empty document, skipped
     }
     return false;
   }
 
  private:
-  struct StreamError {};
-
   // A record-level problem: thrown, or counted and skipped.
   void bad(uint64_t line, const std::string& what) {
     owner_.bad_record(fmt::format("{}:{}: {}", path_, line, what));
   }
 
-  // Reads a line; a stream failure (corrupt/truncated zstd, read error) ends the file: thrown,
-  // or counted with what was read of the file kept.
+  // Reads a line. A stream failure (corrupt or truncated zstd, read error) ends the file: it is
+  // thrown, or counted while the complete lines before it are kept.
   bool read_line(std::string_view& line, bool& terminated) {
     try {
       return lines_.next(line, terminated);
     } catch (const Error& e) {
-      done_ = true;
-      owner_.bad_record(fmt::format("{}:{}: {}", path_, lines_.line_no() + 1, e.what()));
+      done_ = stream_failed_ = true;
+      std::string what = e.what();
+      const std::string prefix = "'" + path_ + "': ";  // the file is named once, in front
+      if (what.rfind(prefix, 0) == 0) what = what.substr(prefix.size());
+      bad(lines_.line_no() + 1, what);
       return false;
     }
   }
@@ -217,90 +214,86 @@ class DocumentReader::FileReader {
         continue;
       }
       if (!it->is_string()) {
-        bad(n, fmt::format("field \"{}\" is a {}, not a string", options_.text_field,
-                           it->type_name()));
+        bad(n, fmt::format("field \"{}\" is {} {}, not a string", options_.text_field,
+                           it->is_array() || it->is_object() ? "an" : "a", it->type_name()));
         continue;
       }
       doc.text = std::move(it->get_ref<std::string&>());
-      doc.file = path_;
       doc.line = n;
-      if (!check_utf8(doc)) continue;
+      if (doc.text.empty() || !valid_utf8(doc)) continue;
       return true;
     }
     done_ = true;
     return false;
   }
 
+  // The whole file is one document.
   bool next_text_file(Document& doc) {
     done_ = true;
     doc.text.clear();
+    doc.line = 1;
     std::string_view line;
     bool terminated;
-    uint64_t lines = 0;
     while (read_line(line, terminated)) {
       doc.text.append(line);
       if (terminated) doc.text.push_back('\n');
-      ++lines;
     }
-    if (lines_.line_no() != lines) return false;  // unreachable; keeps the intent explicit
-    doc.file = path_;
-    doc.line = 1;
-    // A read failure inside the file makes the whole (single) document bad.
-    if (stream_failed_) return false;
-    return check_utf8(doc) || (doc.text.clear(), true);
+    if (stream_failed_ || !valid_utf8(doc)) doc.text.clear();  // a partial document is no document
+    return true;
   }
 
+  // Documents separated by runs of >= split_blank_lines blank lines. The document in progress
+  // lives in cur_ across calls: it is finished only when the first line of the next one is read.
   bool next_text_piece(Document& doc) {
-    doc.text.clear();
-    doc.file = path_;
-    uint64_t blanks = 0;       // blank lines seen since the last non-blank line
-    std::string pending;       // those lines, kept in case the document goes on
+    const uint64_t need = uint64_t(options_.split_blank_lines);
     std::string_view line;
     bool terminated;
     while (read_line(line, terminated)) {
       if (is_blank(line)) {
-        ++blanks;
-        if (!doc.text.empty()) {
-          pending.append(line);
-          if (terminated) pending.push_back('\n');
+        ++blanks_;
+        if (!cur_.empty()) {
+          pending_.append(line);
+          if (terminated) pending_.push_back('\n');
         }
         continue;
       }
-      if (!doc.text.empty() && blanks >= uint64_t(options_.split_blank_lines)) {
-        // This line starts the next document: push it back by keeping it for the next call.
-        held_line_.assign(line);
-        held_terminated_ = terminated;
-        held_no_ = lines_.line_no();
-        has_held_ = true;
-        return finish_piece(doc);
+      const bool boundary = !cur_.empty() && blanks_ >= need;
+      if (boundary) {
+        doc.text = std::move(cur_);
+        doc.line = cur_line_;
+        cur_.clear();
+      } else if (!cur_.empty()) {
+        cur_ += pending_;  // a shorter run of blank lines stays inside the document
       }
-      if (doc.text.empty()) {
-        doc.line = lines_.line_no();
-      } else {
-        doc.text += pending;
+      if (cur_.empty()) cur_line_ = lines_.line_no();
+      pending_.clear();
+      blanks_ = 0;
+      cur_.append(line);
+      if (terminated) cur_.push_back('\n');
+      if (boundary) {
+        if (!valid_utf8(doc)) doc.text.clear();
+        return true;
       }
-      pending.clear();
-      blanks = 0;
-      doc.text.append(line);
-      if (terminated) doc.text.push_back('\n');
-      if (has_held_) break;  // never: held lines are consumed in read_piece_start()
     }
-    if (done_ && doc.text.empty()) return false;
     done_ = true;
-    return finish_piece(doc);
+    doc.text.clear();
+    if (!stream_failed_ && !cur_.empty()) {  // an unreadable rest drops the partial document
+      doc.text = std::move(cur_);
+      doc.line = cur_line_;
+      if (!valid_utf8(doc)) doc.text.clear();
+    }
+    cur_.clear();
+    return true;
   }
 
-  bool finish_piece(Document& doc) { return check_utf8(doc) || (doc.text.clear(), true); }
-
-  // Invalid UTF-8 makes the document bad.
-  bool check_utf8(Document& doc) {
+  // Invalid UTF-8 makes the document bad (reported with the line and column of the first bad byte).
+  bool valid_utf8(const Document& doc) {
     const size_t at = find_invalid_utf8(doc.text);
     if (at == std::string::npos) return true;
-    const uint64_t line = line_of(doc.text, at, doc.line);
-    const size_t line_start = doc.text.rfind('\n', at == 0 ? 0 : at - 1);
-    const size_t column = line_start == std::string::npos || at == 0 ? at + 1 : at - line_start;
-    bad(line, fmt::format("invalid UTF-8 (byte 0x{:02x} at column {})",
-                          uint8_t(doc.text[at]), column));
+    const size_t nl = at == 0 ? std::string::npos : doc.text.rfind('\n', at - 1);
+    const size_t column = nl == std::string::npos ? at + 1 : at - nl;
+    bad(line_of(doc.text, at, doc.line),
+        fmt::format("invalid UTF-8: byte 0x{:02x} at column {}", uint8_t(doc.text[at]), column));
     return false;
   }
 
@@ -310,9 +303,52 @@ class DocumentReader::FileReader {
   InputFormat format_;
   LineReader lines_;
   bool done_ = false, stream_failed_ = false;
-  std::string held_line_;
-  bool held_terminated_ = false, has_held_ = false;
-  uint64_t held_no_ = 0;
+  std::string cur_, pending_;  // split mode: the document in progress; blank lines after it
+  uint64_t cur_line_ = 0, blanks_ = 0;
 };
+
+DocumentReader::DocumentReader(std::vector<std::string> files, TextSourceOptions options)
+    : files_(std::move(files)), options_(std::move(options)) {
+  QUEST_CHECK(options_.split_blank_lines >= 0, "the blank-line count must be >= 0, got {}",
+              options_.split_blank_lines);
+  for (const auto& f : files_) {
+    std::error_code ec;
+    const auto size = fs::file_size(f, ec);
+    QUEST_CHECK(!ec, "cannot read '{}': {}", f, ec.message());
+    total_bytes_ += size;
+  }
+}
+
+DocumentReader::~DocumentReader() = default;
+
+bool DocumentReader::next(Document& doc) {
+  while (true) {
+    if (!current_) {
+      if (next_file_ == files_.size()) return false;
+      current_ = std::make_unique<FileReader>(files_[next_file_++], options_, *this);
+    }
+    if (current_->next(doc)) return true;
+    done_bytes_ += current_->file_bytes_read();
+    current_.reset();
+  }
+}
+
+void DocumentReader::bad_record(const std::string& message) {
+  if (!options_.skip_bad) throw Error(message);
+  ++bad_;
+  if (!warnings_) return;
+  if (bad_ <= kMaxBadReported) log_warning("skipped: {}", message);
+  if (bad_ == kMaxBadReported) log_warning("further bad records are skipped without a message");
+}
+
+uint64_t DocumentReader::take_new_bad_records() {
+  const uint64_t n = bad_ - bad_reported_;
+  bad_reported_ = bad_;
+  return n;
+}
+
+uint64_t DocumentReader::file_bytes_read() const {
+  return done_bytes_ + (current_ ? current_->file_bytes_read() : 0);
+}
 
 }  // namespace quest

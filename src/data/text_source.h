@@ -61,6 +61,8 @@ class DocumentReader {
   // Bytes consumed from the files so far (compressed bytes for .zst) and their total size.
   uint64_t file_bytes_read() const;
   uint64_t file_bytes_total() const { return total_bytes_; }
+  // Whether skipped records are logged as warnings (on by default; off for a second pass).
+  void set_warnings(bool on) { warnings_ = on; }
 
  private:
   class FileReader;
@@ -71,6 +73,7 @@ class DocumentReader {
   size_t next_file_ = 0;
   std::unique_ptr<FileReader> current_;
   uint64_t bad_ = 0, bad_reported_ = 0;
+  bool warnings_ = true;
   uint64_t done_bytes_ = 0, total_bytes_ = 0;  // bytes of the finished files; of all files
 };
 

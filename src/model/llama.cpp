@@ -16,6 +16,12 @@ LinearFactory plain_linear_factory() {
   };
 }
 
+LinearFactory quantized_linear_factory(const QuantConfig& quant) {
+  return [quant](const std::string&, int64_t in, int64_t out, int64_t max_rows) {
+    return quant.quantized() ? LinearOp(in, out, max_rows, quant) : LinearOp(in, out, max_rows);
+  };
+}
+
 namespace {
 void add_into(float* out, const float* a, const float* b, int64_t n) {
 #pragma omp parallel for schedule(static)
@@ -103,7 +109,25 @@ void Model::init_weights(uint64_t seed) {
   prepare_weights();
 }
 
-void Model::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+void Model::zero_grads() {
+  std::fill(grads_.begin(), grads_.end(), 0.0f);
+  for (auto& [name, op] : named_linears())
+    for (auto& p : op->learned_params()) std::fill(p.grad.begin(), p.grad.end(), 0.0f);
+}
+
+std::vector<Model::NamedLinear> Model::named_linears() {
+  std::vector<NamedLinear> out;
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    auto& lin = linears_[l];
+    out.push_back({p + "wqkv", &lin.qkv});
+    out.push_back({p + "wo", &lin.wo});
+    out.push_back({p + "w1", &lin.w1});
+    out.push_back({p + "w2", &lin.w2});
+    out.push_back({p + "w3", &lin.w3});
+  }
+  return out;
+}
 
 void Model::prepare_weights() {
   for (int64_t l = 0; l < config_.n_layer; ++l) {

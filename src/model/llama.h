@@ -18,6 +18,8 @@ namespace quest {
 using LinearFactory = std::function<LinearOp(const std::string& name, int64_t in, int64_t out,
                                              int64_t max_rows)>;
 LinearFactory plain_linear_factory();
+// Every linear layer in the blocks quantized by `quant` (QUEST_SPEC.md section 1).
+LinearFactory quantized_linear_factory(const QuantConfig& quant);
 
 struct LayerLinears {
   LinearOp qkv, wo, w1, w2, w3;
@@ -54,6 +56,12 @@ class Model {
   void last_logits(const int32_t* tokens, int64_t T, float* logits);
 
   std::vector<LayerLinears>& linears() { return linears_; }
+  // Every linear layer with its parameter name ("layers.3.w1"), in layout order.
+  struct NamedLinear {
+    std::string name;
+    LinearOp* op;
+  };
+  std::vector<NamedLinear> named_linears();
   size_t activation_bytes() const { return acts_.size() * sizeof(float); }
 
  private:

@@ -1,6 +1,7 @@
 // 4:8 pair sparsity + b-bit grid (weights only): QUEST_SPEC.md section 4.
 #include <cmath>
 
+#include "core/error.h"
 #include "quant/quantizers.h"
 
 namespace quest {
@@ -9,6 +10,8 @@ Sparse48Quantizer::Sparse48Quantizer(int bits, double trust, std::string name)
     : bits_(bits), trust_(trust), name_(std::move(name)) {}
 
 void Sparse48Quantizer::forward(const float* x, float* xq, int64_t rows, int64_t cols) {
+  QUEST_CHECK(cols % 8 == 0, "{}: 4:8 sparsity needs rows of a multiple of 8 entries, got {}",
+              name_, cols);
   mask_.reset(rows, cols);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {

@@ -8,6 +8,7 @@ namespace quest {
 
 void TrainConfig::validate() const {
   model.validate();
+  quant.validate();
   QUEST_CHECK(batch_size >= 1, "batch_size must be >= 1, got {}", batch_size);
   QUEST_CHECK(grad_accum >= 1, "grad_accum must be >= 1, got {}", grad_accum);
   QUEST_CHECK(steps >= 1, "steps must be >= 1, got {}", steps);
@@ -34,6 +35,8 @@ void TrainConfig::validate() const {
 void to_json(nlohmann::json& j, const TrainConfig& c) {
   j = nlohmann::json{
       {"model", c.model},
+      {"quant", c.quant},
+      {"quant_description", c.quant.describe()},
       {"data", c.data},
       {"batch_size", c.batch_size},
       {"grad_accum", c.grad_accum},

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "model/config.h"
+#include "quant/quant_spec.h"
 #include "train/adamw.h"
 #include "train/schedule.h"
 
@@ -13,6 +14,8 @@ namespace quest {
 
 struct TrainConfig {
   ModelConfig model = model_preset("tiny");
+  QuantConfig quant;                 // none: full precision
+  bool allow_quant_change = false;   // resume a checkpoint under a different quantization
 
   // Data: a directory of prepared shards (train-*.bin, val-*.bin, meta.json), or empty for the
   // default corpus (Moby Dick from the set-up cache, prepared on first use).

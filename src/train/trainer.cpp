@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "train/checkpoint.h"
+#include "train/model_io.h"
 #include "train/schedule.h"
 
 namespace quest {
@@ -32,9 +33,17 @@ Trainer::Trainer(const TrainConfig& config) : cfg_(config) {
     // The model's shape comes from the checkpoint.
     const Checkpoint ck = quest::load_checkpoint(cfg_.resume);
     cfg_.model = ck.header.at("model").get<ModelConfig>();
+    const auto trained = ck.header.at("quant").get<QuantConfig>();
+    if (!trained.same_quantization(cfg_.quant)) {
+      QUEST_CHECK(cfg_.allow_quant_change,
+                  "checkpoint '{}' was trained with quantization '{}' but this run asks for '{}' ({}); "
+                  "pass the same quantization options, or --allow-quant-change to switch on purpose",
+                  cfg_.resume, trained.to_string(), cfg_.quant.to_string(), trained.difference(cfg_.quant));
+      log_warning("switching quantization from '{}' to '{}'", trained.to_string(), cfg_.quant.to_string());
+    }
   }
   sampler_ = std::make_unique<WindowSampler>(*train_, cfg_.model.seq_len, cfg_.seed);
-  model_ = std::make_unique<Model>(cfg_.model, cfg_.batch_size);
+  model_ = std::make_unique<Model>(cfg_.model, cfg_.batch_size, quantized_linear_factory(cfg_.quant));
   model_->init_weights(cfg_.seed);
 
   std::vector<ParamGroup> groups;
@@ -46,6 +55,10 @@ Trainer::Trainer(const TrainConfig& config) : cfg_(config) {
       groups.push_back({model_->param(t), model_->grad(t), t.numel(), t.weight_decay()});
     }
   }
+  // Learned quantizer parameters (LSQ step, PACT alpha) get weight decay, as in the reference.
+  for (auto& [name, op] : model_->named_linears())
+    for (auto& lp : op->learned_params())
+      groups.push_back({lp.value.data(), lp.grad.data(), int64_t(lp.value.size()), true});
   adamw_ = std::make_unique<AdamW>(cfg_.adamw, std::move(groups));
   if (!cfg_.resume.empty()) load_checkpoint(cfg_.resume);
 
@@ -64,24 +77,8 @@ void Trainer::log_record(const nlohmann::json& record) {
 }
 
 EvalResult Trainer::evaluate() {
-  EvalResult r;
-  if (!val_) return r;
-  const int64_t T = cfg_.model.seq_len, B = cfg_.batch_size;
-  ValidationWindows windows(*val_, T, uint64_t(cfg_.eval_windows));
-  std::vector<int32_t> x(B * T), y(B * T);
-  double sum = 0.0;
-  for (uint64_t first = 0; first < windows.count(); first += B) {
-    const int64_t n = std::min<int64_t>(B, int64_t(windows.count() - first));
-    windows.get_batch(first, n, x.data(), y.data());
-    sum += model_->forward_loss(x.data(), y.data(), n, T);
-  }
-  r.windows = int64_t(windows.count());
-  r.tokens = r.windows * T;
-  r.loss = sum / double(r.tokens);
-  r.perplexity = std::exp(r.loss);
-  if (const auto& m = val_->meta(); m && m->text_bytes && m->tokens && *m->text_bytes > 0)
-    r.bits_per_byte = r.loss / std::log(2.0) * double(*m->tokens) / double(*m->text_bytes);
-  return r;
+  if (!val_) return {};
+  return evaluate_split(*model_, *val_, cfg_.batch_size, cfg_.eval_windows);
 }
 
 TrainSummary Trainer::run(int64_t until) {
@@ -99,6 +96,7 @@ TrainSummary Trainer::run(int64_t until) {
   log_info("training {} ({:.2f}M non-embedding parameters, {} layers, d {}) on {} tokens, {} steps of {} tokens",
            cfg_.model.preset, cfg_.model.non_embedding_params() / 1e6, cfg_.model.n_layer,
            cfg_.model.d_model, train_->size(), cfg_.steps, cfg_.tokens_per_step());
+  log_info("quantization: {}", cfg_.quant.describe());
   while (step_ < stop) {
     const double lr = learning_rate(cfg_.schedule, step_, cfg_.steps);
     model_->zero_grads();
@@ -130,6 +128,17 @@ TrainSummary Trainer::run(int64_t until) {
       window_tokens = 0;
     }
     if ((cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0) || last) {
+      // Masks of this step's weights and of the last training micro-batch's inputs.
+      if (nlohmann::json masks = mask_stats_.snapshot(*model_); !masks.is_null()) {
+        log_info("step {:>5}/{} | masked: weights {:.3f}%, inputs {:.3f}%{}", step_, cfg_.steps,
+                 100 * masks["mean_w_masked"].get<double>(), 100 * masks["mean_x_masked"].get<double>(),
+                 masks.contains("mean_w_persistence")
+                     ? fmt::format(", weight-mask persistence {:.1f}%", 100 * masks["mean_w_persistence"].get<double>())
+                     : "");
+        masks["type"] = "masks";
+        masks["step"] = step_;
+        log_record(masks);
+      }
       const EvalResult e = evaluate();
       if (e.windows > 0) {
         log_info("step {:>5}/{} | val loss {:.4f} | ppl {:.2f}{}", step_, cfg_.steps, e.loss, e.perplexity,
@@ -155,6 +164,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
   nlohmann::json header = {
       {"format", "quest-checkpoint"},
       {"model", cfg_.model},
+      {"quant", cfg_.quant},
       {"train", cfg_},
       {"step", step_},
       {"adam_step", adamw_->step_count()},
@@ -164,10 +174,13 @@ void Trainer::save_checkpoint(const std::string& path) const {
   if (const auto& m = train_->meta(); m && m->tokenizer) header["tokenizer"] = *m->tokenizer;
   auto& adam = *adamw_;
   const auto params = model_->params();
-  quest::save_checkpoint(path, header,
-                         {{"params", params.data(), int64_t(params.size())},
-                          {"adam.m", adam.m().data(), int64_t(adam.m().size())},
-                          {"adam.v", adam.v().data(), int64_t(adam.v().size())}});
+  std::vector<CheckpointArray> arrays = {{"params", params.data(), int64_t(params.size())},
+                                         {"adam.m", adam.m().data(), int64_t(adam.m().size())},
+                                         {"adam.v", adam.v().data(), int64_t(adam.v().size())}};
+  for (auto& [name, op] : model_->named_linears())
+    for (auto& lp : op->learned_params())
+      arrays.push_back({"quant." + name + "." + lp.name, lp.value.data(), int64_t(lp.value.size())});
+  quest::save_checkpoint(path, header, arrays);
 }
 
 void Trainer::load_checkpoint(const std::string& path) {
@@ -176,11 +189,20 @@ void Trainer::load_checkpoint(const std::string& path) {
   const auto params = model_->params();
   const auto& p = ck.array("params", int64_t(params.size()));
   std::copy(p.begin(), p.end(), params.begin());
-  const auto& m = ck.array("adam.m", adamw_->state_size());
-  const auto& v = ck.array("adam.v", adamw_->state_size());
-  std::copy(m.begin(), m.end(), adamw_->m().begin());
-  std::copy(v.begin(), v.end(), adamw_->v().begin());
+  // The moments hold the model's parameters first, then the learned quantizer parameters; under a
+  // changed quantization only the model's part carries over.
+  const bool same_quant = h.at("quant").get<QuantConfig>().same_quantization(cfg_.quant);
+  const int64_t moments = same_quant ? adamw_->state_size() : int64_t(params.size());
+  for (const char* name : {"adam.m", "adam.v"}) {
+    auto it = ck.arrays.find(name);
+    QUEST_CHECK(it != ck.arrays.end() && int64_t(it->second.size()) >= moments &&
+                    (!same_quant || int64_t(it->second.size()) == moments),
+                "checkpoint '{}' has no matching optimizer state '{}'", path, name);
+    auto& dst = std::string(name) == "adam.m" ? adamw_->m() : adamw_->v();
+    std::copy(it->second.begin(), it->second.begin() + moments, dst.begin());
+  }
   adamw_->set_step_count(h.at("adam_step").get<int64_t>());
+  if (same_quant) restore_learned_quant_params(*model_, ck);
   step_ = h.at("step").get<int64_t>();
   QUEST_CHECK(h.at("data_tokens").get<uint64_t>() == train_->size(),
               "checkpoint '{}' was trained on {} tokens, this data has {}: not the same data", path,

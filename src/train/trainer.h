@@ -11,17 +11,12 @@
 #include "data/sampler.h"
 #include "data/token_dataset.h"
 #include "model/llama.h"
+#include "train/evaluate.h"
+#include "train/mask_stats.h"
 #include "train/adamw.h"
 #include "train/train_config.h"
 
 namespace quest {
-
-struct EvalResult {
-  double loss = 0;        // mean per token, nats
-  double perplexity = 0;
-  std::optional<double> bits_per_byte;  // when the split's metadata gives its text bytes
-  int64_t windows = 0, tokens = 0;
-};
 
 struct TrainSummary {
   int64_t steps = 0;
@@ -56,6 +51,7 @@ class Trainer {
   std::unique_ptr<Model> model_;
   std::unique_ptr<AdamW> adamw_;
   int64_t step_ = 0;
+  MaskStatistics mask_stats_;
   std::ofstream log_;
 };
 

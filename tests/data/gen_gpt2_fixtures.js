@@ -29,6 +29,7 @@ const cases = [
   // Contractions, upper case ones, curly quotes.
   "don't", "I'm", "you're", "we've", "they'll", "she'd", "it's", "IT'S", "DON'T", "I'M",
   "You'Re", "o'clock", "'s", "'tis", "''s", "rock 'n' roll", "the dogs' bones",
+  "O'Neil", "D'Artagnan", "'Sup", "'Tis", "WE'LL", "THEY'RE", "JOHN'S book", "'Sam'", "'Ll",
   'don\u2019t', 'it\u2019s', '\u2018quoted\u2019', '\u201cdouble\u201d', "let's 'quote' it",
   "'ll 're 've 'm 'd 't", " 's", "a's'b't",
   // Punctuation runs and symbols.

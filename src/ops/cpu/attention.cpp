@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "ops/cpu_ops.h"
+#include "ops/op_profile.h"
 
 namespace quest::cpu {
 namespace {
@@ -63,6 +64,7 @@ void check_shape(const char* op, int64_t B, int64_t T, int64_t n_head, int64_t h
 
 void attention_forward(float* out, float* probs, const float* qkv, int64_t B, int64_t T,
                        int64_t n_head, int64_t head_dim) {
+  QUEST_OP_PROFILE("attention_forward");
   check_shape("attention_forward", B, T, n_head, head_dim);
   const int64_t C = n_head * head_dim;
   const float scale = float(1.0 / std::sqrt(double(head_dim)));
@@ -81,6 +83,7 @@ void attention_forward(float* out, float* probs, const float* qkv, int64_t B, in
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* probs,
                         int64_t B, int64_t T, int64_t n_head, int64_t head_dim) {
+  QUEST_OP_PROFILE("attention_backward");
   check_shape("attention_backward", B, T, n_head, head_dim);
   const int64_t C = n_head * head_dim;
   const float scale = float(1.0 / std::sqrt(double(head_dim)));
@@ -127,6 +130,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 void attention_forward_cached(float* out, const float* q, const float* k_cache,
                               const float* v_cache, int64_t T_new, int64_t T_past, int64_t n_head,
                               int64_t head_dim) {
+  QUEST_OP_PROFILE("attention_forward_cached");
   check_shape("attention_forward_cached", 1, T_new, n_head, head_dim);
   QUEST_CHECK(T_past >= 0, "attention_forward_cached: negative T_past {}", T_past);
   const int64_t C = n_head * head_dim;

@@ -6,11 +6,13 @@
 
 #include "core/error.h"
 #include "ops/cpu_ops.h"
+#include "ops/op_profile.h"
 
 namespace quest::cpu {
 
 double cross_entropy(float* dlogits, float* losses, const float* logits, const int32_t* targets,
                      int64_t N, int64_t V, int64_t Vp, float grad_scale) {
+  QUEST_OP_PROFILE("cross_entropy");
   QUEST_CHECK(N >= 0 && V > 0 && Vp >= V, "cross_entropy: bad shape N={} V={} Vp={}", N, V, Vp);
   // Validated serially: an exception must not escape an OpenMP region.
   for (int64_t n = 0; n < N; ++n)

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "ops/cpu_ops.h"
+#include "ops/op_profile.h"
 
 namespace quest::cpu {
 namespace {
@@ -19,6 +20,7 @@ void check_tokens(const char* op, const int32_t* tokens, int64_t N) {
 
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N,
                        int64_t d) {
+  QUEST_OP_PROFILE("embedding_forward");
   QUEST_CHECK(N >= 0 && d >= 0, "embedding_forward: negative shape N={} d={}", N, d);
   check_tokens("embedding_forward", tokens, N);
 #pragma omp parallel for schedule(static)
@@ -28,6 +30,7 @@ void embedding_forward(float* out, const int32_t* tokens, const float* table, in
 
 void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t N,
                         int64_t d) {
+  QUEST_OP_PROFILE("embedding_backward");
   QUEST_CHECK(N >= 0 && d >= 0, "embedding_backward: negative shape N={} d={}", N, d);
   check_tokens("embedding_backward", tokens, N);
   // Repeated tokens hit the same table row, so threads split the COLUMNS: each column block is

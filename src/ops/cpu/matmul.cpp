@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "ops/cpu_ops.h"
+#include "ops/op_profile.h"
 
 namespace quest::cpu {
 namespace {
@@ -23,6 +24,7 @@ blasint ld(int64_t n) { return static_cast<blasint>(std::max<int64_t>(1, n)); }
 }  // namespace
 
 void matmul_forward(float* out, const float* x, const float* w, int64_t N, int64_t K, int64_t M) {
+  QUEST_OP_PROFILE("matmul_forward", K, M);
   check_dims("matmul_forward", N, K, M);
   if (N == 0 || M == 0) return;
   // out[N,M] = x[N,K] . w[M,K]^T; beta = 0 overwrites out (BLAS ignores its old contents).
@@ -32,6 +34,7 @@ void matmul_forward(float* out, const float* x, const float* w, int64_t N, int64
 
 void matmul_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
                      int64_t N, int64_t K, int64_t M) {
+  QUEST_OP_PROFILE("matmul_backward", K, M);
   check_dims("matmul_backward", N, K, M);
   if (dx && N > 0 && K > 0) {
     // dx[N,K] = dout[N,M] . w[M,K] (overwritten; M = 0 gives zeros through beta = 0)

@@ -4,11 +4,13 @@
 
 #include "core/error.h"
 #include "ops/cpu_ops.h"
+#include "ops/op_profile.h"
 
 namespace quest::cpu {
 
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t d,
                      float eps) {
+  QUEST_OP_PROFILE("rmsnorm_forward");
   QUEST_CHECK(N >= 0 && d > 0, "rmsnorm_forward: bad shape N={} d={}", N, d);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
@@ -24,6 +26,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, in
 
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
                       const float* rstd, int64_t N, int64_t d) {
+  QUEST_OP_PROFILE("rmsnorm_backward");
   QUEST_CHECK(N >= 0 && d > 0, "rmsnorm_backward: bad shape N={} d={}", N, d);
   // dx: with xhat = x * r and g = dout * w,  dx = r * (g - xhat * mean(g * xhat)).
 #pragma omp parallel for schedule(static)

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "ops/cpu_ops.h"
+#include "ops/op_profile.h"
 
 namespace quest::cpu {
 namespace {
@@ -43,11 +44,13 @@ void rope_apply(float* qkv, int64_t B, int64_t T, int64_t n_head, int64_t head_d
 
 void rope_forward(float* qkv, int64_t B, int64_t T, int64_t n_head, int64_t head_dim, float theta,
                   int64_t pos0) {
+  QUEST_OP_PROFILE("rope_forward");
   rope_apply(qkv, B, T, n_head, head_dim, theta, pos0, +1.0, "rope_forward");
 }
 
 void rope_backward(float* dqkv, int64_t B, int64_t T, int64_t n_head, int64_t head_dim, float theta,
                    int64_t pos0) {
+  QUEST_OP_PROFILE("rope_backward");
   // The rotation is orthogonal, so its Jacobian transposed is the rotation by -angle.
   rope_apply(dqkv, B, T, n_head, head_dim, theta, pos0, -1.0, "rope_backward");
 }

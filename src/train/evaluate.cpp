@@ -1,0 +1,31 @@
+#include "train/evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "data/sampler.h"
+
+namespace quest {
+
+EvalResult evaluate_split(Model& model, const TokenDataset& data, int64_t batch, int64_t max_windows) {
+  const int64_t T = model.config().seq_len;
+  ValidationWindows windows(data, T, uint64_t(max_windows));
+  std::vector<int32_t> x(batch * T), y(batch * T);
+  double sum = 0.0;
+  for (uint64_t first = 0; first < windows.count(); first += batch) {
+    const int64_t n = std::min<int64_t>(batch, int64_t(windows.count() - first));
+    windows.get_batch(first, n, x.data(), y.data());
+    sum += model.forward_loss(x.data(), y.data(), n, T);
+  }
+  EvalResult r;
+  r.windows = int64_t(windows.count());
+  r.tokens = r.windows * T;
+  r.loss = sum / double(r.tokens);
+  r.perplexity = std::exp(r.loss);
+  if (const auto& m = data.meta(); m && m->text_bytes && m->tokens && *m->text_bytes > 0)
+    r.bits_per_byte = r.loss / std::log(2.0) * double(*m->tokens) / double(*m->text_bytes);
+  return r;
+}
+
+}  // namespace quest

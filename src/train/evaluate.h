@@ -1,0 +1,24 @@
+#pragma once
+// Validation loss, perplexity and bits per byte of a model on a split's fixed windows.
+#include <cstdint>
+#include <optional>
+
+#include "data/token_dataset.h"
+#include "model/llama.h"
+
+namespace quest {
+
+struct EvalResult {
+  double loss = 0;  // mean per token, nats
+  double perplexity = 0;
+  std::optional<double> bits_per_byte;  // when the split's metadata gives its text bytes
+  int64_t windows = 0, tokens = 0;
+};
+
+// Mean token loss over the split's non-overlapping seq_len windows from offset 0 (all of them,
+// or the first max_windows), `batch` windows at a time (batch <= the model's planned batch).
+// bits per byte = loss / ln 2 * (split tokens / split text bytes), from the split's meta.json.
+EvalResult evaluate_split(Model& model, const TokenDataset& data, int64_t batch,
+                          int64_t max_windows = 0);
+
+}  // namespace quest
