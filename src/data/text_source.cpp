@@ -197,6 +197,11 @@ class DocumentReader::FileReader {
     while (read_line(line, terminated)) {
       const uint64_t n = lines_.line_no();
       if (is_blank(line)) continue;
+      // Checked first so that a bad byte is reported as such, not as a JSON syntax error.
+      if (const size_t at = find_invalid_utf8(line); at != std::string_view::npos) {
+        bad(n, fmt::format("invalid UTF-8: byte 0x{:02x} at column {}", uint8_t(line[at]), at + 1));
+        continue;
+      }
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(line);

@@ -3,11 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <set>
+#include <algorithm>
 
 #include "quant/alpha.h"
 #include "quant/factory.h"
 #include "quant/grid.h"
+#include "quant/hadamard.h"
 #include "quant_test_util.h"
 
 namespace quest {
@@ -62,11 +63,24 @@ double golden_min(int bits) {
 }
 
 TEST(Alpha, TableIsTheGaussianMseOptimum) {
+  // Finding: the spec's constants for b = 6..8 (the reference's) sit 0.04%, 0.28% and 0.96% below
+  // the true optimum of this objective (checked independently with the closed-form cell integrals),
+  // while their MSE is within 0.15% of the optimal MSE (the objective is flat there). quest keeps
+  // the spec's constants (its masked-fraction table is computed from them); the test pins both facts.
+  const double derived_high[9] = {0, 0, 0, 0, 0, 0, 3.277985011, 3.611097588, 3.922204977};
   for (int b = 1; b <= 8; ++b) {
     const double alpha = golden_min(b);
-    EXPECT_NEAR(alpha / kAlpha[b], 1.0, 1e-4) << "bits " << b << ": derived " << alpha;
+    if (b <= 5) {
+      EXPECT_NEAR(alpha / kAlpha[b], 1.0, 1e-4) << "bits " << b << ": derived " << alpha;
+    } else {
+      EXPECT_NEAR(alpha / derived_high[b], 1.0, 1e-6) << "bits " << b << ": derived " << alpha;
+      EXPECT_GT(alpha / kAlpha[b] - 1, 1e-4) << "bits " << b;
+    }
+    const double excess = gaussian_mse(b, kAlpha[b]) / gaussian_mse(b, alpha) - 1;
+    EXPECT_GE(excess, -1e-12);
+    EXPECT_LT(excess, 2e-3) << "bits " << b;
   }
-  EXPECT_NEAR(kAlpha[1], std::sqrt(2 / M_PI), 1e-15);
+  EXPECT_NEAR(kAlpha[1], std::sqrt(2 / M_PI), 1e-8);  // the spec's digits: sqrt(2/pi) to 3e-9
 }
 
 // One large Gaussian sample shared by the statistical tests: long rows so the per-row rms is
@@ -83,21 +97,29 @@ Sample& sample() {
 
 TEST(Alpha, ExactlyTwoToTheBLevelsPerRow) {
   auto& s = sample();
-  const int64_t rows = 2;
   for (const char* kind : {"trust", "hadamard-trust", "ste", "clip"}) {
     for (int b = 1; b <= 8; ++b) {
+      // The levels next to the extremes are rare at 7-8 bits (~1e-5 per entry): use 2M-long rows.
+      const int64_t cols = b >= 7 ? int64_t(1) << 21 : int64_t(1) << 17, rows = b >= 7 ? 1 : 2;
       auto q = make_quantizer(QuantSpec::parse(fmt::format("{}:{}", kind, b)), QuantRole::Input);
-      q->forward(s.x.data(), s.xq.data(), rows, s.cols);
+      if (q->uses_hadamard()) {  // the grid lives in the transform domain: quantize HT(x) there
+        std::vector<float> x_h(s.x.begin(), s.x.begin() + rows * cols);
+        hadamard_transform_rows(x_h.data(), rows, cols);
+        q->hadamard_inner()->forward(x_h.data(), s.xq.data(), rows, cols);
+      } else {
+        q->forward(s.x.data(), s.xq.data(), rows, cols);
+      }
       for (int64_t r = 0; r < rows; ++r) {
-        const float* row = s.xq.data() + r * s.cols;
-        std::set<float> levels(row, row + s.cols);
+        std::vector<float> levels(s.xq.begin() + r * cols, s.xq.begin() + (r + 1) * cols);
+        std::sort(levels.begin(), levels.end());
+        levels.erase(std::unique(levels.begin(), levels.end()), levels.end());
         ASSERT_EQ(levels.size(), size_t(1) << b) << kind << ":" << b << " row " << r;
         if (std::string(kind) == "hadamard-trust") continue;  // levels live in the HT domain
-        const double rms = grid::row_rms(s.x.data() + r * s.cols, s.cols);
+        const double rms = grid::row_rms(s.x.data() + r * cols, cols);
         const grid::Grid g = grid::from_rms(b, rms);
-        EXPECT_NEAR(*levels.rbegin(), g.scale, 1e-6 * g.scale);  // extreme levels are +-scale
-        EXPECT_NEAR(*levels.begin(), -g.scale, 1e-6 * g.scale);
-        EXPECT_EQ(levels.count(0.0f), 0u) << "the grid has no zero level";
+        EXPECT_NEAR(levels.back(), g.scale, 1e-6 * g.scale);  // extreme levels are +-scale
+        EXPECT_NEAR(levels.front(), -g.scale, 1e-6 * g.scale);
+        EXPECT_FALSE(std::binary_search(levels.begin(), levels.end(), 0.0f)) << "no zero level";
         for (float v : levels) {  // each level is (k + 1/2) * step
           const double k = v / g.step - 0.5;
           ASSERT_NEAR(k, std::round(k), 1e-3) << v;
