@@ -28,6 +28,7 @@
 
 extern "C" void openblas_set_num_threads(int);
 extern "C" int openblas_get_num_threads(void);
+extern "C" char* openblas_get_corename(void);
 
 namespace {
 
@@ -152,8 +153,9 @@ int main(int argc, char** argv) {
     const double flops_token = flops_matmul + flops_attn;
     const int64_t n_params = int64_t(model.params().size());
 
-    fmt::print("bench_train_cpu: CPU {}, {} OpenMP threads, {} OpenBLAS threads\n", cpu_model(),
-               omp_get_max_threads(), openblas_get_num_threads());
+    fmt::print("bench_train_cpu: CPU {}, {} OpenMP threads, {} OpenBLAS threads (kernels: {})\n",
+               cpu_model(), omp_get_max_threads(), openblas_get_num_threads(),
+               openblas_get_corename());
     fmt::print(
         "model: preset {}, {} layers, d {}, head_dim {} ({} heads), hidden {}, vocab {} (padded "
         "{}), seq_len {}, batch {}: {} tokens/step\n",

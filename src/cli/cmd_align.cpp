@@ -35,7 +35,9 @@ void add_align_command(CLI::App& app) {
     QUEST_CHECK(quant.quantized(), "nothing to compare: the quantization is none (pass e.g. --quant quest --bits 4)");
     const auto& params = ck.arrays.at("params");
     const TokenDataset data = TokenDataset::open(o->data, o->split);
-    const auto rows = gradient_alignment(config, params, quant, data, o->batch);
+    // The checkpoint's learned quantizer parameters (LSQ, PACT) when it was trained this way.
+    const bool own = ck.header.at("quant").get<QuantConfig>().same_quantization(quant);
+    const auto rows = gradient_alignment(config, params, quant, data, o->batch, own ? &ck : nullptr);
     fmt::print("gradient alignment of {} at step {} ({} windows of {} tokens)\n", quant.to_string(),
                ck.header.value("step", 0), o->batch, config.seq_len);
     fmt::print("{:<20} {:>8}\n", "layer", "cosine");

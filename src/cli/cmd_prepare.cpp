@@ -99,7 +99,9 @@ void add_prepare_command(CLI::App& app) {
                   "Exactly this many validation documents (seeded; reads the input twice)")
       ->check(CLI::NonNegativeNumber)->excludes(frac);
   cmd->add_option("--val-inputs", o.val_inputs,
-                  "Separate validation inputs: all their documents go to validation");
+                  "Separate validation inputs (repeat the option for several): all their "
+                  "documents go to validation")
+      ->allow_extra_args(false);
   cmd->add_option("--seed", o.seed, "Seed of the train/validation split")->capture_default_str();
   cmd->add_option("--eot", c->eot, "Put the separator token before or after each document")
       ->check(CLI::IsMember({"before", "after"}))->capture_default_str();

@@ -140,7 +140,8 @@ PrepareReport prepare_corpus(const PrepareOptions& options, const Tokenizer& tok
   if (!o.val_fraction && !o.val_documents) o.val_fraction = o.val_inputs.empty() ? 0.05 : 0.0;
   QUEST_CHECK(!(o.val_fraction && o.val_documents),
               "give either a validation fraction or a validation document count, not both");
-  const int threads = o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads =
+      o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
   const int32_t vocab = tokenizer.vocab_size();
 
   TextSourceOptions source;
@@ -152,8 +153,9 @@ PrepareReport prepare_corpus(const PrepareOptions& options, const Tokenizer& tok
   const auto val_inputs =
       o.val_inputs.empty() ? std::vector<std::string>{} : expand_inputs(o.val_inputs);
   const SplitAssigner assigner =
-      o.val_documents ? SplitAssigner::count(*o.val_documents, count_documents(inputs, source), o.seed)
-                      : SplitAssigner::fraction(*o.val_fraction, o.seed);
+      o.val_documents
+          ? SplitAssigner::count(*o.val_documents, count_documents(inputs, source), o.seed)
+          : SplitAssigner::fraction(*o.val_fraction, o.seed);
   claim_output_dir(o.out_dir, o.overwrite);
 
   PrepareReport r;
@@ -187,7 +189,8 @@ PrepareReport prepare_corpus(const PrepareOptions& options, const Tokenizer& tok
     TextBatch batch;
     auto submit = [&] {
       if (batch.texts.empty()) return;
-      QUEST_CHECK(!(o.cancel && o.cancel->load()), "interrupted");
+      QUEST_CHECK(!(o.cancel && o.cancel->load()),
+                  "interrupted (the shards written so far were removed)");
       pool.submit(std::move(batch));
       batch = TextBatch();
       while (pool.in_flight() >= max_in_flight) drain_one();

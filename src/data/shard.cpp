@@ -19,32 +19,35 @@ namespace quest {
 // The format is little-endian; tokens are read in place, so the host must be too.
 static_assert(std::endian::native == std::endian::little, "token shards need a little-endian host");
 
-namespace {
-
-template <class T>
-void write_shard_impl(const std::string& path, std::span<const T> tokens, int32_t magic,
-                      int32_t version) {
-  QUEST_CHECK(tokens.size() <= kShardMaxTokens,
+void write_shard_bytes(const std::string& path, int width, uint64_t count,
+                       std::span<const std::span<const char>> pieces) {
+  QUEST_CHECK(width == 2 || width == 4, "token width must be 2 or 4 bytes, got {}", width);
+  QUEST_CHECK(count <= kShardMaxTokens,
               "cannot write shard '{}': {} tokens exceed the format's limit of {} per shard", path,
-              tokens.size(), kShardMaxTokens);
+              count, kShardMaxTokens);
+  uint64_t bytes = 0;
+  for (const auto& p : pieces) bytes += p.size();
+  QUEST_CHECK(bytes == count * uint64_t(width),
+              "cannot write shard '{}': {} bytes of tokens for {} tokens of {} bytes", path, bytes,
+              count, width);
   std::array<int32_t, kShardHeaderInts> header{};
-  header[0] = magic;
-  header[1] = version;
-  header[2] = static_cast<int32_t>(tokens.size());
+  header[0] = width == 2 ? kShardMagicU16 : kShardMagicU32;
+  header[1] = width == 2 ? kShardVersionU16 : kShardVersionU32;
+  header[2] = static_cast<int32_t>(count);
   AtomicFile file(path);
   file.write(header.data(), kShardHeaderBytes);
-  file.write(tokens.data(), tokens.size_bytes());
+  for (const auto& p : pieces) file.write(p.data(), p.size());
   file.commit();
 }
 
-}  // namespace
-
 void write_shard(const std::string& path, std::span<const uint16_t> tokens) {
-  write_shard_impl(path, tokens, kShardMagicU16, kShardVersionU16);
+  const std::span<const char> bytes(reinterpret_cast<const char*>(tokens.data()), tokens.size_bytes());
+  write_shard_bytes(path, 2, tokens.size(), {&bytes, 1});
 }
 
 void write_shard(const std::string& path, std::span<const uint32_t> tokens) {
-  write_shard_impl(path, tokens, kShardMagicU32, kShardVersionU32);
+  const std::span<const char> bytes(reinterpret_cast<const char*>(tokens.data()), tokens.size_bytes());
+  write_shard_bytes(path, 4, tokens.size(), {&bytes, 1});
 }
 
 Shard::Shard(const std::string& path) : path_(path) {

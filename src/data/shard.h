@@ -23,6 +23,10 @@ inline constexpr uint64_t kShardMaxTokens = 0x7fffffffULL;
 // are more than kShardMaxTokens tokens.
 void write_shard(const std::string& path, std::span<const uint16_t> tokens);
 void write_shard(const std::string& path, std::span<const uint32_t> tokens);
+// The same from the tokens' bytes (count tokens of `width` = 2 or 4 bytes, little-endian), given
+// as consecutive pieces, so that a writer can buffer a shard in blocks.
+void write_shard_bytes(const std::string& path, int width, uint64_t count,
+                       std::span<const std::span<const char>> pieces);
 
 // Bytes per token a vocabulary of this size needs: 2 up to 65536 ids, else 4.
 inline int shard_token_width(int64_t vocab_size) { return vocab_size <= 65536 ? 2 : 4; }

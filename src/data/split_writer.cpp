@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/error.h"
 #include "data/shard.h"
@@ -19,34 +20,47 @@ SplitWriter::SplitWriter(std::string dir, std::string split, uint64_t shard_toke
 }
 
 void SplitWriter::append(std::span<const int32_t> tokens) {
+  for (const int32_t t : tokens)
+    QUEST_CHECK(t >= 0 && t < vocab_size_, "token id {} is outside the vocabulary [0, {})", t,
+                vocab_size_);
   while (!tokens.empty()) {
-    const size_t held = width_ == 2 ? buf16_.size() : buf32_.size();
-    const size_t n = std::min<size_t>(tokens.size(), shard_tokens_ - held);
+    const uint64_t in_block = held_ % kBlockTokens;
+    if (in_block == 0 && held_ / kBlockTokens == blocks_.size())
+      blocks_.push_back(std::make_unique<char[]>(kBlockTokens * size_t(width_)));
+    const size_t n = size_t(std::min<uint64_t>(
+        {tokens.size(), kBlockTokens - in_block, shard_tokens_ - held_}));
+    char* dst = blocks_[held_ / kBlockTokens].get() + in_block * width_;
     for (size_t i = 0; i < n; ++i) {
-      const int32_t t = tokens[i];
-      QUEST_CHECK(t >= 0 && t < vocab_size_, "token id {} is outside the vocabulary [0, {})", t,
-                  vocab_size_);
-      if (width_ == 2) buf16_.push_back(uint16_t(t));
-      else buf32_.push_back(uint32_t(t));
+      if (width_ == 2) {
+        const auto v = uint16_t(tokens[i]);
+        std::memcpy(dst + 2 * i, &v, 2);
+      } else {
+        const auto v = uint32_t(tokens[i]);
+        std::memcpy(dst + 4 * i, &v, 4);
+      }
     }
+    held_ += n;
     tokens_ += n;
     tokens = tokens.subspan(n);
-    if (held + n == shard_tokens_) flush();
+    if (held_ == shard_tokens_) flush();
   }
 }
 
 void SplitWriter::finish() {
-  if (!buf16_.empty() || !buf32_.empty()) flush();
+  if (held_ > 0) flush();
 }
 
 void SplitWriter::flush() {
+  std::vector<std::span<const char>> pieces;
+  for (uint64_t done = 0, b = 0; done < held_; ++b) {
+    const uint64_t n = std::min<uint64_t>(kBlockTokens, held_ - done);
+    pieces.emplace_back(blocks_[b].get(), size_t(n) * width_);
+    done += n;
+  }
   const std::string name = fmt::format("{}-{:06d}.bin", split_, files_.size());
-  const std::string path = dir_ + "/" + name;
-  if (width_ == 2) write_shard(path, std::span<const uint16_t>(buf16_));
-  else write_shard(path, std::span<const uint32_t>(buf32_));
+  write_shard_bytes(dir_ + "/" + name, width_, held_, pieces);
   files_.push_back(name);
-  buf16_.clear();  // keeps the capacity for the next shard
-  buf32_.clear();
+  held_ = 0;  // the blocks are kept for the next shard
 }
 
 void SplitWriter::remove_written() noexcept {

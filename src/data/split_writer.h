@@ -1,8 +1,11 @@
 #pragma once
 // Writes one split's token stream as numbered shards DIR/<split>-000000.bin, ... of a fixed size
-// (the last one shorter), uint16 or uint32 by vocabulary size. Each shard is written atomically;
-// remove_written() deletes them again when a run fails, so no partial output is left behind.
+// (the last one shorter), uint16 or uint32 by vocabulary size. A shard is buffered in fixed-size
+// blocks (memory = the shard's bytes, without the copies of a growing array) and written
+// atomically; remove_written() deletes the shards again when a run fails, so no partial output
+// is left behind.
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -26,14 +29,15 @@ class SplitWriter {
   int token_width() const { return width_; }
 
  private:
+  static constexpr size_t kBlockTokens = 1 << 20;
   void flush();
 
   std::string dir_, split_;
   uint64_t shard_tokens_;
   int32_t vocab_size_;
   int width_;
-  std::vector<uint16_t> buf16_;
-  std::vector<uint32_t> buf32_;
+  std::vector<std::unique_ptr<char[]>> blocks_;  // kBlockTokens tokens each, the last partly used
+  uint64_t held_ = 0;                            // tokens in the blocks
   uint64_t tokens_ = 0;
   std::vector<std::string> files_;
 };

@@ -5,12 +5,12 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <set>
 
 #include "core/error.h"
 #include "core/log.h"
 #include "data/input_stream.h"
+#include "data/json_field.h"
 #include "data/utf8.h"
 
 namespace quest {
@@ -23,8 +23,8 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-bool is_blank(std::string_view line) {
-  return line.find_first_not_of(" \t\r\f\v") == std::string_view::npos;
+bool is_blank(std::string_view text) {
+  return text.find_first_not_of(" \t\r\n\f\v") == std::string_view::npos;
 }
 
 // 1-based line of byte `offset` in a text starting at line `first_line`.
@@ -32,13 +32,8 @@ uint64_t line_of(std::string_view text, size_t offset, uint64_t first_line) {
   return first_line + uint64_t(std::count(text.begin(), text.begin() + offset, '\n'));
 }
 
-// nlohmann's messages start with "[json.exception.parse_error.101] parse error at line 1, column
-// 7: ..."; the line is always 1 here (one record a line), so keep only the column and the reason.
-std::string json_reason(const nlohmann::json::exception& e) {
-  std::string m = e.what();
-  if (const auto p = m.find("] "); p != std::string::npos) m = m.substr(p + 2);
-  if (const auto p = m.find("at line 1, column"); p != std::string::npos) m.replace(p, 17, "at column");
-  return m;
+const char* article(std::string_view noun) {
+  return noun == "array" || noun == "object" ? "an" : "a";
 }
 
 constexpr uint64_t kMaxBadReported = 10;  // warnings shown with skip_bad; the rest only counted
@@ -49,6 +44,16 @@ class LineReader {
   explicit LineReader(std::unique_ptr<InputStream> in) : in_(std::move(in)), buf_(1 << 20) {}
 
   bool next(std::string_view& line, bool& terminated) {
+    if (!read_line(line, terminated)) return false;
+    // A UTF-8 byte order mark marks the file's encoding; it is not text.
+    if (line_no_ == 1 && line.substr(0, 3) == "\xEF\xBB\xBF") line.remove_prefix(3);
+    return true;
+  }
+  uint64_t line_no() const { return line_no_; }  // of the last line returned
+  const InputStream& stream() const { return *in_; }
+
+ private:
+  bool read_line(std::string_view& line, bool& terminated) {
     carry_.clear();
     while (true) {
       if (pos_ == end_) {
@@ -81,10 +86,7 @@ class LineReader {
       return true;
     }
   }
-  uint64_t line_no() const { return line_no_; }  // of the last line returned
-  const InputStream& stream() const { return *in_; }
 
- private:
   std::unique_ptr<InputStream> in_;
   std::vector<char> buf_;
   size_t pos_ = 0, end_ = 0;
@@ -165,7 +167,8 @@ class DocumentReader::FileReader {
       if (format_ == InputFormat::Jsonl) got = next_jsonl(doc);
       else if (options_.split_blank_lines > 0) got = next_text_piece(doc);
       else got = next_text_file(doc);
-      if (got && !doc.text.empty()) return true;  // empty: a bad or empty document, skipped
+      // Empty: a bad document, already counted. Whitespace only: no document either.
+      if (got && !is_blank(doc.text)) return true;
     }
     return false;
   }
@@ -202,30 +205,25 @@ class DocumentReader::FileReader {
         bad(n, fmt::format("invalid UTF-8: byte 0x{:02x} at column {}", uint8_t(line[at]), at + 1));
         continue;
       }
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception& e) {
-        bad(n, "invalid JSON: " + json_reason(e));
-        continue;
+      const JsonFieldResult r = extract_json_string_field(line, options_.text_field, doc.text);
+      switch (r.status) {
+        case JsonFieldStatus::Ok: break;
+        case JsonFieldStatus::Invalid:
+          bad(n, fmt::format("invalid JSON at column {}: {}", r.column, r.message));
+          continue;
+        case JsonFieldStatus::NotObject:
+          bad(n, fmt::format("expected a JSON object, got {} {}", article(r.type), r.type));
+          continue;
+        case JsonFieldStatus::Missing:
+          bad(n, fmt::format("missing field \"{}\"", options_.text_field));
+          continue;
+        case JsonFieldStatus::NotString:
+          bad(n, fmt::format("field \"{}\" is {} {}, not a string", options_.text_field,
+                             article(r.type), r.type));
+          continue;
       }
-      if (!j.is_object()) {
-        bad(n, fmt::format("expected a JSON object, got {}", j.type_name()));
-        continue;
-      }
-      const auto it = j.find(options_.text_field);
-      if (it == j.end()) {
-        bad(n, fmt::format("missing field \"{}\"", options_.text_field));
-        continue;
-      }
-      if (!it->is_string()) {
-        bad(n, fmt::format("field \"{}\" is {} {}, not a string", options_.text_field,
-                           it->is_array() || it->is_object() ? "an" : "a", it->type_name()));
-        continue;
-      }
-      doc.text = std::move(it->get_ref<std::string&>());
       doc.line = n;
-      if (doc.text.empty() || !valid_utf8(doc)) continue;
+      if (doc.text.empty() || !valid_utf8(doc)) continue;  // \u escapes can add bad text
       return true;
     }
     done_ = true;

@@ -39,8 +39,8 @@ struct Document {
   uint64_t line = 0;  // 1-based line where the document starts
 };
 
-// Reads the documents of a list of files in order. Empty documents (and blank JSONL lines) are
-// dropped silently.
+// Reads the documents of a list of files in order. Documents that are empty or only whitespace
+// (and blank JSONL lines) are dropped silently.
 class DocumentReader {
  public:
   DocumentReader(std::vector<std::string> files, TextSourceOptions options);

@@ -65,6 +65,12 @@ void LinearOp::prepare_weight(const float* w) {
   w_ = buf;
 }
 
+void LinearOp::set_product_weight(const float* w) {
+  if (w_buf_.empty()) w_buf_.resize(size_t(out_ * in_));  // a plain layer owns no copy otherwise
+  std::memcpy(w_buf_.data(), w, sizeof(float) * size_t(out_ * in_));
+  w_ = w_buf_.data();
+}
+
 void LinearOp::forward(const float* x, float* y, int64_t N) {
   QUEST_CHECK(w_ != nullptr, "LinearOp::forward before prepare_weight");
   QUEST_CHECK(N <= max_rows_, "LinearOp: {} rows exceed the planned {}", N, max_rows_);

@@ -51,6 +51,12 @@ class LinearOp {
   bool half_form() const { return half_; }  // the form that actually runs
 
   void prepare_weight(const float* w);
+  // Uses w ([out, in], in the domain the product runs in: the Hadamard domain in the half form) as
+  // the product weight as it stands, bypassing the weight quantizer, until the next
+  // prepare_weight(). The loader of packed exports installs the exported, already quantized
+  // weights this way: quantizing them again would not give them back (the clip comes from the
+  // row's rms, which quantization changes).
+  void set_product_weight(const float* w);
   void forward(const float* x, float* y, int64_t N);
   // dx[N,in] overwritten (skipped when null); dw[out,in] accumulates (skipped when null).
   void backward(const float* dy, float* dx, float* dw, int64_t N);

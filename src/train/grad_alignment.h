@@ -8,6 +8,7 @@
 #include "data/token_dataset.h"
 #include "model/config.h"
 #include "quant/quant_spec.h"
+#include "train/checkpoint.h"
 
 namespace quest {
 
@@ -17,10 +18,12 @@ struct LayerAlignment {
 };
 
 // params: the model's flat parameters (parameter_layout(config)). The batch is the first `batch`
-// validation windows of `data`.
+// validation windows of `data`. learned: a checkpoint trained with `quant` whose learned quantizer
+// parameters (LSQ steps, PACT alphas) the quantized model uses; without it they are initialized
+// from the batch, as at the start of training.
 std::vector<LayerAlignment> gradient_alignment(const ModelConfig& config,
                                                const std::vector<float>& params,
                                                const QuantConfig& quant, const TokenDataset& data,
-                                               int64_t batch);
+                                               int64_t batch, const Checkpoint* learned = nullptr);
 
 }  // namespace quest

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -189,10 +190,17 @@ TEST(Gpt2Tokenizer, LongWordsAndRuns) {
     while (s.size() < 100000) s += unit;
     EXPECT_EQ(tok->decode(tok->encode(s)), s);
   }
-  // Same word through the cache and without it gives the same tokens.
-  const std::string word(600, 'x');
-  EXPECT_EQ(tok->encode(word), tok->encode(word));
-  EXPECT_EQ(tok->encode("x" + word).size() >= 1, true);
+  // A word gives the same tokens on a cache miss and on the hit that follows, and the same
+  // tokens as part of a longer text.
+  for (const size_t len : {40, 200, 600}) {
+    std::string word;
+    for (size_t i = 0; i < len; ++i) word += "qzxj"[i % 4];
+    const auto first = tok->encode(word);
+    EXPECT_EQ(tok->encode(word), first);
+    const auto in_text = tok->encode("the\n" + word + "!");  // "the", "\n", word, "!"
+    ASSERT_EQ(in_text.size(), first.size() + 3);
+    EXPECT_TRUE(std::equal(first.begin(), first.end(), in_text.begin() + 2));
+  }
 }
 
 TEST(Gpt2Tokenizer, ConcurrentEncodeMatchesSerial) {

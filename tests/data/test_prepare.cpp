@@ -66,6 +66,8 @@ std::vector<std::string> sample_docs(int n, uint64_t seed) {
     std::string d;
     const int k = 1 + int(rng.below(30));
     for (int j = 0; j < k; ++j) d += pieces[rng.below(std::size(pieces))];
+    if (rng.below(2)) d += std::to_string(i);  // never only whitespace (that is no document)
+    else d = std::to_string(i) + d;
     docs.push_back(d);
   }
   return docs;

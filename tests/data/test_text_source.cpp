@@ -62,7 +62,7 @@ TEST(Utf8, Validation) {
 TEST(TextSource, JsonlDocumentsWithLines) {
   TempDir dir;
   const auto f = dir.write("a.jsonl", test::jsonl_line(0, "first doc\nline two") + "\n   \n" +
-                                          test::jsonl_line(1, "") +  // empty: dropped
+                                          test::jsonl_line(1, " \n\t") +  // blank: dropped
                                           test::jsonl_line(2, "caf\u00e9 \U0001F40B"));
   const auto docs = read_all({f});
   ASSERT_EQ(docs.size(), 2u);
@@ -71,6 +71,12 @@ TEST(TextSource, JsonlDocumentsWithLines) {
   EXPECT_EQ(docs[1].text, "caf\u00e9 \U0001F40B");
   EXPECT_EQ(docs[1].line, 5u);
   EXPECT_EQ(docs[1].file, f);
+
+  // A byte order mark is not part of the text.
+  const auto bom = dir.write("bom.jsonl", "\xEF\xBB\xBF" + test::jsonl_line(0, "x"));
+  EXPECT_EQ(texts(read_all({bom})), std::vector<std::string>{"x"});
+  const auto bom_txt = dir.write("bom.txt", "\xEF\xBB\xBFtext\n");
+  EXPECT_EQ(texts(read_all({bom_txt})), std::vector<std::string>{"text\n"});
 
   TextSourceOptions opt;
   opt.text_field = "body";
@@ -179,7 +185,7 @@ TEST(TextSource, BadRecordsNamedWithFileAndLine) {
   const auto number = dir.write("n.jsonl", R"({"text": 42})" "\n");
   EXPECT_CONTAINS(error_of([&] { read_all({number}); }), ":1: field \"text\" is a number, not a string");
   const auto arr = dir.write("arr.jsonl", "[1]\n");
-  EXPECT_CONTAINS(error_of([&] { read_all({arr}); }), ":1: expected a JSON object, got array");
+  EXPECT_CONTAINS(error_of([&] { read_all({arr}); }), ":1: expected a JSON object, got an array");
 
   const auto txt = dir.write("bad.txt", "line one\nline two\nline \xc3\x28three\n");
   msg = error_of([&] { read_all({txt}); });

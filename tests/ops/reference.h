@@ -183,6 +183,43 @@ inline Vec attention(const Vec& qkv, int64_t B, int64_t T, int64_t H, int64_t hd
   return out;
 }
 
+// The gradient of sum(c * attention(qkv)) with respect to qkv, analytically from the definition:
+// dp = c_t . v_s, ds = p (dp - sum_s p dp) / sqrt(hd), dq_t = sum_s ds k_s, dk_s = sum_t ds q_t,
+// dv_s = sum_t p c_t. For shapes too long for finite differences.
+inline Vec attention_backward(const Vec& qkv, const Vec& c, int64_t B, int64_t T, int64_t H,
+                              int64_t hd) {
+  const int64_t C = H * hd;
+  Vec probs;
+  attention(qkv, B, T, H, hd, &probs);
+  Vec d(qkv.size(), 0.0);
+  auto idx = [&](int64_t b, int64_t t, int64_t part, int64_t h, int64_t j) {
+    return size_t((b * T + t) * 3 * C + part * C + h * hd + j);
+  };
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        const double* p = &probs[size_t(((b * H + h) * T + t) * T)];
+        Vec dp(size_t(t + 1));
+        double D = 0.0;
+        for (int64_t s = 0; s <= t; ++s) {
+          double x = 0.0;
+          for (int64_t j = 0; j < hd; ++j)
+            x += c[size_t((b * T + t) * C + h * hd + j)] * qkv[idx(b, s, 2, h, j)];
+          dp[size_t(s)] = x;
+          D += p[s] * x;
+        }
+        for (int64_t s = 0; s <= t; ++s) {
+          const double ds = p[s] * (dp[size_t(s)] - D) / std::sqrt(double(hd));
+          for (int64_t j = 0; j < hd; ++j) {
+            d[idx(b, t, 0, h, j)] += ds * qkv[idx(b, s, 1, h, j)];
+            d[idx(b, s, 1, h, j)] += ds * qkv[idx(b, t, 0, h, j)];
+            d[idx(b, s, 2, h, j)] += p[s] * c[size_t((b * T + t) * C + h * hd + j)];
+          }
+        }
+      }
+  return d;
+}
+
 inline Vec swiglu(const Vec& a, const Vec& b) {
   Vec out(a.size());
   for (size_t i = 0; i < a.size(); ++i) out[i] = a[i] / (1.0 + std::exp(-a[i])) * b[i];

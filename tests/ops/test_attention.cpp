@@ -49,6 +49,27 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Attention,
                          ::testing::Values(AttnCase{2, 7, 2, 8}, AttnCase{1, 5, 3, 6},
                                            AttnCase{2, 1, 1, 4}));
 
+// Longer than the 128-row query blocks of the blocked products, with a partial last block: the
+// forward against the reference, the backward against the analytic double gradient (finite
+// differences would be too slow here; the shapes above check both against them).
+TEST(AttentionBasics, LongSequencesAcrossQueryBlocks) {
+  for (const int64_t T : {128, 129, 300}) {
+    const int64_t B = 2, H = 2, HD = 8, C = H * HD;
+    Rng rng(57);
+    auto qkv = test::randn(rng, B * T * 3 * C), c = test::randn(rng, B * T * C);
+    auto out = test::nan_filled(B * T * C), probs = test::nan_filled(B * H * T * T);
+    cpu::attention_forward(out.data(), probs.data(), qkv.data(), B, T, H, HD);
+    Vec probs_ref;
+    const Vec out_ref = ref::attention(test::to_double(qkv), B, T, H, HD, &probs_ref);
+    EXPECT_TRUE(test::all_close(out, out_ref, 1e-6, 1e-5)) << "out, T=" << T;
+    EXPECT_TRUE(test::all_close(probs, probs_ref, 1e-7, 1e-5)) << "probs, T=" << T;
+    auto dqkv = test::nan_filled(B * T * 3 * C);
+    cpu::attention_backward(dqkv.data(), c.data(), qkv.data(), probs.data(), B, T, H, HD);
+    const Vec g = ref::attention_backward(test::to_double(qkv), test::to_double(c), B, T, H, HD);
+    EXPECT_TRUE(test::all_close(dqkv, g, 1e-5, 1e-4)) << "dqkv, T=" << T;
+  }
+}
+
 TEST(AttentionBasics, FirstTokenAttendsOnlyToItself) {
   const int64_t T = 4, H = 2, HD = 4, C = H * HD;
   Rng rng(53);
@@ -69,7 +90,7 @@ TEST(AttentionBasics, LargeScoresStayFinite) {
 }
 
 TEST(AttentionBasics, IndependentOfThreadCount) {
-  const int64_t B = 2, T = 9, H = 3, HD = 8, C = H * HD;
+  const int64_t B = 2, T = 139, H = 3, HD = 8, C = H * HD;  // two query blocks
   Rng rng(55);
   auto qkv = test::randn(rng, B * T * 3 * C), c = test::randn(rng, B * T * C);
   auto run = [&](int threads) {

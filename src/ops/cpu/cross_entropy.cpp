@@ -1,5 +1,6 @@
 // Softmax cross-entropy over the first V of Vp columns (the rest is vocabulary padding).
-// Stable: the row maximum is subtracted; exponentials are summed and the loss is formed in double.
+// Stable: the row maximum is subtracted; exponentials (single precision, vectorized, computed once
+// per element) are summed and the loss is formed in double.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -7,6 +8,7 @@
 #include "core/error.h"
 #include "ops/cpu_ops.h"
 #include "ops/op_profile.h"
+#include "ops/cpu/simd.h"
 
 namespace quest::cpu {
 
@@ -24,17 +26,17 @@ double cross_entropy(float* dlogits, float* losses, const float* logits, const i
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* l = logits + n * Vp;
-    const float mx = *std::max_element(l, l + V);
-    double sum = 0.0;
-    for (int64_t j = 0; j < V; ++j) sum += std::exp(l[j] - mx);
-    const double lse = double(mx) + std::log(sum);
     const int32_t y = targets[n];
-    row_loss[size_t(n)] = lse - double(l[y]);  // read before dlogits (which may be l) is written
-    if (dlogits) {
-      float* g = dlogits + n * Vp;
-      // exp(l - mx) / sum rather than exp(l - lse): mx is exact, a float lse is not.
-      const float scaled_inv = float(double(grad_scale) / sum);
-      for (int64_t j = 0; j < V; ++j) g[j] = std::exp(l[j] - mx) * scaled_inv;
+    const float ly = l[y];  // read before dlogits (which may be l) is written
+    const float mx = simd::max(l, V);
+    // One pass of exponentials: the gradient row receives e^(l - mx), which is then scaled.
+    float* g = dlogits ? dlogits + n * Vp : nullptr;
+    const double sum = simd::exp_shift_sum(g, l, mx, V);
+    const double lse = double(mx) + std::log(sum);
+    row_loss[size_t(n)] = lse - double(ly);
+    if (g) {
+      // e^(l - mx) / sum rather than e^(l - lse): mx is exact, a float lse is not.
+      simd::scale(g, float(double(grad_scale) / sum), V);
       g[y] -= grad_scale;
       std::fill(g + V, g + Vp, 0.0f);
     }

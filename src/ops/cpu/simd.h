@@ -1,7 +1,9 @@
 #pragma once
 // Small fixed-width vector kernels for the CPU ops, written with the GCC/Clang vector extensions:
-// portable (baseline x86-64 turns an 8-float vector into two SSE registers; wider targets use
-// wider ones), no intrinsics, no runtime dispatch.
+// 4-float / 2-double vectors, the native width of baseline x86-64 (SSE2) and of NEON, so nothing
+// is expanded piecewise; the loops keep two or four vectors in flight for instruction-level
+// parallelism. No runtime dispatch; intrinsics only where the generic form compiles badly (float
+// to double widening on x86).
 //
 // Determinism: every kernel uses a fixed lane layout and a fixed order of operations, so a given
 // build gives the same bits on every call, for any thread count (threads only ever split
@@ -10,13 +12,17 @@
 // that do not, as for any other floating-point code.
 #include <cstdint>
 #include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace quest::cpu::simd {
 
-constexpr int W = 8;  // floats per vector
-typedef float vf __attribute__((vector_size(W * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(W * sizeof(int32_t))));
-typedef double vd4 __attribute__((vector_size(4 * sizeof(double))));
+constexpr int W = 4;  // floats per vector
+typedef float vf __attribute__((vector_size(16)));
+typedef int32_t vi __attribute__((vector_size(16)));
+typedef float vf2 __attribute__((vector_size(8)));
+typedef double vd __attribute__((vector_size(16)));
 
 inline vf load(const float* p) {
   vf v;
@@ -24,13 +30,25 @@ inline vf load(const float* p) {
   return v;
 }
 inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
-inline vf splat(float x) { return vf{} + x; }
+inline vf splat(float x) { return vf{x, x, x, x}; }
+inline vd splat_d(double x) { return vd{x, x}; }
+// The low / high two floats of v, widened to double (exact). GCC expands the generic form piecewise,
+// so x86 gets the one-instruction conversion.
+#if defined(__SSE2__)
+inline vd lo2(vf v) { return vd(_mm_cvtps_pd(__m128(v))); }
+inline vd hi2(vf v) { return vd(_mm_cvtps_pd(_mm_movehl_ps(__m128(v), __m128(v)))); }
+#else
+inline vd lo2(vf v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1), vd); }
+inline vd hi2(vf v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 2, 3), vd); }
+#endif
+inline float hsum(vf s) { return (s[0] + s[2]) + (s[1] + s[3]); }
+inline double hsum(vd s) { return s[0] + s[1]; }
 
 namespace detail {
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kC1 = 0.693359375f;         // ln 2, high part (exact, 9 bits)
 constexpr float kC2 = -2.12194440e-4f;      // ln 2 - kC1
-constexpr float kMagic = 12582912.0f;       // 1.5 * 2^23: x + kMagic rounds x to an integer
+constexpr float kMagic = 12582912.0f;       // 1.5 * 2^23: (x + kMagic) - kMagic rounds x
 constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f,
                 kP3 = 4.1665795894e-2f, kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
 constexpr float kMaxX = 88.37626266479492f;    // 127.5 ln 2; above: +inf (2^n must stay finite)
@@ -38,7 +56,7 @@ constexpr float kMinX = -87.33654022216797f;   // below: 0 (2^-126 is the smalle
 }  // namespace detail
 
 // e^x in single precision, Cephes' expf scheme: Cody-Waite reduction by ln 2, a degree-7
-// polynomial, scaling by 2^n through the exponent bits; about 1 ulp. x > 88.376 gives +inf (the
+// polynomial, scaling by 2^n through the exponent bits; under 1 ulp. x > 88.376 gives +inf (the
 // true value is finite up to 88.72), x < -87.34 gives 0, NaN stays NaN. The scalar and vector
 // versions compute the same bits.
 inline float exp_scalar(float x) {
@@ -64,8 +82,9 @@ inline float exp_scalar(float x) {
 
 inline vf exp(vf x) {
   using namespace detail;
-  const vi over = x > kMaxX, under = x < kMinX;    // lanes: -1 (true) or 0
-  const vf xc = x < kMinX ? splat(0.0f) : (x > kMaxX ? splat(0.0f) : x);  // keeps NaN
+  const vi over = x > kMaxX, under = x < kMinX;  // lanes: -1 (true) or 0
+  const vf zero = splat(0.0f);
+  const vf xc = (over | under) ? zero : x;       // in range (NaN stays NaN)
   const vf n = (xc * kLog2e + kMagic) - kMagic;
   const vf r = (xc - n * kC1) - n * kC2;
   const vf r2 = r * r;
@@ -77,34 +96,40 @@ inline vf exp(vf x) {
   p = p * r + kP5;
   p = p * r2 + r + 1.0f;
   const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
-  vf y = p * (vf)bits;
-  y = under ? splat(0.0f) : y;
+  vf scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  vf y = p * scale;
+  y = under ? zero : y;
   y = over ? splat(__builtin_inff()) : y;
   return y;
 }
 
-// sum_j a[j] * b[j] in a fixed order: 16 lane sums (two vectors), then the tail, then the lanes.
+// sum_j a[j] * b[j] in a fixed order: 16 lane sums (four vectors), then the lanes, then the tail.
 inline float dot(const float* a, const float* b, int64_t n) {
-  vf s0{}, s1{};
+  vf s0{}, s1{}, s2{}, s3{};
   int64_t j = 0;
-  for (; j + 2 * W <= n; j += 2 * W) {
+  for (; j + 4 * W <= n; j += 4 * W) {
     s0 += load(a + j) * load(b + j);
     s1 += load(a + j + W) * load(b + j + W);
+    s2 += load(a + j + 2 * W) * load(b + j + 2 * W);
+    s3 += load(a + j + 3 * W) * load(b + j + 3 * W);
   }
-  if (j + W <= n) {
-    s0 += load(a + j) * load(b + j);
-    j += W;
-  }
-  vf s = s0 + s1;
+  for (; j + W <= n; j += W) s0 += load(a + j) * load(b + j);
   float tail = 0.0f;
   for (; j < n; ++j) tail += a[j] * b[j];
-  return (((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))) + tail;
+  return hsum((s0 + s1) + (s2 + s3)) + tail;
 }
 
 // y[j] += alpha * x[j]
 inline void axpy(float* y, float alpha, const float* x, int64_t n) {
   const vf va = splat(alpha);
   int64_t j = 0;
+  for (; j + 2 * W <= n; j += 2 * W) {
+    const vf y0 = load(y + j) + va * load(x + j);
+    const vf y1 = load(y + j + W) + va * load(x + j + W);
+    store(y + j, y0);
+    store(y + j + W, y1);
+  }
   for (; j + W <= n; j += W) store(y + j, load(y + j) + va * load(x + j));
   for (; j < n; ++j) y[j] += alpha * x[j];
 }
@@ -122,29 +147,51 @@ inline void scale(float* x, float alpha, int64_t n) {
 inline float max(const float* x, int64_t n) {
   float m = x[0];
   int64_t j = 0;
-  if (n >= W) {
-    vf vm = load(x);
-    for (j = W; j + W <= n; j += W) {
-      const vf v = load(x + j);
-      vm = v > vm ? v : vm;
+  if (n >= 2 * W) {
+    vf m0 = load(x), m1 = load(x + W);
+    for (j = 2 * W; j + 2 * W <= n; j += 2 * W) {
+      const vf v0 = load(x + j), v1 = load(x + j + W);
+      m0 = v0 > m0 ? v0 : m0;
+      m1 = v1 > m1 ? v1 : m1;
     }
-    for (int i = 0; i < W; ++i) m = vm[i] > m ? vm[i] : m;
+    m0 = m1 > m0 ? m1 : m0;
+    for (int i = 0; i < W; ++i) m = m0[i] > m ? m0[i] : m;
   }
   for (; j < n; ++j) m = x[j] > m ? x[j] : m;
   return m;
 }
 
-// out[j] = e^(x[j] - shift) (out may alias x); returns sum_j out[j], accumulated in double in a
-// fixed order. out may be null (only the sum).
-inline double exp_shift_sum(float* out, const float* x, float shift, int64_t n) {
-  vd4 s0{}, s1{};
-  const vf vs = splat(shift);
+// sum_j x[j]^2 in double (exact products), fixed order.
+inline double sum_squares(const float* x, int64_t n) {
+  vd s0{}, s1{};
   int64_t j = 0;
   for (; j + W <= n; j += W) {
-    const vf e = exp(load(x + j) - vs);
-    if (out) store(out + j, e);
-    s0 += __builtin_convertvector(__builtin_shufflevector(e, e, 0, 1, 2, 3), vd4);
-    s1 += __builtin_convertvector(__builtin_shufflevector(e, e, 4, 5, 6, 7), vd4);
+    const vf v = load(x + j);
+    const vd a = lo2(v), b = hi2(v);
+    s0 += a * a;
+    s1 += b * b;
+  }
+  double tail = 0.0;
+  for (; j < n; ++j) tail += double(x[j]) * x[j];
+  return hsum(s0 + s1) + tail;
+}
+
+// out[j] = e^(x[j] - shift) (out may alias x, or be null: only the sum); returns sum_j out[j],
+// accumulated in double in a fixed order.
+inline double exp_shift_sum(float* out, const float* x, float shift, int64_t n) {
+  vd s0{}, s1{}, s2{}, s3{};
+  const vf vs = splat(shift);
+  int64_t j = 0;
+  for (; j + 2 * W <= n; j += 2 * W) {
+    const vf e0 = exp(load(x + j) - vs), e1 = exp(load(x + j + W) - vs);
+    if (out) {
+      store(out + j, e0);
+      store(out + j + W, e1);
+    }
+    s0 += lo2(e0);
+    s1 += hi2(e0);
+    s2 += lo2(e1);
+    s3 += hi2(e1);
   }
   double tail = 0.0;
   for (; j < n; ++j) {
@@ -152,8 +199,7 @@ inline double exp_shift_sum(float* out, const float* x, float shift, int64_t n) 
     if (out) out[j] = e;
     tail += e;
   }
-  const vd4 s = s0 + s1;
-  return ((s[0] + s[1]) + (s[2] + s[3])) + tail;
+  return hsum((s0 + s1) + (s2 + s3)) + tail;
 }
 
 }  // namespace quest::cpu::simd
