@@ -160,9 +160,8 @@ int main(int argc, char** argv) {
         "model: preset {}, {} layers, d {}, head_dim {} ({} heads), hidden {}, vocab {} (padded "
         "{}), seq_len {}, batch {}: {} tokens/step\n",
         mc.preset, L, d, mc.head_dim, mc.n_head(), H, mc.vocab_size, Vp, T, B, B * T);
-    fmt::print("parameters: {:.2f}M total, {:.2f}M non-embedding; activations {:.0f} MiB\n",
-               n_params / 1e6, mc.non_embedding_params() / 1e6,
-               model.activation_bytes() / 1048576.0);
+    fmt::print("parameters: {:.2f}M total, {:.2f}M non-embedding\n", n_params / 1e6,
+               mc.non_embedding_params() / 1e6);
     fmt::print(
         "model FLOPs/token: {:.1f}M = 6 x {:.2f}M matmul weights ({:.2f}M in blocks, {:.2f}M "
         "lm_head) + {:.1f}M causal attention\n",
@@ -242,7 +241,8 @@ int main(int argc, char** argv) {
       named.op += " " + linear_names(mc, e.a, e.b);
       products.push_back(named);
     }
-    fmt::print("\nmatrix products by shape [in x out]:\n{}",
+    fmt::print("\nmatrix products of the linear layers and the lm_head, by shape [in x out] (attention's "
+               "own products are part of the attention rows above):\n{}",
                op_profile_table(products, total_s, opt.steps));
     fmt::print(
         "\nmatrix products (forward + backward, lm_head included): {:.1f}% of the step "

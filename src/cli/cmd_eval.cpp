@@ -1,38 +1,99 @@
-// `quest eval CHECKPOINT --data DIR`: validation loss, perplexity and bits per byte.
+// `quest eval MODEL [--data DIR] [--hellaswag FILE]`: validation loss, perplexity and bits per
+// byte of a checkpoint or packed export on a prepared split; HellaSwag zero-shot accuracy; for an
+// export, its size raw and zstd-compressed.
+#include <omp.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "data/load_tokenizer.h"
+#include "eval/artifact_size.h"
+#include "eval/data_check.h"
+#include "eval/hellaswag.h"
+#include "export/model_file.h"
 #include "train/evaluate.h"
-#include "train/model_io.h"
 
 namespace quest::cli {
 
 namespace {
 struct EvalOptions {
-  std::string checkpoint, data, split = "val";
-  int64_t batch = 8, windows = 0;
+  std::string model, data, split = "val", hellaswag, tokenizer, json;
+  int64_t batch = 8, windows = 0, limit = 0;
+  int zstd_level = 19;
+  bool prepend_eot = false;
 };
+
+void run_eval(const EvalOptions& o) {
+  QUEST_CHECK(!o.data.empty() || !o.hellaswag.empty() || o.model.ends_with(".safetensors"),
+              "nothing to evaluate: give --data DIR and/or --hellaswag FILE");
+  ModelFile f = load_model_file(o.model, o.batch);
+  Model& model = *f.loaded.model;
+  const bool exported = f.kind == ModelFileKind::PackedExport;
+  nlohmann::json out = {{"model", o.model},
+                        {"kind", exported ? "packed export" : "checkpoint"},
+                        {"step", f.loaded.step},
+                        {"quant", f.loaded.quant.to_string()},
+                        {"tokenizer", f.loaded.tokenizer}};
+  fmt::print("model: {} ({}, step {}, tokenizer {})\nquantization: {}\n", o.model, out["kind"].get<std::string>(),
+             f.loaded.step, f.loaded.tokenizer, f.loaded.quant.describe());
+  if (exported) {
+    const ArtifactSize s = artifact_size(o.model, o.zstd_level, omp_get_max_threads());
+    fmt::print("artifact: {} bytes raw, {} bytes zstd -{} ({:.1f}%)\n", s.raw, s.zstd, s.level,
+               100.0 * double(s.zstd) / double(std::max<uint64_t>(s.raw, 1)));
+    out["artifact"] = {{"raw_bytes", s.raw}, {"zstd_bytes", s.zstd}, {"zstd_level", s.level}};
+  }
+  if (!o.data.empty()) {
+    const TokenDataset data = TokenDataset::open(o.data, o.split);
+    check_data_matches_model(f.loaded.tokenizer, model.config(), data);
+    const EvalResult r = evaluate_split(model, data, o.batch, o.windows);
+    fmt::print("split {}: {} windows of {} tokens{}\nloss {:.6f}\nperplexity {:.4f}\n", o.split, r.windows,
+               model.config().seq_len, o.windows ? " (the first ones only)" : "", r.loss, r.perplexity);
+    if (r.bits_per_byte) fmt::print("bits per byte {:.6f}\n", *r.bits_per_byte);
+    out["split"] = {{"name", o.split}, {"windows", r.windows}, {"tokens", r.tokens}, {"loss", r.loss},
+                    {"perplexity", r.perplexity}};
+    if (r.bits_per_byte) out["split"]["bits_per_byte"] = *r.bits_per_byte;
+  }
+  if (!o.hellaswag.empty()) {
+    const auto tokenizer = load_tokenizer(o.tokenizer.empty() ? f.loaded.tokenizer : o.tokenizer);
+    check_tokenizer_matches_model(f.loaded.tokenizer, model.config(), *tokenizer);
+    const auto items = read_hellaswag(o.hellaswag, o.limit);
+    ModelScorer scorer(model, o.batch);
+    HellaswagOptions ho;
+    ho.items_per_call = std::max<int64_t>(1, o.batch);
+    ho.prepend_eot = o.prepend_eot;
+    const HellaswagResult r = evaluate_hellaswag(items, *tokenizer, scorer, ho);
+    fmt::print("hellaswag: {} items, acc {:.4f} (+- {:.4f}), acc_norm {:.4f} (+- {:.4f})\n", r.items, r.acc(),
+               r.acc_stderr(), r.acc_norm(), r.acc_norm_stderr());
+    out["hellaswag"] = {{"items", r.items}, {"acc", r.acc()}, {"acc_stderr", r.acc_stderr()},
+                        {"acc_norm", r.acc_norm()}, {"acc_norm_stderr", r.acc_norm_stderr()},
+                        {"prepend_eot", o.prepend_eot}};
+  }
+  if (!o.json.empty()) {
+    std::ofstream js(o.json);
+    QUEST_CHECK(js << out.dump(2) << "\n", "cannot write '{}'", o.json);
+  }
+}
 }  // namespace
 
 void add_eval_command(CLI::App& app) {
   auto o = std::make_shared<EvalOptions>();
-  CLI::App* cmd = app.add_subcommand("eval", "Evaluate a checkpoint on a prepared split");
-  cmd->add_option("checkpoint", o->checkpoint, "Checkpoint file")->required()->check(CLI::ExistingFile);
-  cmd->add_option("--data", o->data, "Prepared data directory or shard pattern")->required();
+  CLI::App* cmd = app.add_subcommand(
+      "eval", "Evaluate a checkpoint or packed export: validation loss / bits per byte, HellaSwag, size");
+  cmd->add_option("model", o->model, "Checkpoint (checkpoint.bin) or packed export (.safetensors)")->required();
+  cmd->add_option("--data", o->data, "Prepared data directory or shard pattern");
   cmd->add_option("--split", o->split, "Split name")->capture_default_str();
-  cmd->add_option("--batch-size", o->batch, "Windows per forward pass")->check(CLI::Range(1, 4096))->capture_default_str();
-  cmd->add_option("--windows", o->windows, "Evaluate the first N windows (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  cmd->callback([o] {
-    LoadedModel m = load_model(o->checkpoint, o->batch);
-    const TokenDataset data = TokenDataset::open(o->data, o->split);
-    if (const auto& meta = data.meta(); meta && meta->tokenizer)
-      QUEST_CHECK(*meta->tokenizer == m.tokenizer,
-                  "the data was tokenized with '{}' but the model with '{}'", *meta->tokenizer, m.tokenizer);
-    const EvalResult r = evaluate_split(*m.model, data, o->batch, o->windows);
-    fmt::print("split {}: {} windows of {} tokens\nloss {:.6f}\nperplexity {:.4f}\n", o->split, r.windows,
-               m.model->config().seq_len, r.loss, r.perplexity);
-    if (r.bits_per_byte) fmt::print("bits per byte {:.6f}\n", *r.bits_per_byte);
-  });
+  cmd->add_option("--batch-size", o->batch, "Sequences per forward pass")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("--windows", o->windows, "Evaluate the first N windows of the split (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--hellaswag", o->hellaswag, "HellaSwag JSONL (ctx, endings, label; .zst allowed)")->check(CLI::ExistingFile);
+  cmd->add_option("--limit", o->limit, "HellaSwag: the first N items (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_flag("--prepend-eot", o->prepend_eot, "HellaSwag: start each context with end-of-text (lm-eval does not)");
+  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer for HellaSwag (default: the model's; must match it)");
+  cmd->add_option("--zstd-level", o->zstd_level, "zstd level of the compressed artifact size")->check(CLI::Range(1, 22))->capture_default_str();
+  cmd->add_option("--json", o->json, "Also write the results to this JSON file");
+  cmd->callback([o] { run_eval(*o); });
 }
 
 }  // namespace quest::cli

@@ -12,5 +12,8 @@ void add_generate_command(CLI::App& app);
 void add_prepare_command(CLI::App& app);
 void add_tokenizer_command(CLI::App& app);
 void add_align_command(CLI::App& app);
+void add_export_command(CLI::App& app);
+void add_inspect_command(CLI::App& app);
+void add_plot_command(CLI::App& app);
 
 }  // namespace quest::cli

@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
   quest::cli::add_prepare_command(app);
   quest::cli::add_tokenizer_command(app);
   quest::cli::add_align_command(app);
+  quest::cli::add_export_command(app);
+  quest::cli::add_inspect_command(app);
+  quest::cli::add_plot_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,21 +10,21 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/cpu_backend.h"
+#include "model/llama_graph.h"
 #include "quant/linear_op.h"
 
 namespace quest {
 
 // Builds the product op of one linear layer; the quantizers plug in here.
-using LinearFactory = std::function<LinearOp(const std::string& name, int64_t in, int64_t out,
-                                             int64_t max_rows)>;
+using LinearFactory = LlamaGraph<CpuBackend>::LinearFactory;
 LinearFactory plain_linear_factory();
 // Every linear layer in the blocks quantized by `quant` (QUEST_SPEC.md section 1).
 LinearFactory quantized_linear_factory(const QuantConfig& quant);
 
-struct LayerLinears {
-  LinearOp qkv, wo, w1, w2, w3;
-};
+using LayerLinears = LayerLinearsT<CpuBackend>;
 
+// The model on the CPU (fp32): parameters, gradients and the graph's planned activations.
 class Model {
  public:
   Model(const ModelConfig& config, int64_t batch, const LinearFactory& linears = plain_linear_factory());
@@ -55,34 +55,22 @@ class Model {
   // Logits [vocab_size] of the last position of one sequence of T tokens, by a full forward pass.
   void last_logits(const int32_t* tokens, int64_t T, float* logits);
 
-  std::vector<LayerLinears>& linears() { return linears_; }
+  std::vector<LayerLinears>& linears() { return graph_.linears(); }
   // Every linear layer with its parameter name ("layers.3.w1"), in layout order.
   struct NamedLinear {
     std::string name;
     LinearOp* op;
   };
   std::vector<NamedLinear> named_linears();
-  size_t activation_bytes() const { return acts_.size() * sizeof(float); }
 
  private:
-  struct LayerActs {
-    float *res_in, *ln1, *rstd1, *qkv, *probs, *att, *res_mid, *ln2, *rstd2, *a, *b, *g;
-  };
-  void forward(const int32_t* x, int64_t B, int64_t T);
-  // Runs lm_head + cross-entropy over row chunks; with gradients when grad_scale != 0.
-  double head(const int32_t* y, int64_t N, float grad_scale, bool backward, float* losses);
-  void backward(const int32_t* x, int64_t B, int64_t T);
-
   ModelConfig config_;
   int64_t batch_;
   std::vector<ParamTensor> layout_;
   std::vector<float> params_, grads_;
-  std::vector<LayerLinears> linears_;
-  std::vector<float> acts_;  // every activation, planned once
-  std::vector<LayerActs> layer_acts_;
-  float *final_res_, *lnf_, *rstdf_, *tmp_, *dres_, *dln_, *dln2_, *datt_, *dqkv_, *da_, *db_,
-      *dg_, *logits_;
-  int64_t head_chunk_;
+  CpuBackend backend_;
+  LlamaGraph<CpuBackend> graph_;
+  std::vector<float> losses_;  // per-token losses of the last micro-batch
 };
 
 }  // namespace quest

@@ -1,12 +1,17 @@
 #pragma once
 // The model's operations on the CPU, in fp32: forward and explicit backward for each, row-major
-// buffers, no allocation. This is the reference every other backend is checked against.
+// buffers. This is the reference every other backend is checked against. The caller owns every
+// buffer; the only memory an op keeps is reusable scratch (attention_backward: up to 16 MiB, or one
+// [T, T] matrix if larger; rope: a [T, 2 * head_dim] table), grown on first use and kept by the
+// calling thread.
 //
 // Conventions
 // - N = number of token rows (B * T); d = model width; shapes are given in comments as [rows, cols].
 // - Gradient outputs ACCUMULATE (+=) where the comment says "accumulates", and are OVERWRITTEN
 //   otherwise. Parameter gradients always accumulate (gradient accumulation over micro-batches).
-// - Work is spread over OpenMP threads; matrix products go to BLAS.
+// - Work is spread over OpenMP threads; matrix products (attention's included) go to BLAS, always
+//   from outside OpenMP regions. Results are deterministic and do not depend on the OpenMP thread
+//   count. Each op times itself into the op profile (ops/op_profile.h) when that is enabled.
 #include <cstdint>
 
 namespace quest::cpu {

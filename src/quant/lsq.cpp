@@ -1,4 +1,5 @@
 // LSQ: learned step size (QUEST_SPEC.md section 4), with the "+1/2" shifted integer grid.
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -31,9 +32,12 @@ void LsqQuantizer::forward(const float* x, float* xq, int64_t rows, int64_t cols
     step_ = float(2.0 * mean_abs / std::sqrt(double(qmax)));
     if (!(step_ > 0.0f)) step_ = 1e-8f;  // all-zero data: any positive step works
   }
-  QUEST_CHECK(step_ > 0.0f && std::isfinite(step_), "{}: the learned step must be positive, got {}",
-              name_, step_);
-  const float s = step_, inv = 1.0f / step_;
+  QUEST_CHECK(std::isfinite(step_), "{}: the learned step is not finite ({})", name_, step_);
+  // The grid uses |s|: AdamW moves a scalar by about lr per step, which can carry a small weight
+  // step (~1e-3 at init std 0.02) through zero; the quantizer is symmetric in the sign of s, and
+  // backward() gives s the gradient of |s|, so training goes on through the crossing.
+  sign_ = step_ < 0.0f ? -1.0f : 1.0f;
+  const float s = std::max(std::fabs(step_), kMinStep), inv = 1.0f / s;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     uint64_t* m = mask_.row(r);
@@ -68,7 +72,7 @@ void LsqQuantizer::backward(float* grad, int64_t rows, int64_t cols) {
   }
   double total = 0.0;
   for (int64_t r = 0; r < rows; ++r) total += row_sum_[r];
-  step_grad_ += float(total / std::sqrt(double(rows * cols) * qmax));  // LSQ gradient scale
+  step_grad_ += sign_ * float(total / std::sqrt(double(rows * cols) * qmax));  // LSQ gradient scale
   mask_.apply(grad);
 }
 

@@ -1,4 +1,5 @@
 // PACT as published (gradient passes for unclipped entries), symmetric: QUEST_SPEC.md section 4.
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -30,9 +31,10 @@ void PactQuantizer::forward(const float* x, float* xq, int64_t rows, int64_t col
     alpha_ = float(kAlpha[bits_] * std::sqrt(total / double(rows * cols)));
     if (!(alpha_ > 0.0f)) alpha_ = 1e-8f;
   }
-  QUEST_CHECK(alpha_ > 0.0f && std::isfinite(alpha_), "{}: the learned clip must be positive, got {}",
-              name_, alpha_);
-  const grid::Grid g = grid::make(bits_, alpha_);
+  QUEST_CHECK(std::isfinite(alpha_), "{}: the learned clip is not finite ({})", name_, alpha_);
+  // The clip is |alpha| (see LsqQuantizer: the optimizer may carry alpha through zero).
+  sign_ = alpha_ < 0.0f ? -1.0f : 1.0f;
+  const grid::Grid g = grid::make(bits_, std::max(std::fabs(alpha_), 1e-8f));
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     uint64_t* m = mask_.row(r);
@@ -67,7 +69,7 @@ void PactQuantizer::backward(float* grad, int64_t rows, int64_t cols) {
   }
   double total = 0.0;
   for (int64_t r = 0; r < rows; ++r) total += row_sum_[r];
-  alpha_grad_ += float(total);
+  alpha_grad_ += sign_ * float(total);
   mask_.apply(grad);
 }
 

@@ -87,6 +87,7 @@ class Sparse48Quantizer final : public TensorQuantizer {
 // 2 * mean|x| / sqrt(qmax), qmax = 2^(b-1) - 1. Backward: x gets the gradient where
 // x / s - 1/2 lies in [qmin, qmax] (STE with clip); s gets sum(g * dxq/ds) scaled by
 // 1 / sqrt(numel * qmax), with dxq/ds = q + 1/2 - x/s inside and qmin/qmax + 1/2 when clipped.
+// The grid uses |s| (the optimizer may carry s through zero) and s gets the gradient of |s|.
 class LsqQuantizer final : public TensorQuantizer {
  public:
   LsqQuantizer(int bits, std::string name);
@@ -102,7 +103,9 @@ class LsqQuantizer final : public TensorQuantizer {
  private:
   int bits_;
   std::string name_;
+  static constexpr float kMinStep = 1e-8f;
   float step_ = 0.0f, step_grad_ = 0.0f;
+  float sign_ = 1.0f;            // sign of step_ at the last forward (the grid uses |step_|)
   std::vector<float> dstep_;     // dxq/ds per entry of the last forward
   std::vector<double> row_sum_;  // per-row partial sums (a deterministic reduction)
   MaskBits mask_;
@@ -111,7 +114,7 @@ class LsqQuantizer final : public TensorQuantizer {
 // PACT (Choi et al.), symmetric: one learned clip alpha per tensor, the centered 2^b-level grid on
 // [-alpha, alpha] (extreme levels +-alpha). alpha is initialized on the first forward to
 // ALPHA[b] * rms(tensor). Backward: x gets the gradient where |x| < alpha; alpha gets
-// sum over clipped entries (|x| >= alpha) of g * sign(x).
+// sum over clipped entries (|x| >= alpha) of g * sign(x). The clip is |alpha|, as for LSQ's step.
 class PactQuantizer final : public TensorQuantizer {
  public:
   PactQuantizer(int bits, std::string name);
@@ -128,6 +131,7 @@ class PactQuantizer final : public TensorQuantizer {
   int bits_;
   std::string name_;
   float alpha_ = 0.0f, alpha_grad_ = 0.0f;
+  float sign_ = 1.0f;  // sign of alpha_ at the last forward (the grid uses |alpha_|)
   MaskBits mask_;      // clipped entries (no x gradient)
   MaskBits negative_;  // sign of the clipped entries
   std::vector<double> row_sum_;

@@ -202,7 +202,14 @@ void Trainer::load_checkpoint(const std::string& path) {
     std::copy(it->second.begin(), it->second.begin() + moments, dst.begin());
   }
   adamw_->set_step_count(h.at("adam_step").get<int64_t>());
-  if (same_quant) restore_learned_quant_params(*model_, ck);
+  if (same_quant) {
+    restore_learned_quant_params(*model_, ck);
+  } else {
+    // A new quantization's learned parameters were initialized from the random initial weights;
+    // 0 makes them initialize again, from the loaded weights (and the next inputs).
+    for (auto& [name, op] : model_->named_linears())
+      for (auto& lp : op->learned_params()) std::fill(lp.value.begin(), lp.value.end(), 0.0f);
+  }
   step_ = h.at("step").get<int64_t>();
   QUEST_CHECK(h.at("data_tokens").get<uint64_t>() == train_->size(),
               "checkpoint '{}' was trained on {} tokens, this data has {}: not the same data", path,

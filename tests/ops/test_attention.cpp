@@ -49,11 +49,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Attention,
                          ::testing::Values(AttnCase{2, 7, 2, 8}, AttnCase{1, 5, 3, 6},
                                            AttnCase{2, 1, 1, 4}));
 
-// Longer than the 128-row query blocks of the blocked products, with a partial last block: the
-// forward against the reference, the backward against the analytic double gradient (finite
-// differences would be too slow here; the shapes above check both against them).
+// Longer than the 128-row query blocks of the blocked products, with a partial last block, and
+// (T = 1100) long enough that the backward's 16 MiB scratch takes the (batch, head) pairs in two
+// groups: the forward against the reference, the backward against the analytic double gradient
+// (finite differences would be too slow here; the shapes above check both against them).
 TEST(AttentionBasics, LongSequencesAcrossQueryBlocks) {
-  for (const int64_t T : {128, 129, 300}) {
+  for (const int64_t T : {128, 129, 300, 1100}) {
     const int64_t B = 2, H = 2, HD = 8, C = H * HD;
     Rng rng(57);
     auto qkv = test::randn(rng, B * T * 3 * C), c = test::randn(rng, B * T * C);

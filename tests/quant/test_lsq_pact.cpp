@@ -89,6 +89,29 @@ TEST(Lsq, UsesAGivenStepAndRejectsOneBit) {
   EXPECT_THROW(QuantSpec::parse("lsq:1"), Error);
 }
 
+// AdamW can carry a learned step or clip through zero; the quantizers then use its magnitude and
+// give the parameter the gradient of that magnitude, so training continues (no error, no flip).
+TEST(LsqPact, NegativeLearnedValueActsAsItsMagnitude) {
+  for (const char* spec : {"lsq:3", "pact:3"}) {
+    SCOPED_TRACE(spec);
+    const auto x = test::gaussian(kRows * kCols, 80, 1.1);
+    const auto g = test::gaussian(kRows * kCols, 81);
+    std::vector<float> xq_pos(x.size()), xq_neg(x.size()), grad_pos = g, grad_neg = g;
+    auto pos = make_quantizer(QuantSpec::parse(spec), QuantRole::Input);
+    auto neg = make_quantizer(QuantSpec::parse(spec), QuantRole::Input);
+    pos->params()[0] = 0.4f;
+    neg->params()[0] = -0.4f;
+    pos->forward(x.data(), xq_pos.data(), kRows, kCols);
+    ASSERT_NO_THROW(neg->forward(x.data(), xq_neg.data(), kRows, kCols));
+    EXPECT_EQ(xq_neg, xq_pos);
+    pos->backward(grad_pos.data(), kRows, kCols);
+    neg->backward(grad_neg.data(), kRows, kCols);
+    EXPECT_EQ(grad_neg, grad_pos);
+    ASSERT_NE(pos->param_grads()[0], 0.0f);
+    EXPECT_EQ(neg->param_grads()[0], -pos->param_grads()[0]);
+  }
+}
+
 TEST(Pact, GridAndClipGradient) {
   for (int b : {1, 2, 4}) {
     for (bool tight : {false, true}) {

@@ -226,6 +226,33 @@ TEST_F(QuantTrainingTest, ResumeUnderADifferentQuantizationIsRefusedUnlessAllowe
   EXPECT_TRUE(std::isfinite(s.eval.loss));
 }
 
+TEST_F(QuantTrainingTest, SwitchingToLsqInitializesItsStepsFromTheLoadedWeights) {
+  TrainConfig c = quant_config(dir_, "w=none,a=none");
+  c.steps = 30;
+  c.out_dir = dir_ / "fp";
+  Trainer(c).run();
+  const std::string ck_path = c.out_dir + "/checkpoint.bin";
+  const Checkpoint ck = load_checkpoint(ck_path);
+
+  TrainConfig r = quant_config(dir_, "w=lsq:4,a=lsq:4");
+  r.steps = 30;
+  r.resume = ck_path;
+  r.allow_quant_change = true;
+  r.out_dir = dir_ / "lsq";
+  Trainer switched(r);
+  // Each weight step is LSQ's init from the trained weight: 2 * mean|W| / sqrt(qmax), qmax = 7.
+  const auto& params = ck.arrays.at("params");
+  for (auto& [name, op] : switched.model().named_linears()) {
+    const ParamTensor& t = switched.model().tensor(name);
+    double mean_abs = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) mean_abs += std::fabs(params[t.offset + i]);
+    mean_abs /= double(t.numel());
+    const float step = op->learned_params().at(0).value[0];
+    ASSERT_EQ(op->learned_params().at(0).name, "weight.lsq_step");
+    EXPECT_NEAR(step, 2 * mean_abs / std::sqrt(7.0), 1e-5 * step) << name;
+  }
+}
+
 TEST_F(QuantTrainingTest, LsqRunResumesBitForBit) {
   TrainConfig c = quant_config(dir_, "w=lsq:3,a=lsq:4");
   c.steps = 8;

@@ -1,11 +1,13 @@
 // Causal multi-head attention, softmax(q k^T / sqrt(head_dim)) v.
 // Training (attention_forward / _backward): the products go to BLAS, per (batch, head), in blocks
-// of query rows that only meet the keys up to the block's end (block-causal: about 5/8 of the full
-// square at T = 512); the softmax and its backward run row by row over OpenMP threads, between the
-// BLAS calls, never around them (OpenBLAS is the pthread build and must not nest). Each output
-// element is produced by one fixed sequence of operations: results do not depend on the OpenMP
-// thread count (as for the linear layers, on BLAS's partitioning into its own threads).
-// Decoding (attention_forward_cached): tight per-row loops, vectorized (ops/cpu/simd.h).
+// of 128 query rows that only meet the keys up to the block's end (block-causal: (n+1)/(2n) of the
+// full square for n blocks, 5/8 at T = 512); the softmax and its backward run row by row over
+// OpenMP threads, between the BLAS calls, never around them (OpenBLAS is the pthread build and
+// must not nest). Results do not depend on the OpenMP thread count; like the linear layers', they
+// rest on OpenBLAS computing each product element the same way whatever its own thread count (it
+// splits the output between threads, not the sums).
+// Decoding (attention_forward_cached): tight per-row loops, vectorized (ops/cpu/simd.h); it agrees
+// with the training forward to rounding.
 #include <cblas.h>
 
 #include <algorithm>
@@ -25,7 +27,7 @@ using simd::axpy;
 using simd::dot;  // fixed-order, vectorized: the same result on every call
 
 // One query against keys/values 0..n_keys-1 (rows ld floats apart): p[s] = softmax_s(scale q.k_s),
-// o = sum_s p[s] v_s. Shared by the full and the cached forward so both give the same numbers.
+// o = sum_s p[s] v_s.
 void attend_row(float* o, float* p, const float* q, const float* k, const float* v, int64_t ld,
                 int64_t n_keys, int64_t hd, float scale) {
   float mx = -INFINITY;
@@ -47,14 +49,12 @@ void check_shape(const char* op, int64_t B, int64_t T, int64_t n_head, int64_t h
               "{}: bad shape B={} T={} n_head={} head_dim={}", op, B, T, n_head, head_dim);
 }
 
-// cblas takes 32-bit sizes and leading dimensions.
+// cblas takes 32-bit sizes and leading dimensions (at most T and 3 * C here).
 void check_blas(const char* op, int64_t T, int64_t C) {
-  QUEST_CHECK(T * T <= INT_MAX && 3 * C <= INT_MAX, "{}: T={} C={} exceed the BLAS int range", op,
-              T, C);
+  QUEST_CHECK(T <= INT_MAX && 3 * C <= INT_MAX, "{}: T={} C={} exceed the BLAS int range", op, T, C);
 }
 
-// Query rows per block of the blocked products: each block of queries is multiplied with the keys
-// up to its own end, so about half of the causal square's masked half is never computed.
+// Query rows per block of the blocked products (64 and 256 measured the same on 2 cores).
 constexpr int64_t kBlock = 128;
 
 }  // namespace
@@ -106,53 +106,65 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
   QUEST_OP_PROFILE("attention_backward");
   check_shape("attention_backward", B, T, n_head, head_dim);
   check_blas("attention_backward", T, n_head * head_dim);
-  const int64_t C = n_head * head_dim, ld = 3 * C;
+  const int64_t C = n_head * head_dim, ld = 3 * C, BH = B * n_head;
   const float scale = float(1.0 / std::sqrt(double(head_dim)));
   const auto blas = [](int64_t n) { return blasint(std::max<int64_t>(n, 1)); };
-  // dS for one (batch, head) at a time, [T, T]; reused between calls.
+  // dS for a group of (batch, head) pairs at a time, [G, T, T], at most 16 MiB unless one pair
+  // needs more; reused between calls. Per group, three phases (products, rows, products) keep
+  // BLAS's threads and OpenMP's from alternating at a fine grain.
+  const int64_t G = std::clamp<int64_t>((int64_t{4} << 20) / std::max<int64_t>(T * T, 1), 1,
+                                        std::max<int64_t>(BH, 1));
   thread_local std::vector<float> ds_buf;
-  ds_buf.resize(size_t(T * T));
+  ds_buf.resize(size_t(G * T * T));
   float* dS = ds_buf.data();
-  for (int64_t bh = 0; bh < B * n_head; ++bh) {
-    const int64_t b = bh / n_head, h = bh % n_head;
-    const float* q = qkv + b * T * ld + h * head_dim;
-    const float* k = q + C;
-    const float* v = q + 2 * C;
-    const float* g = dout + b * T * C + h * head_dim;
-    const float* P = probs + bh * T * T;
-    float* dq = dqkv + b * T * ld + h * head_dim;
-    float* dk = dq + C;
-    float* dv = dq + 2 * C;
+  for (int64_t bh0 = 0; bh0 < BH; bh0 += G) {
+    const int64_t bh1 = std::min(BH, bh0 + G);
     // dp = g v^T, block by block.
-    for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
-      const int64_t r = std::min(kBlock, T - t0), e = t0 + r;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blas(r), blas(e), blas(head_dim), 1.0f,
-                  g + t0 * C, blas(C), v, blas(ld), 0.0f, dS + t0 * T, blas(T));
+    for (int64_t bh = bh0; bh < bh1; ++bh) {
+      const int64_t b = bh / n_head, h = bh % n_head;
+      const float* v = qkv + b * T * ld + h * head_dim + 2 * C;
+      const float* g = dout + b * T * C + h * head_dim;
+      for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
+        const int64_t r = std::min(kBlock, T - t0), e = t0 + r;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blas(r), blas(e), blas(head_dim),
+                    1.0f, g + t0 * C, blas(C), v, blas(ld), 0.0f, dS + ((bh - bh0) * T + t0) * T,
+                    blas(T));
+      }
     }
-    // Softmax backward, row by row: ds = p (dp - sum_s p dp) scale; zero past the diagonal up to
-    // the block's end (the products below read that far). dk and dv start from zero.
+    // Softmax backward, row by row: ds = p (dp - sum_s p dp) scale; zeros past the diagonal up
+    // to the block's end (the products below read that far). dk and dv start from zero.
 #pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < T; ++t) {
-      const float* p = P + t * T;
-      float* d = dS + t * T;
-      double pdp = 0.0;
-      for (int64_t s = 0; s <= t; ++s) pdp += double(p[s]) * d[s];
-      const float D = float(pdp);
-      for (int64_t s = 0; s <= t; ++s) d[s] = p[s] * (d[s] - D) * scale;
-      const int64_t e = std::min(T, (t / kBlock + 1) * kBlock);
-      std::fill(d + t + 1, d + e, 0.0f);
-      std::fill(dk + t * ld, dk + t * ld + head_dim, 0.0f);
-      std::fill(dv + t * ld, dv + t * ld + head_dim, 0.0f);
+    for (int64_t idx = bh0 * T; idx < bh1 * T; ++idx) {
+      const int64_t t = idx % T, bh = idx / T, b = bh / n_head, h = bh % n_head;
+      const float* p = probs + idx * T;
+      float* d = dS + (idx - bh0 * T) * T;
+      const float D = float(simd::dot_double(p, d, t + 1));
+      simd::softmax_backward_row(d, p, D, scale, t + 1);
+      std::fill(d + t + 1, d + std::min(T, (t / kBlock + 1) * kBlock), 0.0f);
+      float* dk = dqkv + (b * T + t) * ld + C + h * head_dim;
+      std::fill(dk, dk + head_dim, 0.0f);
+      std::fill(dk + C, dk + C + head_dim, 0.0f);  // dv
     }
-    for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
-      const int64_t r = std::min(kBlock, T - t0), e = t0 + r;
-      // dq = ds k (overwritten); dk += ds^T q and dv += p^T g over the keys 0..e-1.
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blas(r), blas(head_dim), blas(e), 1.0f,
-                  dS + t0 * T, blas(T), k, blas(ld), 0.0f, dq + t0 * ld, blas(ld));
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blas(e), blas(head_dim), blas(r), 1.0f,
-                  dS + t0 * T, blas(T), q + t0 * ld, blas(ld), 1.0f, dk, blas(ld));
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blas(e), blas(head_dim), blas(r), 1.0f,
-                  P + t0 * T, blas(T), g + t0 * C, blas(C), 1.0f, dv, blas(ld));
+    for (int64_t bh = bh0; bh < bh1; ++bh) {
+      const int64_t b = bh / n_head, h = bh % n_head;
+      const float* q = qkv + b * T * ld + h * head_dim;
+      const float* k = q + C;
+      const float* g = dout + b * T * C + h * head_dim;
+      const float* P = probs + bh * T * T;
+      const float* S = dS + (bh - bh0) * T * T;
+      float* dq = dqkv + b * T * ld + h * head_dim;
+      float* dk = dq + C;
+      float* dv = dq + 2 * C;
+      for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
+        const int64_t r = std::min(kBlock, T - t0), e = t0 + r;
+        // dq = ds k (overwritten); dk += ds^T q and dv += p^T g over the keys 0..e-1.
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blas(r), blas(head_dim), blas(e),
+                    1.0f, S + t0 * T, blas(T), k, blas(ld), 0.0f, dq + t0 * ld, blas(ld));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blas(e), blas(head_dim), blas(r),
+                    1.0f, S + t0 * T, blas(T), q + t0 * ld, blas(ld), 1.0f, dk, blas(ld));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blas(e), blas(head_dim), blas(r),
+                    1.0f, P + t0 * T, blas(T), g + t0 * C, blas(C), 1.0f, dv, blas(ld));
+      }
     }
   }
 }

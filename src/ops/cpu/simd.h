@@ -176,6 +176,28 @@ inline double sum_squares(const float* x, int64_t n) {
   return hsum(s0 + s1) + tail;
 }
 
+// sum_j a[j] * b[j] in double (exact products), fixed order.
+inline double dot_double(const float* a, const float* b, int64_t n) {
+  vd s0{}, s1{};
+  int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    const vf x = load(a + j), y = load(b + j);
+    s0 += lo2(x) * lo2(y);
+    s1 += hi2(x) * hi2(y);
+  }
+  double tail = 0.0;
+  for (; j < n; ++j) tail += double(a[j]) * b[j];
+  return hsum(s0 + s1) + tail;
+}
+
+// The softmax backward of one row, in place: d[j] = p[j] * (d[j] - D) * scale.
+inline void softmax_backward_row(float* d, const float* p, float D, float scale, int64_t n) {
+  const vf vD = splat(D), vs = splat(scale);
+  int64_t j = 0;
+  for (; j + W <= n; j += W) store(d + j, load(p + j) * (load(d + j) - vD) * vs);
+  for (; j < n; ++j) d[j] = p[j] * (d[j] - D) * scale;
+}
+
 // out[j] = e^(x[j] - shift) (out may alias x, or be null: only the sum); returns sum_j out[j],
 // accumulated in double in a fixed order.
 inline double exp_shift_sum(float* out, const float* x, float shift, int64_t n) {

@@ -1,0 +1,84 @@
+#pragma once
+// The CPU backend of LlamaGraph: fp32 activations and weights, the ops of ops/cpu_ops.h, and
+// quest::LinearOp (quantizers included) for the linear layers.
+#include <memory>
+#include <vector>
+
+#include "ops/cpu_ops.h"
+#include "quant/linear_op.h"
+
+namespace quest {
+
+struct CpuBackend {
+  using Act = float;
+  using Weight = float;
+  using Linear = LinearOp;
+  // Elements of one logits chunk of the lm_head (16M floats = 64 MB).
+  static constexpr int64_t kHeadChunkElements = int64_t{16} << 20;
+
+  // Owned host storage that converts to a plain pointer, like a device buffer would.
+  template <class T>
+  class Buffer {
+   public:
+    Buffer() = default;
+    explicit Buffer(int64_t n) : data_(std::make_unique<T[]>(size_t(n))) { std::fill_n(data_.get(), n, T{}); }
+    T* get() const { return data_.get(); }
+    operator T*() const { return data_.get(); }
+
+   private:
+    std::unique_ptr<T[]> data_;
+  };
+  Buffer<float> alloc_act(int64_t n) { return Buffer<float>(n); }
+  Buffer<float> alloc_f32(int64_t n) { return Buffer<float>(n); }
+  void fill_zero(float* p, int64_t n) { std::fill_n(p, n, 0.0f); }
+
+  void embedding_forward(float* out, const int32_t* tok, const float* table, int64_t N, int64_t d) {
+    cpu::embedding_forward(out, tok, table, N, d);
+  }
+  void embedding_backward(float* dtable, const float* dout, const int32_t* tok, int64_t N, int64_t d) {
+    cpu::embedding_backward(dtable, dout, tok, N, d);
+  }
+  void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t d, float eps) {
+    cpu::rmsnorm_forward(out, rstd, x, w, N, d, eps);
+  }
+  void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                        const float* rstd, int64_t N, int64_t d) {
+    cpu::rmsnorm_backward(dx, dw, dout, x, w, rstd, N, d);
+  }
+  void rope_forward(float* qkv, int64_t B, int64_t T, int64_t nh, int64_t hd, float theta, int64_t pos0) {
+    cpu::rope_forward(qkv, B, T, nh, hd, theta, pos0);
+  }
+  void rope_backward(float* dqkv, int64_t B, int64_t T, int64_t nh, int64_t hd, float theta, int64_t pos0) {
+    cpu::rope_backward(dqkv, B, T, nh, hd, theta, pos0);
+  }
+  // The CPU keeps the softmax probabilities [B, nh, T, T] for backward.
+  int64_t attention_saved_size(int64_t B, int64_t T, int64_t nh) { return B * nh * T * T; }
+  void attention_forward(float* out, float* probs, const float* qkv, int64_t B, int64_t T, int64_t nh, int64_t hd) {
+    cpu::attention_forward(out, probs, qkv, B, T, nh, hd);
+  }
+  void attention_backward(float* dqkv, const float* dout, const float* /*out*/, const float* qkv,
+                          const float* probs, int64_t B, int64_t T, int64_t nh, int64_t hd) {
+    cpu::attention_backward(dqkv, dout, qkv, probs, B, T, nh, hd);
+  }
+  void swiglu_forward(float* out, const float* a, const float* b, int64_t n) { cpu::swiglu_forward(out, a, b, n); }
+  void swiglu_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n) {
+    cpu::swiglu_backward(da, db, dout, a, b, n);
+  }
+  void add(float* out, const float* a, const float* b, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+  }
+  void matmul_forward(float* out, const float* x, const float* w, int64_t N, int64_t K, int64_t M) {
+    cpu::matmul_forward(out, x, w, N, K, M);
+  }
+  void matmul_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, int64_t N,
+                       int64_t K, int64_t M) {
+    cpu::matmul_backward(dx, dw, dout, x, w, N, K, M);
+  }
+  void cross_entropy(float* dlogits, float* losses, const float* logits, const int32_t* y, int64_t N,
+                     int64_t V, int64_t Vp, float grad_scale) {
+    cpu::cross_entropy(dlogits, losses, logits, y, N, V, Vp, grad_scale);
+  }
+};
+
+}  // namespace quest

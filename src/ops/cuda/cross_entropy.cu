@@ -1,0 +1,93 @@
+// Softmax cross-entropy over the first V of Vp columns (the rest is vocabulary padding), as
+// cpu::cross_entropy: per-row losses and, optionally, grad_scale * (softmax - onehot) in place.
+//
+// Targets live on the device, so they cannot be validated on the host: a row whose target is
+// outside [0, V) gets a NaN loss and (when dlogits is given) a NaN gradient row, loud downstream.
+#include <cmath>
+
+#include "ops/cuda/common.cuh"
+
+namespace quest::cuda {
+namespace {
+
+using namespace detail;
+constexpr int kThreads = 512;
+
+// One block of kThreads per row (grid N). Thread t owns the column groups t, t + kThreads, ...
+// (VEC columns each: 8 with Vp % 8 == 0 and 16-byte aligned pointers, one 16-byte access; else 1).
+// Pass 1: an online (max, sum of e^(l - max)) per thread over the real columns [0, V) (the group
+// straddling V is masked), the block max, each thread's sum rescaled to it, the block sum (fixed
+// order: deterministic); l[y] is read by thread 0 before the first barrier. loss = max + log(sum)
+// - l[y], in double. Pass 2 (dlogits != null): each thread rewrites its own groups with
+// grad_scale * e^(l - max) / sum (- grad_scale at y; 0 in [V, Vp)); every element is read and
+// then written by the same thread and l[y] was consumed before, so dlogits may alias logits.
+template <int VEC>
+__global__ void __launch_bounds__(kThreads)
+    cross_entropy_kernel(bf16* dlogits, float* losses, const bf16* logits, const int32_t* targets,
+                         int64_t V, int64_t Vp, float grad_scale) {
+  __shared__ float shared[32];
+  const int64_t n = blockIdx.x;
+  const bf16* l = logits + n * Vp;
+  const int32_t y = targets[n];
+  const bool valid = y >= 0 && y < V;
+  float ly = 0.0f;
+  if (threadIdx.x == 0 && valid) ly = __bfloat162float(l[y]);
+
+  float mx = -INFINITY, sum = 0.0f;
+  for (int64_t c = int64_t(threadIdx.x) * VEC; c < V; c += int64_t(kThreads) * VEC) {
+    float f[VEC];
+    load<VEC>(l + c, f);
+    float gmax = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k)
+      if (c + k < V) gmax = fmaxf(gmax, f[k]);
+    if (gmax > mx) {
+      sum *= expf(mx - gmax);  // 0 * e^-inf = 0 on the first group
+      mx = gmax;
+    }
+#pragma unroll
+    for (int k = 0; k < VEC; ++k)
+      if (c + k < V) sum += expf(f[k] - mx);
+  }
+  const float row_max = block_reduce(mx, Max{}, shared);
+  const float row_sum =
+      block_reduce(mx == -INFINITY ? 0.0f : sum * expf(mx - row_max), Sum{}, shared);
+
+  if (threadIdx.x == 0 && losses)
+    losses[n] = valid ? float(double(row_max) + log(double(row_sum)) - double(ly)) : NAN;
+  if (!dlogits) return;
+
+  const float scale = valid ? float(double(grad_scale) / double(row_sum)) : NAN;
+  bf16* g = dlogits + n * Vp;
+  for (int64_t c = int64_t(threadIdx.x) * VEC; c < Vp; c += int64_t(kThreads) * VEC) {
+    float f[VEC];
+    load<VEC>(l + c, f);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const int64_t j = c + k;
+      f[k] = j < V ? expf(f[k] - row_max) * scale - (j == y ? grad_scale : 0.0f)
+                   : (valid ? 0.0f : NAN);
+    }
+    store<VEC>(g + c, f);
+  }
+}
+
+}  // namespace
+
+void cross_entropy(bf16* dlogits, float* losses, const bf16* logits, const int32_t* targets,
+                   int64_t N, int64_t V, int64_t Vp, float grad_scale, cudaStream_t stream) {
+  QUEST_CUDA_REQUIRE(N >= 0 && V > 0 && Vp >= V, "cuda::cross_entropy: bad shape N=", N, " V=", V,
+                     " Vp=", Vp);
+  QUEST_CUDA_REQUIRE(N <= INT32_MAX, "cuda::cross_entropy: too many rows N=", N);
+  if (N == 0) return;
+  const bool vec = Vp % 8 == 0 && aligned16(logits) && (!dlogits || aligned16(dlogits));
+  if (vec)
+    cross_entropy_kernel<8><<<unsigned(N), kThreads, 0, stream>>>(dlogits, losses, logits, targets,
+                                                                 V, Vp, grad_scale);
+  else
+    cross_entropy_kernel<1><<<unsigned(N), kThreads, 0, stream>>>(dlogits, losses, logits, targets,
+                                                                 V, Vp, grad_scale);
+  QUEST_CUDA_LAUNCH_CHECK("cross_entropy_kernel");
+}
+
+}  // namespace quest::cuda

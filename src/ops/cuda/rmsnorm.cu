@@ -1,0 +1,163 @@
+// RMSNorm: out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps); fp32 math, bf16 in and out.
+//
+// Vector width VEC: 8 (16-byte accesses) when d % 8 == 0 and every pointer is 16-byte aligned,
+// else 1. Rows are d elements; with d % 8 == 0 every row start keeps the base's alignment.
+#include "ops/cuda/common.cuh"
+
+namespace quest::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kRowThreads = 256;           // 8 warps, one row each
+constexpr int kRowsPerBlock = kRowThreads / 32;
+constexpr int64_t kDwRows = 16;            // rows per dw partial (one scratch row per segment)
+constexpr int kDwThreads = 32;             // threads per dw-partial block (one warp)
+
+int64_t dw_segments(int64_t N) { return (N + kDwRows - 1) / kDwRows; }
+
+// Forward. Warp w of block b owns row n = 8b + w; lane l owns the column groups l, l + 32, ...
+// (VEC columns each). Sum of squares in fp32 per lane, then a butterfly (all lanes agree on r).
+// The second pass re-reads x (L1/L2) with w.
+template <int VEC>
+__global__ void __launch_bounds__(kRowThreads)
+    rmsnorm_forward_kernel(bf16* out, float* rstd, const bf16* x, const bf16* w, int64_t N,
+                           int64_t d, float eps) {
+  const int64_t n = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (n >= N) return;  // the whole warp
+  const int lane = threadIdx.x & 31;
+  const bf16* xr = x + n * d;
+  float ss = 0.0f;
+  for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
+    float f[VEC];
+    load<VEC>(xr + c, f);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) ss += f[k] * f[k];
+  }
+  ss = warp_reduce(ss, Sum{});
+  const float r = 1.0f / sqrtf(ss / float(d) + eps);
+  if (lane == 0) rstd[n] = r;
+  bf16* o = out + n * d;
+  for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
+    float f[VEC], wf[VEC];
+    load<VEC>(xr + c, f);
+    load<VEC>(w + c, wf);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) f[k] = f[k] * r * wf[k];
+    store<VEC>(o + c, f);
+  }
+}
+
+// Backward, dx. Same ownership as the forward. With g = dout * w and xhat = x * r:
+// m = mean(g * xhat) (fp32, butterfly), dx += r * (g - xhat * m) (read bf16, add, round once).
+template <int VEC>
+__global__ void __launch_bounds__(kRowThreads)
+    rmsnorm_backward_dx_kernel(bf16* dx, const bf16* dout, const bf16* x, const bf16* w,
+                               const float* rstd, int64_t N, int64_t d) {
+  const int64_t n = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const int lane = threadIdx.x & 31;
+  const bf16* xr = x + n * d;
+  const bf16* gr = dout + n * d;
+  const float r = rstd[n];
+  float s = 0.0f;
+  for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
+    float g[VEC], wf[VEC], f[VEC];
+    load<VEC>(gr + c, g);
+    load<VEC>(w + c, wf);
+    load<VEC>(xr + c, f);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) s += g[k] * wf[k] * (f[k] * r);
+  }
+  const float m = warp_reduce(s, Sum{}) / float(d);
+  bf16* dxr = dx + n * d;
+  for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
+    float g[VEC], wf[VEC], f[VEC], acc[VEC];
+    load<VEC>(gr + c, g);
+    load<VEC>(w + c, wf);
+    load<VEC>(xr + c, f);
+    load<VEC>(dxr + c, acc);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) acc[k] += r * (g[k] * wf[k] - f[k] * r * m);
+    store<VEC>(dxr + c, acc);
+  }
+}
+
+// Backward, dw partials. Grid (ceil(d / (32 VEC)), segments): block (bx, p) sums rows
+// [16p, 16p + 16) for its 32 * VEC columns; each thread owns VEC columns and adds the rows in
+// order, dout * (x * r) in fp32, then writes partial[p, columns] (no accumulation: every
+// (p, column) of the scratch is written by exactly one thread).
+template <int VEC>
+__global__ void __launch_bounds__(kDwThreads)
+    rmsnorm_dw_partial_kernel(float* partial, const bf16* dout, const bf16* x, const float* rstd,
+                              int64_t N, int64_t d) {
+  const int64_t c = (int64_t(blockIdx.x) * kDwThreads + threadIdx.x) * VEC;
+  if (c >= d) return;
+  const int64_t p = blockIdx.y;
+  const int64_t n0 = p * kDwRows, n1 = min(N, n0 + kDwRows);
+  float acc[VEC] = {};
+  for (int64_t n = n0; n < n1; ++n) {
+    float g[VEC], f[VEC];
+    load<VEC>(dout + n * d + c, g);
+    load<VEC>(x + n * d + c, f);
+    const float r = rstd[n];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) acc[k] += g[k] * (f[k] * r);
+  }
+  store<VEC>(partial + p * d + c, acc);
+}
+
+// Backward, dw. Grid-stride over columns, one per thread: dw[j] += sum_p partial[p, j], p in
+// increasing order (coalesced: neighbouring threads read neighbouring columns).
+__global__ void rmsnorm_dw_final_kernel(float* dw, const float* partial, int64_t segments,
+                                        int64_t d) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < d; j += stride) {
+    float s = 0.0f;
+    for (int64_t p = 0; p < segments; ++p) s += partial[p * d + j];
+    dw[j] += s;
+  }
+}
+
+}  // namespace
+
+void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const bf16* w, int64_t N, int64_t d,
+                     float eps, cudaStream_t stream) {
+  QUEST_CUDA_REQUIRE(N >= 0 && d > 0, "cuda::rmsnorm_forward: bad shape N=", N, " d=", d);
+  if (N == 0) return;
+  const unsigned grid = unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock);
+  if (d % 8 == 0 && aligned16(out) && aligned16(x) && aligned16(w))
+    rmsnorm_forward_kernel<8><<<grid, kRowThreads, 0, stream>>>(out, rstd, x, w, N, d, eps);
+  else
+    rmsnorm_forward_kernel<1><<<grid, kRowThreads, 0, stream>>>(out, rstd, x, w, N, d, eps);
+  QUEST_CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
+}
+
+int64_t rmsnorm_backward_scratch(int64_t N, int64_t d) { return dw_segments(N) * d; }
+
+void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const bf16* w,
+                      const float* rstd, int64_t N, int64_t d, float* scratch, cudaStream_t stream) {
+  QUEST_CUDA_REQUIRE(N >= 0 && d > 0, "cuda::rmsnorm_backward: bad shape N=", N, " d=", d);
+  QUEST_CUDA_REQUIRE(dw_segments(N) <= 65535, "cuda::rmsnorm_backward: too many rows N=", N);
+  if (N == 0) return;
+  const unsigned grid = unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock);
+  const bool vec = d % 8 == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) &&
+                   aligned16(w) && aligned16(scratch);
+  const int64_t segments = dw_segments(N);
+  if (vec) {
+    rmsnorm_backward_dx_kernel<8><<<grid, kRowThreads, 0, stream>>>(dx, dout, x, w, rstd, N, d);
+    QUEST_CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
+    const dim3 pgrid(unsigned((d / 8 + kDwThreads - 1) / kDwThreads), unsigned(segments));
+    rmsnorm_dw_partial_kernel<8><<<pgrid, kDwThreads, 0, stream>>>(scratch, dout, x, rstd, N, d);
+  } else {
+    rmsnorm_backward_dx_kernel<1><<<grid, kRowThreads, 0, stream>>>(dx, dout, x, w, rstd, N, d);
+    QUEST_CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
+    const dim3 pgrid(unsigned((d + kDwThreads - 1) / kDwThreads), unsigned(segments));
+    rmsnorm_dw_partial_kernel<1><<<pgrid, kDwThreads, 0, stream>>>(scratch, dout, x, rstd, N, d);
+  }
+  QUEST_CUDA_LAUNCH_CHECK("rmsnorm_dw_partial_kernel");
+  rmsnorm_dw_final_kernel<<<grid_for(d, 256), 256, 0, stream>>>(dw, scratch, segments, d);
+  QUEST_CUDA_LAUNCH_CHECK("rmsnorm_dw_final_kernel");
+}
+
+}  // namespace quest::cuda

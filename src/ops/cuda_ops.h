@@ -1,0 +1,110 @@
+#pragma once
+// The model's operations on NVIDIA GPUs: the same contracts as cpu_ops.h (read it first), with
+// device pointers, bf16 activations and fp32 everything that accumulates:
+// - activations and their gradients: bf16; RMSNorm's rstd and attention's log-sum-exp: fp32;
+// - weights: a bf16 copy of the fp32 master weights (refreshed by the optimizer step);
+// - parameter gradients: fp32, ACCUMULATED (+=) like on the CPU.
+// Every call is asynchronous on `stream`, allocates nothing (scratch comes from the caller), and
+// checks its arguments on the host (quest::Error). Kernels are tested against the CPU ops on
+// random non-zero inputs (tests/cuda).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace quest::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// Throws quest::Error with the file, line and CUDA's message when `status` is an error.
+void check(cudaError_t status, const char* what, const char* file, int line);
+#define QUEST_CUDA_CHECK(call) ::quest::cuda::check((call), #call, __FILE__, __LINE__)
+
+// ---- conversions and elementwise --------------------------------------------------------------
+void to_bf16(bf16* out, const float* in, int64_t n, cudaStream_t stream);
+void to_f32(float* out, const bf16* in, int64_t n, cudaStream_t stream);
+void add(bf16* out, const bf16* a, const bf16* b, int64_t n, cudaStream_t stream);  // out may alias
+
+// ---- embedding -------------------------------------------------------------------------------
+void embedding_forward(bf16* out, const int32_t* tokens, const bf16* table, int64_t N, int64_t d,
+                       cudaStream_t stream);
+// dtable[tokens[n], :] += dout[n, :] (fp32 accumulation)
+void embedding_backward(float* dtable, const bf16* dout, const int32_t* tokens, int64_t N, int64_t d,
+                        cudaStream_t stream);
+
+// ---- RMSNorm ---------------------------------------------------------------------------------
+void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const bf16* w, int64_t N, int64_t d,
+                     float eps, cudaStream_t stream);
+// dx accumulates (the residual stream's gradient), dw accumulates. scratch: at least
+// rmsnorm_backward_scratch(N, d) floats.
+int64_t rmsnorm_backward_scratch(int64_t N, int64_t d);
+void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const bf16* w,
+                      const float* rstd, int64_t N, int64_t d, float* scratch, cudaStream_t stream);
+
+// ---- RoPE, adjacent pairs, as cpu::rope_forward / rope_backward --------------------------------
+void rope_forward(bf16* qkv, int64_t B, int64_t T, int64_t n_head, int64_t head_dim, float theta,
+                  int64_t pos0, cudaStream_t stream);
+void rope_backward(bf16* dqkv, int64_t B, int64_t T, int64_t n_head, int64_t head_dim, float theta,
+                   int64_t pos0, cudaStream_t stream);
+
+// ---- causal attention, flash-style: the T x T scores never reach memory -------------------------
+// qkv[B,T,3C] (after RoPE) -> out[B,T,C]; lse[B,n_head,T] = log-sum-exp of each query's scaled
+// scores (fp32), kept for backward.
+void attention_forward(bf16* out, float* lse, const bf16* qkv, int64_t B, int64_t T, int64_t n_head,
+                       int64_t head_dim, cudaStream_t stream);
+// dqkv[B,T,3C] overwritten. scratch: at least attention_backward_scratch(B, T, n_head, head_dim)
+// floats.
+int64_t attention_backward_scratch(int64_t B, int64_t T, int64_t n_head, int64_t head_dim);
+void attention_backward(bf16* dqkv, const bf16* dout, const bf16* out, const bf16* qkv,
+                        const float* lse, int64_t B, int64_t T, int64_t n_head, int64_t head_dim,
+                        float* scratch, cudaStream_t stream);
+
+// ---- SwiGLU ----------------------------------------------------------------------------------
+void swiglu_forward(bf16* out, const bf16* a, const bf16* b, int64_t n, cudaStream_t stream);
+void swiglu_backward(bf16* da, bf16* db, const bf16* dout, const bf16* a, const bf16* b, int64_t n,
+                     cudaStream_t stream);
+
+// ---- softmax cross-entropy over the first V of Vp columns (as cpu::cross_entropy) --------------
+// losses[N] (fp32, device) receives each row's loss; when dlogits is not null it receives
+// grad_scale * (softmax - onehot) in bf16 (padding columns 0); dlogits may alias logits.
+void cross_entropy(bf16* dlogits, float* losses, const bf16* logits, const int32_t* targets,
+                   int64_t N, int64_t V, int64_t Vp, float grad_scale, cudaStream_t stream);
+
+// ---- matrix products (cuBLASLt; bf16 in, fp32 accumulate) --------------------------------------
+class Blas {
+ public:
+  explicit Blas(size_t workspace_bytes = 32u << 20);
+  ~Blas();
+  Blas(const Blas&) = delete;
+  Blas& operator=(const Blas&) = delete;
+  // out[N,M] = x[N,K] . w[M,K]^T (bf16 out, overwritten)
+  void matmul_forward(bf16* out, const bf16* x, const bf16* w, int64_t N, int64_t K, int64_t M,
+                      cudaStream_t stream);
+  // dx[N,K] = dout . w (bf16, overwritten; skipped when null); dw[M,K] += dout^T . x (fp32)
+  void matmul_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const bf16* w,
+                       int64_t N, int64_t K, int64_t M, cudaStream_t stream);
+
+ private:
+  void* handle_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+};
+
+// ---- optimizer -------------------------------------------------------------------------------
+// out[0] = sum of g[i]^2 in fp32/fp64, deterministic (fixed-order two-pass reduction). scratch:
+// at least norm_squared_scratch(n) floats.
+int64_t norm_squared_scratch(int64_t n);
+void norm_squared(float* out, const float* g, int64_t n, float* scratch, cudaStream_t stream);
+// AdamW exactly as train/adamw.cpp (torch's rule), on n parameters; the clip factor is read from
+// device memory (computed from the global norm without a host round trip); also writes the bf16
+// copy of the updated parameters.
+struct AdamWStep {
+  float lr, beta1, beta2, eps, weight_decay;  // weight_decay 0 for groups without decay
+  float bias1, bias2;                         // 1 - beta^t
+};
+void adamw_update(float* p, bf16* p_bf16, const float* g, float* m, float* v, int64_t n,
+                  const AdamWStep& step, const float* clip_scale, cudaStream_t stream);
+// clip_scale[0] = min(1, max_norm / (sqrt(norm_squared[0]) + 1e-6)) (1 when max_norm == 0)
+void clip_scale(float* clip_scale, const float* norm_squared, float max_norm, cudaStream_t stream);
+
+}  // namespace quest::cuda

@@ -1,0 +1,208 @@
+// DeviceQuantizer: the device counterpart of make_quantizer() (factory.cpp) and the quantizer
+// classes of quantizers.h. Owns the device state of one tensor role; dispatches to the kernels of
+// row_quantize.cu (grid, fp4, sparse 4:8), lsq_pact.cu and hadamard.cu (masks, transforms).
+//
+// Forms (QuantForm), for a Hadamard quantizer:
+//   Full: forward xq = HT(Q(HT(x)))  backward g <- HT(M(HT(g)))   (HadamardQuantizer)
+//   Half: forward xq = Q(HT(x))      backward g <- HT(M(g))       (LinearOp's half form: the
+//         op transforms x once, quantizes with the inner quantizer, and transforms dx back)
+// Without the transform: forward xq = Q(x), backward g <- M(g); Half is an error.
+#include "core/error.h"
+#include "ops/cuda_ops.h"
+#include "quant/alpha.h"
+#include "quant/cuda/cuda_quant.h"
+#include "quant/cuda/kernels.h"
+
+namespace quest::cuda {
+
+namespace {
+template <class T>
+T* device_alloc(int64_t n) {
+  if (n <= 0) return nullptr;
+  void* p = nullptr;
+  QUEST_CUDA_CHECK(cudaMalloc(&p, size_t(n) * sizeof(T)));
+  return static_cast<T*>(p);
+}
+}  // namespace
+
+DeviceQuantizer::DeviceQuantizer(const QuantSpec& spec, QuantRole role, int64_t max_rows,
+                                 int64_t cols)
+    : spec_(spec), max_rows_(max_rows), cols_(cols), wpr_(mask_words_per_row(cols)) {
+  spec.validate_for(role);
+  const std::string name = spec.to_string();
+  QUEST_CHECK(!spec.is_none(), "CUDA quantizer: 'none' has no quantizer (keep the tensor as is)");
+  QUEST_CHECK(max_rows > 0 && cols > 0, "CUDA quantizer '{}': bad shape [{}, {}]", name, max_rows,
+              cols);
+  QUEST_CHECK(!spec.hadamard || cols % 128 == 0,
+              "quantizer '{}': the Hadamard transform needs K (in_features) to be a multiple of "
+              "128, got {}",
+              name, cols);
+  switch (spec.kind) {
+    case QuantKind::Ste:
+    case QuantKind::Clip:
+    case QuantKind::Trust: family_ = Family::Grid; break;
+    case QuantKind::Fp4: family_ = Family::Fp4; break;
+    case QuantKind::Sparse48: family_ = Family::Sparse48; break;
+    case QuantKind::Lsq: family_ = Family::Lsq; break;
+    case QuantKind::Pact: family_ = Family::Pact; break;
+    default: fail("CUDA quantizer '{}': unsupported kind", name);
+  }
+  QUEST_CHECK(family_ != Family::Sparse48 || cols % 8 == 0,
+              "quantizer '{}': 4:8 sparsity needs K (in_features) to be a multiple of 8, got {}",
+              name, cols);
+  const bool learned = family_ == Family::Lsq || family_ == Family::Pact;
+  QUEST_CHECK(learned || cols <= detail::row_quantize_max_cols(),
+              "CUDA quantizer '{}': rows of {} entries exceed the kernel's limit {}", name, cols,
+              detail::row_quantize_max_cols());
+  rule_ = spec.mask_rule();
+  masks_ = learned || rule_.type != MaskRule::Type::None;
+
+  try {
+    if (masks_) mask_ = device_alloc<uint64_t>(max_rows * wpr_);
+    if (family_ == Family::Pact) negative_ = device_alloc<uint64_t>(max_rows * wpr_);
+    step_ = device_alloc<float>(max_rows);
+    if (learned) {
+      row_sum_ = device_alloc<double>(max_rows);
+      param_ = device_alloc<float>(3);
+      const float init[3] = {0.0f, 0.0f, 1.0f};  // uninitialized value, zero gradient, sign +1
+      QUEST_CUDA_CHECK(cudaMemcpy(param_, init, sizeof(init), cudaMemcpyHostToDevice));
+    }
+    if (family_ == Family::Lsq) dstep_ = device_alloc<float>(max_rows * cols);
+  } catch (...) {
+    cudaFree(mask_), cudaFree(negative_), cudaFree(step_), cudaFree(row_sum_), cudaFree(param_),
+        cudaFree(dstep_);
+    throw;
+  }
+}
+
+DeviceQuantizer::~DeviceQuantizer() {
+  // Errors are ignored here (a destructor must not throw; a sticky error surfaces elsewhere).
+  cudaFree(mask_);
+  cudaFree(negative_);
+  cudaFree(step_);
+  cudaFree(row_sum_);
+  cudaFree(param_);
+  cudaFree(dstep_);
+}
+
+std::string DeviceQuantizer::param_name() const {
+  return family_ == Family::Lsq ? "lsq_step" : family_ == Family::Pact ? "pact_alpha" : "";
+}
+
+float DeviceQuantizer::read_param() const {
+  QUEST_CHECK(param_, "CUDA quantizer '{}' has no learned parameter", spec_.to_string());
+  float v = 0.0f;
+  QUEST_CUDA_CHECK(cudaMemcpy(&v, param_, sizeof(float), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+float DeviceQuantizer::read_param_grad() const {
+  QUEST_CHECK(param_, "CUDA quantizer '{}' has no learned parameter", spec_.to_string());
+  float v = 0.0f;
+  QUEST_CUDA_CHECK(cudaMemcpy(&v, param_ + 1, sizeof(float), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+void DeviceQuantizer::write_param(float value, float grad) {
+  QUEST_CHECK(param_, "CUDA quantizer '{}' has no learned parameter", spec_.to_string());
+  const float v[2] = {value, grad};
+  QUEST_CUDA_CHECK(cudaMemcpy(param_, v, sizeof(v), cudaMemcpyHostToDevice));
+}
+
+void DeviceQuantizer::check_call(int64_t rows, QuantForm form, const char* what) const {
+  QUEST_CHECK(rows >= 0 && rows <= max_rows_, "CUDA quantizer '{}': {} of {} rows (planned {})",
+              spec_.to_string(), what, rows, max_rows_);
+  QUEST_CHECK(form == QuantForm::Full || spec_.hadamard,
+              "CUDA quantizer '{}': the half form needs a Hadamard quantizer", spec_.to_string());
+}
+
+template <class TIn, class TOut>
+void DeviceQuantizer::forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantForm form,
+                                   cudaStream_t stream) {
+  check_call(rows, form, "forward");
+  rows_ = rows;
+  form_ = form;
+  if (family_ == Family::Lsq || family_ == Family::Pact) {
+    detail::LearnedArgs a;
+    a.lsq = family_ == Family::Lsq;
+    a.rows = rows, a.cols = cols_, a.bits = spec_.bits;
+    a.alpha = kAlpha[spec_.bits];
+    a.param = param_, a.mask = mask_, a.negative = negative_, a.dstep = dstep_, a.step = step_;
+    a.row_sum = row_sum_;
+    detail::launch_learned_forward(x, xq, a, stream);
+    return;
+  }
+  detail::RowQuantArgs a;
+  a.rows = rows, a.cols = cols_;
+  a.bits = family_ == Family::Fp4 ? 4 : spec_.bits;
+  a.unit = family_ == Family::Fp4 ? kFp4Unit : kAlpha[spec_.bits];
+  switch (rule_.type) {
+    case MaskRule::Type::None: a.rule = 0; break;
+    case MaskRule::Type::Clip: a.rule = 1; break;
+    case MaskRule::Type::Trust: a.rule = 2; break;
+  }
+  a.clip_factor = float(rule_.factor);  // GridQuantizer: float(factor) * scale
+  a.trust = rule_.factor;               // float(factor * rms)
+  a.ht_in = spec_.hadamard;
+  a.ht_out = spec_.hadamard && form == QuantForm::Full;
+  a.mask = mask_;
+  a.step = step_;
+  const detail::RowFamily f = family_ == Family::Grid  ? detail::RowFamily::Grid
+                              : family_ == Family::Fp4 ? detail::RowFamily::Fp4
+                                                       : detail::RowFamily::Sparse48;
+  detail::launch_row_quantize(f, x, xq, a, stream);
+}
+
+template <class TS, class TD>
+void DeviceQuantizer::backward_impl(const TS* grad, TD* dst, bool accumulate, int64_t rows,
+                                    QuantForm form, cudaStream_t stream) {
+  check_call(rows, form, "backward");
+  QUEST_CHECK(rows == rows_ && form == form_,
+              "CUDA quantizer '{}': backward({} rows) does not match the last forward ({} rows)",
+              spec_.to_string(), rows, rows_);
+  if (family_ == Family::Lsq || family_ == Family::Pact) {
+    detail::LearnedArgs a;
+    a.lsq = family_ == Family::Lsq;
+    a.rows = rows, a.cols = cols_, a.bits = spec_.bits;
+    a.param = param_, a.mask = mask_, a.negative = negative_, a.dstep = dstep_, a.step = step_;
+    a.row_sum = row_sum_;
+    detail::launch_learned_backward(grad, dst, accumulate, a, stream);
+    return;
+  }
+  MaskBackward mb;
+  mb.mask = mask();
+  mb.ht_before = spec_.hadamard && form == QuantForm::Full;
+  mb.ht_after = spec_.hadamard;
+  detail::launch_mask_backward(grad, dst, accumulate, rows, cols_, mb, stream);
+}
+
+void DeviceQuantizer::forward(const float* x, float* xq, int64_t rows, QuantForm form,
+                              cudaStream_t stream) {
+  forward_impl(x, xq, rows, form, stream);
+}
+void DeviceQuantizer::forward(const float* x, bf16* xq, int64_t rows, QuantForm form,
+                              cudaStream_t stream) {
+  forward_impl(x, xq, rows, form, stream);
+}
+void DeviceQuantizer::forward(const bf16* x, bf16* xq, int64_t rows, QuantForm form,
+                              cudaStream_t stream) {
+  forward_impl(x, xq, rows, form, stream);
+}
+void DeviceQuantizer::forward(const bf16* x, float* xq, int64_t rows, QuantForm form,
+                              cudaStream_t stream) {
+  forward_impl(x, xq, rows, form, stream);
+}
+
+void DeviceQuantizer::backward(float* grad, int64_t rows, QuantForm form, cudaStream_t stream) {
+  backward_impl(grad, grad, false, rows, form, stream);
+}
+void DeviceQuantizer::backward(bf16* grad, int64_t rows, QuantForm form, cudaStream_t stream) {
+  backward_impl(grad, grad, false, rows, form, stream);
+}
+void DeviceQuantizer::backward_accumulate(float* dst, const float* grad, int64_t rows,
+                                          QuantForm form, cudaStream_t stream) {
+  QUEST_CHECK(dst != grad, "CUDA quantizer: backward_accumulate needs dst != grad");
+  backward_impl(grad, dst, true, rows, form, stream);
+}
+
+}  // namespace quest::cuda

@@ -1,0 +1,68 @@
+#pragma once
+// Internal launchers of the quantizer kernels (src/quant/cuda/*.cu), shared by DeviceQuantizer and
+// the linear op. Host declarations only; each launcher checks nothing the caller already checked
+// (DeviceQuantizer validates shapes and forms) except what it needs to launch safely.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "quant/cuda/cuda_quant.h"
+
+namespace quest::cuda::detail {
+
+// ---- row kernels: grid family, fp4, sparse 4:8 (row_quantize.cu) ---------------------------------
+// One CTA per row. The row is staged in shared memory as fp32 (cols floats of dynamic shared
+// memory), optionally transformed, its rms taken in double, quantized, optionally transformed back
+// and stored. The CTA owns the row's xq entries, its mask words and its step: every mask word of
+// the row is written (padding bits 0), so the mask needs no clearing beforehand.
+enum class RowFamily : int { Grid = 0, Fp4 = 1, Sparse48 = 2 };
+
+struct RowQuantArgs {
+  int64_t rows = 0, cols = 0;
+  int bits = 0;             // Grid, Sparse48: 1..8
+  double unit = 0.0;        // Grid, Sparse48: ALPHA[bits] (clip = unit * rms + 1e-8); Fp4: kFp4Unit
+  int rule = 0;             // 0: no mask (ste), 1: clip |x| <= clip_factor * scale, 2: trust
+  float clip_factor = 0.f;  // rule 1
+  double trust = 0.0;       // rule 2: |xq - x| <= float(trust * rms)
+  bool ht_in = false;       // transform the row first (Hadamard quantizers)
+  bool ht_out = false;      // transform back after quantizing (the Full form)
+  uint64_t* mask = nullptr;  // [rows, ceil(cols/64)], written when rule != 0 and not null
+  float* step = nullptr;     // [rows] or null: the grid step (Fp4: the unit)
+};
+// Largest cols the row kernel supports (its row lives in shared memory).
+int64_t row_quantize_max_cols();
+template <class TIn, class TOut>
+void launch_row_quantize(RowFamily family, const TIn* x, TOut* xq, const RowQuantArgs& a,
+                         cudaStream_t stream);
+
+// ---- learned quantizers: LSQ and PACT (lsq_pact.cu) ----------------------------------------------
+// Never with the Hadamard transform. The learned value lives on the device (param[0]); its
+// gradient accumulates into param[1]; param[2] receives the sign of the value at the forward (the
+// grid uses |value|, and the value gets the gradient of |value|). A value of 0 is initialized from
+// the forward's data first (two kernels: per-row sums, then one CTA that sums the rows in a fixed
+// order); both early-exit when the value is already non-zero.
+struct LearnedArgs {
+  bool lsq = true;  // LSQ, else PACT
+  int64_t rows = 0, cols = 0;
+  int bits = 0;
+  double alpha = 0.0;       // PACT's init: ALPHA[bits]
+  float* param = nullptr;   // [3]: value, gradient, sign
+  uint64_t* mask = nullptr;      // [rows, wpr]: entries without an x gradient (clipped)
+  uint64_t* negative = nullptr;  // PACT [rows, wpr]: clipped entries with x < 0
+  float* dstep = nullptr;        // LSQ [rows, cols]: dxq/ds
+  float* step = nullptr;         // [rows] or null: |s| (LSQ) / the grid step (PACT)
+  double* row_sum = nullptr;     // [rows] scratch
+};
+template <class TIn, class TOut>
+void launch_learned_forward(const TIn* x, TOut* xq, const LearnedArgs& a, cudaStream_t stream);
+template <class TS, class TD>
+void launch_learned_backward(const TS* grad, TD* dst, bool accumulate, const LearnedArgs& a,
+                             cudaStream_t stream);
+
+// ---- transforms and masks (hadamard.cu) ----------------------------------------------------------
+// dst = [HT] . mask . [HT] (src), or dst += it (accumulate). dst may alias src unless accumulating.
+template <class TS, class TD>
+void launch_mask_backward(const TS* src, TD* dst, bool accumulate, int64_t rows, int64_t cols,
+                          const MaskBackward& mb, cudaStream_t stream);
+
+}  // namespace quest::cuda::detail
