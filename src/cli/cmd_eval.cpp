@@ -4,6 +4,8 @@
 #include <omp.h>
 
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -27,11 +29,25 @@ struct EvalOptions {
 };
 
 void run_eval(const EvalOptions& o) {
-  QUEST_CHECK(!o.data.empty() || !o.hellaswag.empty() || o.model.ends_with(".safetensors"),
-              "nothing to evaluate: give --data DIR and/or --hellaswag FILE");
   ModelFile f = load_model_file(o.model, o.batch);
   Model& model = *f.loaded.model;
   const bool exported = f.kind == ModelFileKind::PackedExport;
+  QUEST_CHECK(!o.data.empty() || !o.hellaswag.empty() || exported,
+              "nothing to evaluate: give --data DIR and/or --hellaswag FILE");
+  // Every input is checked against the model before any long computation.
+  std::optional<TokenDataset> data;
+  if (!o.data.empty()) {
+    data = TokenDataset::open(o.data, o.split);
+    check_data_matches_model(f.loaded.tokenizer, model.config(), *data);
+  }
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::vector<HellaswagItem> items;
+  if (!o.hellaswag.empty()) {
+    tokenizer = load_tokenizer(o.tokenizer.empty() ? f.loaded.tokenizer : o.tokenizer);
+    check_tokenizer_matches_model(f.loaded.tokenizer, model.config(), *tokenizer);
+    items = read_hellaswag(o.hellaswag, o.limit);
+  }
+
   nlohmann::json out = {{"model", o.model},
                         {"kind", exported ? "packed export" : "checkpoint"},
                         {"step", f.loaded.step},
@@ -45,10 +61,8 @@ void run_eval(const EvalOptions& o) {
                100.0 * double(s.zstd) / double(std::max<uint64_t>(s.raw, 1)));
     out["artifact"] = {{"raw_bytes", s.raw}, {"zstd_bytes", s.zstd}, {"zstd_level", s.level}};
   }
-  if (!o.data.empty()) {
-    const TokenDataset data = TokenDataset::open(o.data, o.split);
-    check_data_matches_model(f.loaded.tokenizer, model.config(), data);
-    const EvalResult r = evaluate_split(model, data, o.batch, o.windows);
+  if (data) {
+    const EvalResult r = evaluate_split(model, *data, o.batch, o.windows);
     fmt::print("split {}: {} windows of {} tokens{}\nloss {:.6f}\nperplexity {:.4f}\n", o.split, r.windows,
                model.config().seq_len, o.windows ? " (the first ones only)" : "", r.loss, r.perplexity);
     if (r.bits_per_byte) fmt::print("bits per byte {:.6f}\n", *r.bits_per_byte);
@@ -56,10 +70,7 @@ void run_eval(const EvalOptions& o) {
                     {"perplexity", r.perplexity}};
     if (r.bits_per_byte) out["split"]["bits_per_byte"] = *r.bits_per_byte;
   }
-  if (!o.hellaswag.empty()) {
-    const auto tokenizer = load_tokenizer(o.tokenizer.empty() ? f.loaded.tokenizer : o.tokenizer);
-    check_tokenizer_matches_model(f.loaded.tokenizer, model.config(), *tokenizer);
-    const auto items = read_hellaswag(o.hellaswag, o.limit);
+  if (tokenizer) {
     ModelScorer scorer(model, o.batch);
     HellaswagOptions ho;
     ho.items_per_call = std::max<int64_t>(1, o.batch);

@@ -56,8 +56,14 @@ void run_train(TrainOptions& o) {
     opt.max_new_tokens = cfg.sample_tokens;
     opt.seed = cfg.seed;
     const auto& meta = trainer.train_data().meta();
-    if (meta && meta->tokenizer)
-      print_sample(trainer.model(), *tokenizer_for(*meta->tokenizer), cfg.sample_prompt, opt);
+    if (meta && meta->tokenizer) {
+      // Sampling runs on the CPU, from the trained weights of whichever device trained them.
+      Model model(trainer.config().model, 1, quantized_linear_factory(cfg.quant));
+      const std::vector<float> params = trainer.params();
+      std::copy(params.begin(), params.end(), model.params().begin());
+      model.prepare_weights();
+      print_sample(model, *tokenizer_for(*meta->tokenizer), cfg.sample_prompt, opt);
+    }
     else
       log_info("no sample: the data names no tokenizer (no meta.json)");
   }
@@ -100,6 +106,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--eval-every", c.eval_every, "Steps between validations (0: at the end)")->check(CLI::Range(0, 1 << 30))->capture_default_str();
   cmd->add_option("--eval-windows", c.eval_windows, "Validation windows per evaluation (0: all)")->check(CLI::Range(0, 1 << 30))->capture_default_str();
   cmd->add_option("--checkpoint-every", c.checkpoint_every, "Steps between checkpoints (0: at the end)")->check(CLI::Range(0, 1 << 30))->capture_default_str();
+  cmd->add_option("--device", c.device, "cpu, cuda, or auto (the GPU when one is present)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
   cmd->add_option("--out", c.out_dir, "Run directory (log.jsonl, config.json, checkpoint.bin)")->capture_default_str();
   cmd->add_option("--resume", c.resume, "Continue from this checkpoint")->check(CLI::ExistingFile);
   cmd->add_option("--sample-tokens", c.sample_tokens, "Tokens to sample at the end (0: none)")->check(CLI::Range(0, 1 << 20))->capture_default_str();

@@ -9,14 +9,20 @@
 namespace quest {
 
 EvalResult evaluate_split(Model& model, const TokenDataset& data, int64_t batch, int64_t max_windows) {
-  const int64_t T = model.config().seq_len;
+  return evaluate_split(
+      [&model](const int32_t* x, const int32_t* y, int64_t B, int64_t T) { return model.forward_loss(x, y, B, T); },
+      model.config().seq_len, data, batch, max_windows);
+}
+
+EvalResult evaluate_split(const LossSum& loss_sum, int64_t T, const TokenDataset& data, int64_t batch,
+                          int64_t max_windows) {
   ValidationWindows windows(data, T, uint64_t(max_windows));
   std::vector<int32_t> x(batch * T), y(batch * T);
   double sum = 0.0;
   for (uint64_t first = 0; first < windows.count(); first += batch) {
     const int64_t n = std::min<int64_t>(batch, int64_t(windows.count() - first));
     windows.get_batch(first, n, x.data(), y.data());
-    sum += model.forward_loss(x.data(), y.data(), n, T);
+    sum += loss_sum(x.data(), y.data(), n, T);
   }
   EvalResult r;
   r.windows = int64_t(windows.count());

@@ -1,6 +1,7 @@
 #pragma once
 // Validation loss, perplexity and bits per byte of a model on a split's fixed windows.
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 #include "data/token_dataset.h"
@@ -20,5 +21,9 @@ struct EvalResult {
 // bits per byte = loss / ln 2 * (split tokens / split text bytes), from the split's meta.json.
 EvalResult evaluate_split(Model& model, const TokenDataset& data, int64_t batch,
                           int64_t max_windows = 0);
+// The same with any model: loss_sum(x, y, B, T) returns the sum of token losses of a batch.
+using LossSum = std::function<double(const int32_t*, const int32_t*, int64_t, int64_t)>;
+EvalResult evaluate_split(const LossSum& loss_sum, int64_t seq_len, const TokenDataset& data,
+                          int64_t batch, int64_t max_windows = 0);
 
 }  // namespace quest

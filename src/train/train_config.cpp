@@ -30,6 +30,8 @@ void TrainConfig::validate() const {
   QUEST_CHECK(threads >= 0, "threads must be >= 0, got {}", threads);
   QUEST_CHECK(sample_tokens >= 0, "sample_tokens must be >= 0, got {}", sample_tokens);
   QUEST_CHECK(!out_dir.empty(), "out_dir must not be empty");
+  QUEST_CHECK(device == "cpu" || device == "cuda" || device == "auto",
+              "device must be cpu, cuda or auto, got '{}'", device);
 }
 
 void to_json(nlohmann::json& j, const TrainConfig& c) {
@@ -42,6 +44,7 @@ void to_json(nlohmann::json& j, const TrainConfig& c) {
       {"grad_accum", c.grad_accum},
       {"steps", c.steps},
       {"seed", c.seed},
+      {"device", c.device},
       {"schedule", {{"kind", schedule_kind_name(c.schedule.kind)},
                     {"lr", c.schedule.peak_lr},
                     {"warmup", c.schedule.warmup_fraction},

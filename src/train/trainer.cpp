@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "train/checkpoint.h"
+#include "train/cpu_engine.h"
 #include "train/model_io.h"
 #include "train/schedule.h"
 
@@ -43,23 +44,8 @@ Trainer::Trainer(const TrainConfig& config) : cfg_(config) {
     }
   }
   sampler_ = std::make_unique<WindowSampler>(*train_, cfg_.model.seq_len, cfg_.seed);
-  model_ = std::make_unique<Model>(cfg_.model, cfg_.batch_size, quantized_linear_factory(cfg_.quant));
-  model_->init_weights(cfg_.seed);
-
-  std::vector<ParamGroup> groups;
-  for (const auto& t : model_->layout()) {
-    if (!groups.empty() && groups.back().decay == t.weight_decay() &&
-        groups.back().params + groups.back().size == model_->param(t)) {
-      groups.back().size += t.numel();  // merge neighbours with the same decay setting
-    } else {
-      groups.push_back({model_->param(t), model_->grad(t), t.numel(), t.weight_decay()});
-    }
-  }
-  // Learned quantizer parameters (LSQ step, PACT alpha) get weight decay, as in the reference.
-  for (auto& [name, op] : model_->named_linears())
-    for (auto& lp : op->learned_params())
-      groups.push_back({lp.value.data(), lp.grad.data(), int64_t(lp.value.size()), true});
-  adamw_ = std::make_unique<AdamW>(cfg_.adamw, std::move(groups));
+  engine_ = make_engine(cfg_.device, cfg_.model, cfg_.quant, cfg_.adamw, cfg_.batch_size);
+  engine_->init_weights(cfg_.seed);
   if (!cfg_.resume.empty()) load_checkpoint(cfg_.resume);
 
   fs::create_directories(cfg_.out_dir);
@@ -78,7 +64,15 @@ void Trainer::log_record(const nlohmann::json& record) {
 
 EvalResult Trainer::evaluate() {
   if (!val_) return {};
-  return evaluate_split(*model_, *val_, cfg_.batch_size, cfg_.eval_windows);
+  return evaluate_split(
+      [this](const int32_t* x, const int32_t* y, int64_t B, int64_t T) { return engine_->forward_loss(x, y, B, T); },
+      cfg_.model.seq_len, *val_, cfg_.batch_size, cfg_.eval_windows);
+}
+
+Model& Trainer::model() {
+  auto* cpu = dynamic_cast<CpuEngine*>(engine_.get());
+  QUEST_CHECK(cpu != nullptr, "the trainer runs on {}, not on the CPU", engine_->device());
+  return cpu->model();
 }
 
 TrainSummary Trainer::run(int64_t until) {
@@ -99,16 +93,15 @@ TrainSummary Trainer::run(int64_t until) {
   log_info("quantization: {}", cfg_.quant.describe());
   while (step_ < stop) {
     const double lr = learning_rate(cfg_.schedule, step_, cfg_.steps);
-    model_->zero_grads();
+    engine_->zero_grads();
     double loss_sum = 0.0;
     for (int64_t m = 0; m < accum; ++m) {
       sampler_->next_batch(B, x.data(), y.data());
-      loss_sum += model_->forward_backward(x.data(), y.data(), B, T, grad_scale);
+      loss_sum += engine_->forward_backward(x.data(), y.data(), B, T, grad_scale);
     }
     const double loss = loss_sum / double(B * T * accum);
     QUEST_CHECK(std::isfinite(loss), "the training loss is not finite at step {}: training diverged", step_);
-    const double gnorm = adamw_->step(lr);
-    model_->prepare_weights();
+    const double gnorm = engine_->step(lr);
     ++step_;
     window_tokens += B * T * accum;
     summary.train_loss = loss;
@@ -129,7 +122,7 @@ TrainSummary Trainer::run(int64_t until) {
     }
     if ((cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0) || last) {
       // Masks of this step's weights and of the last training micro-batch's inputs.
-      if (nlohmann::json masks = mask_stats_.snapshot(*model_); !masks.is_null()) {
+      if (nlohmann::json masks = engine_->mask_statistics(); !masks.is_null()) {
         log_info("step {:>5}/{} | masked: weights {:.3f}%, inputs {:.3f}%{}", step_, cfg_.steps,
                  100 * masks["mean_w_masked"].get<double>(), 100 * masks["mean_x_masked"].get<double>(),
                  masks.contains("mean_w_persistence")
@@ -167,49 +160,21 @@ void Trainer::save_checkpoint(const std::string& path) const {
       {"quant", cfg_.quant},
       {"train", cfg_},
       {"step", step_},
-      {"adam_step", adamw_->step_count()},
+      {"adam_step", engine_->adam_steps()},
+      {"device", engine_->device()},
       {"sampler", {{"epoch", s.epoch}, {"index", s.index}, {"seed", cfg_.seed}}},
       {"data_tokens", train_->size()},
   };
   if (const auto& m = train_->meta(); m && m->tokenizer) header["tokenizer"] = *m->tokenizer;
-  auto& adam = *adamw_;
-  const auto params = model_->params();
-  std::vector<CheckpointArray> arrays = {{"params", params.data(), int64_t(params.size())},
-                                         {"adam.m", adam.m().data(), int64_t(adam.m().size())},
-                                         {"adam.v", adam.v().data(), int64_t(adam.v().size())}};
-  for (auto& [name, op] : model_->named_linears())
-    for (auto& lp : op->learned_params())
-      arrays.push_back({"quant." + name + "." + lp.name, lp.value.data(), int64_t(lp.value.size())});
+  const std::vector<StateArray> state = engine_->state();
+  std::vector<CheckpointArray> arrays;
+  for (const auto& a : state) arrays.push_back({a.name, a.data.data(), int64_t(a.data.size())});
   quest::save_checkpoint(path, header, arrays);
 }
 
 void Trainer::load_checkpoint(const std::string& path) {
   const Checkpoint ck = quest::load_checkpoint(path);
   const auto& h = ck.header;
-  const auto params = model_->params();
-  const auto& p = ck.array("params", int64_t(params.size()));
-  std::copy(p.begin(), p.end(), params.begin());
-  // The moments hold the model's parameters first, then the learned quantizer parameters; under a
-  // changed quantization only the model's part carries over.
-  const bool same_quant = h.at("quant").get<QuantConfig>().same_quantization(cfg_.quant);
-  const int64_t moments = same_quant ? adamw_->state_size() : int64_t(params.size());
-  for (const char* name : {"adam.m", "adam.v"}) {
-    auto it = ck.arrays.find(name);
-    QUEST_CHECK(it != ck.arrays.end() && int64_t(it->second.size()) >= moments &&
-                    (!same_quant || int64_t(it->second.size()) == moments),
-                "checkpoint '{}' has no matching optimizer state '{}'", path, name);
-    auto& dst = std::string(name) == "adam.m" ? adamw_->m() : adamw_->v();
-    std::copy(it->second.begin(), it->second.begin() + moments, dst.begin());
-  }
-  adamw_->set_step_count(h.at("adam_step").get<int64_t>());
-  if (same_quant) {
-    restore_learned_quant_params(*model_, ck);
-  } else {
-    // A new quantization's learned parameters were initialized from the random initial weights;
-    // 0 makes them initialize again, from the loaded weights (and the next inputs).
-    for (auto& [name, op] : model_->named_linears())
-      for (auto& lp : op->learned_params()) std::fill(lp.value.begin(), lp.value.end(), 0.0f);
-  }
   step_ = h.at("step").get<int64_t>();
   QUEST_CHECK(h.at("data_tokens").get<uint64_t>() == train_->size(),
               "checkpoint '{}' was trained on {} tokens, this data has {}: not the same data", path,
@@ -219,9 +184,9 @@ void Trainer::load_checkpoint(const std::string& path) {
               h.at("sampler").at("seed").get<uint64_t>(), cfg_.seed);
   QUEST_CHECK(step_ <= cfg_.steps, "checkpoint '{}' is at step {}, beyond the run's {} steps", path,
               step_, cfg_.steps);
+  engine_->restore(ck, h.at("quant").get<QuantConfig>().same_quantization(cfg_.quant));
   sampler_->restore({h.at("sampler").at("epoch").get<uint64_t>(), h.at("sampler").at("index").get<uint64_t>()});
-  model_->prepare_weights();
-  log_info("resumed from '{}' at step {}", path, step_);
+  log_info("resumed from '{}' at step {} on {}", path, step_, engine_->device());
 }
 
 double unigram_entropy(const TokenDataset& data, uint64_t max_tokens) {

@@ -14,6 +14,7 @@
 #include "train/evaluate.h"
 #include "train/mask_stats.h"
 #include "train/adamw.h"
+#include "train/engine.h"
 #include "train/train_config.h"
 
 namespace quest {
@@ -35,7 +36,11 @@ class Trainer {
   EvalResult evaluate();
   void save_checkpoint(const std::string& path) const;
 
-  Model& model() { return *model_; }
+  // The model of a CPU run (throws for another device); params() works on every device.
+  Model& model();
+  std::vector<float> params() { return engine_->params(); }
+  Engine& engine() { return *engine_; }
+  const TrainConfig& config() const { return cfg_; }  // with the data's vocabulary applied
   int64_t step() const { return step_; }
   const TokenDataset& train_data() const { return *train_; }
   const std::optional<TokenDataset>& val_data() const { return val_; }
@@ -48,10 +53,8 @@ class Trainer {
   std::unique_ptr<TokenDataset> train_;
   std::optional<TokenDataset> val_;
   std::unique_ptr<WindowSampler> sampler_;
-  std::unique_ptr<Model> model_;
-  std::unique_ptr<AdamW> adamw_;
+  std::unique_ptr<Engine> engine_;
   int64_t step_ = 0;
-  MaskStatistics mask_stats_;
   std::ofstream log_;
 };
 

@@ -1,0 +1,61 @@
+#pragma once
+// What the trainer drives: a model with its gradients and optimizer on one device. The CPU
+// engine (cpu_engine.h) is the fp32 reference; the CUDA engine (cuda_engine.h) runs the same
+// LlamaGraph in bf16 with fp32 master weights. The trainer, checkpoints and logs are the same for
+// both, so a checkpoint written by one loads in the other.
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "quant/quant_spec.h"
+#include "train/adamw.h"
+#include "train/checkpoint.h"
+
+namespace quest {
+
+// A host copy of one state array, as the checkpoint stores it.
+struct StateArray {
+  std::string name;  // "params", "adam.m", "adam.v", "quant.<layer>.<param>"
+  std::vector<float> data;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual std::string device() const = 0;  // "cpu" or "cuda:<name>"
+
+  virtual void init_weights(uint64_t seed) = 0;
+  virtual void zero_grads() = 0;
+  // One micro-batch of host tokens [B, T]: adds grad_scale * d(sum of token losses) to the
+  // gradients; returns the sum of token losses.
+  virtual double forward_backward(const int32_t* x, const int32_t* y, int64_t B, int64_t T,
+                                  float grad_scale) = 0;
+  // The sum of token losses, without gradients.
+  virtual double forward_loss(const int32_t* x, const int32_t* y, int64_t B, int64_t T) = 0;
+  // Clips the global gradient norm, updates the weights with AdamW at `lr` and re-quantizes
+  // them; returns the norm before clipping.
+  virtual double step(double lr) = 0;
+
+  virtual int64_t adam_steps() const = 0;
+  // params, adam.m, adam.v and the learned quantizer parameters, copied to the host.
+  virtual std::vector<StateArray> state() = 0;
+  // Restores the parameters and the optimizer's moments (and, when with_quant_state, the learned
+  // quantizer parameters and their moments).
+  virtual void restore(const Checkpoint& ck, bool with_quant_state) = 0;
+  // The flat fp32 parameters (parameter_layout order), copied to the host.
+  virtual std::vector<float> params() = 0;
+  // Mask statistics of the last step (mask_stats.h's JSON), null when nothing masks.
+  virtual nlohmann::json mask_statistics() = 0;
+};
+
+// "cpu", "cuda" or "auto" (the GPU when one is present).
+std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig& model,
+                                    const QuantConfig& quant, const AdamWConfig& adamw,
+                                    int64_t batch);
+bool cuda_available();
+
+}  // namespace quest
