@@ -3,6 +3,8 @@
 // export, its size raw and zstd-compressed.
 #include <omp.h>
 
+#include <chrono>
+#include <climits>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -62,7 +64,21 @@ void run_eval(const EvalOptions& o) {
     out["artifact"] = {{"raw_bytes", s.raw}, {"zstd_bytes", s.zstd}, {"zstd_level", s.level}};
   }
   if (data) {
-    const EvalResult r = evaluate_split(model, *data, o.batch, o.windows);
+    // The model's loss, with a progress line after each batch.
+    const auto start = std::chrono::steady_clock::now();
+    const int64_t T = model.config().seq_len;
+    const int64_t total = std::min<int64_t>(o.windows > 0 ? o.windows : INT64_MAX, int64_t((data->size() - 1) / uint64_t(T)));
+    int64_t done = 0;
+    const EvalResult r = evaluate_split(
+        [&](const int32_t* x, const int32_t* y, int64_t B, int64_t len) {
+          const double loss = model.forward_loss(x, y, B, len);
+          done += B;
+          const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          log_progress("{} {:>6}/{} windows | ETA {}", o.split, done, total,
+                       format_duration(secs / double(done) * double(std::max<int64_t>(total - done, 0))));
+          return loss;
+        },
+        T, *data, o.batch, o.windows);
     fmt::print("split {}: {} windows of {} tokens{}\nloss {:.6f}\nperplexity {:.4f}\n", o.split, r.windows,
                model.config().seq_len, o.windows ? " (the first ones only)" : "", r.loss, r.perplexity);
     if (r.bits_per_byte) fmt::print("bits per byte {:.6f}\n", *r.bits_per_byte);

@@ -56,8 +56,4 @@ PackedWeight read_packed_weight(const SafetensorsFile& file, const std::string& 
                                 const QuantSpec& spec, int64_t rows, int64_t cols,
                                 const std::string& path);
 
-// Whether path starts like a safetensors file whose metadata names the packed format (reads
-// only the header).
-bool is_packed_export(const std::string& path);
-
 }  // namespace quest

@@ -2,7 +2,6 @@
 #include <cstring>
 #include <fmt/ranges.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -67,15 +66,6 @@ PackedWeight read_packed_weight(const SafetensorsFile& f, const std::string& nam
     p.pairs.assign(f.data(pairs).begin(), f.data(pairs).end());
   }
   return p;
-}
-
-bool is_packed_export(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  uint64_t n = 0;
-  if (!in.read(reinterpret_cast<char*>(&n), 8) || n < 2 || n > 100'000'000) return false;
-  std::string header(size_t(std::min<uint64_t>(n, 1 << 20)), '\0');
-  if (!in.read(header.data(), std::streamsize(header.size())) || header[0] != '{') return false;
-  return header.find(std::string("\"format\":\"") + kPackedFormat + "\"") != std::string::npos;
 }
 
 LoadedModel load_packed(const std::string& path, int64_t batch) {

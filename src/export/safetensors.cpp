@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -90,8 +91,13 @@ void SafetensorsWriter::write(const std::string& path) const {
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   QUEST_CHECK(file_exists(path), "'{}' does not exist", path);
-  const std::vector<char> raw = read_file(path);
-  return parse(std::vector<uint8_t>(raw.begin(), raw.end()), path);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  QUEST_CHECK(in, "cannot open '{}'", path);
+  std::vector<uint8_t> bytes(static_cast<size_t>(in.tellg()));  // read once, no second copy
+  in.seekg(0);
+  QUEST_CHECK(in.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(bytes.size())) || bytes.empty(),
+              "cannot read '{}'", path);
+  return parse(std::move(bytes), path);
 }
 
 SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes, const std::string& what) {

@@ -48,19 +48,27 @@ const ParamTensor& Model::tensor(const std::string& name) const {
   fail("model has no parameter '{}'", name);
 }
 
-void Model::init_weights(uint64_t seed) {
+void init_parameters(const ModelConfig& config, std::span<float> params, uint64_t seed) {
+  const auto layout = parameter_layout(config);
+  QUEST_CHECK(int64_t(params.size()) == layout.back().offset + layout.back().numel(),
+              "init: {} parameters given, the model has {}", params.size(),
+              layout.back().offset + layout.back().numel());
   Rng rng(seed);
-  const double out_std = config_.init_std / std::sqrt(2.0 * config_.n_layer);
-  for (const auto& t : layout_) {
-    float* w = param(t);
+  const double out_std = config.init_std / std::sqrt(2.0 * config.n_layer);
+  for (const auto& t : layout) {
+    float* w = params.data() + t.offset;
     if (t.kind == ParamKind::Norm) {
       std::fill(w, w + t.numel(), 1.0f);
       continue;
     }
     const bool is_out = t.name.ends_with(".wo") || t.name.ends_with(".w3");
-    const double std = is_out ? out_std : config_.init_std;
+    const double std = is_out ? out_std : config.init_std;
     for (int64_t i = 0; i < t.numel(); ++i) w[i] = static_cast<float>(std * rng.normal());
   }
+}
+
+void Model::init_weights(uint64_t seed) {
+  init_parameters(config_, params_, seed);
   prepare_weights();
 }
 

@@ -24,6 +24,11 @@ LinearFactory quantized_linear_factory(const QuantConfig& quant);
 
 using LayerLinears = LayerLinearsT<CpuBackend>;
 
+// The spec's initialization (section 5) into a flat parameter buffer of parameter_layout(config):
+// linears and the embedding N(0, init_std), attention-out and MLP-down N(0, init_std / sqrt(2 L)),
+// norms 1. Every backend draws the same numbers for the same seed.
+void init_parameters(const ModelConfig& config, std::span<float> params, uint64_t seed);
+
 // The model on the CPU (fp32): parameters, gradients and the graph's planned activations.
 class Model {
  public:
@@ -55,7 +60,7 @@ class Model {
   // Logits [vocab_size] of the last position of one sequence of T tokens, by a full forward pass.
   void last_logits(const int32_t* tokens, int64_t T, float* logits);
 
-  std::vector<LayerLinears>& linears() { return graph_.linears(); }
+  std::deque<LayerLinears>& linears() { return graph_.linears(); }
   // Every linear layer with its parameter name ("layers.3.w1"), in layout order.
   struct NamedLinear {
     std::string name;

@@ -12,6 +12,7 @@
 // tokens, so forward and backward allocate nothing.
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <functional>
 #include <string>
 #include <vector>
@@ -41,7 +42,7 @@ class LlamaGraph {
     const int64_t N = batch * T, nh = c_.n_head(), Vp = c_.padded_vocab();
     for (int64_t l = 0; l < L; ++l) {
       const std::string p = "layers." + std::to_string(l) + ".";
-      linears_.push_back(LayerLinearsT<Backend>{make_linear(p + "wqkv", d, 3 * d, N), make_linear(p + "wo", d, d, N),
+      linears_.emplace_back(LayerLinearsT<Backend>{make_linear(p + "wqkv", d, 3 * d, N), make_linear(p + "wo", d, d, N),
                                           make_linear(p + "w1", d, H, N), make_linear(p + "w2", d, H, N),
                                           make_linear(p + "w3", H, d, N)});
     }
@@ -79,7 +80,7 @@ class LlamaGraph {
 
   const ModelConfig& config() const { return c_; }
   const std::vector<ParamTensor>& layout() const { return layout_; }
-  std::vector<LayerLinearsT<Backend>>& linears() { return linears_; }
+  std::deque<LayerLinearsT<Backend>>& linears() { return linears_; }
 
   // Quantizes (or just points at) each linear weight; once per optimizer step.
   void prepare_weights(const Weight* w) {
@@ -182,7 +183,7 @@ class LlamaGraph {
   ModelConfig c_;
   int64_t batch_;
   std::vector<ParamTensor> layout_;
-  std::vector<LayerLinearsT<Backend>> linears_;
+  std::deque<LayerLinearsT<Backend>> linears_;  // stable addresses; ops need not move
   std::vector<Layer> layers_;
   ActBuf final_res_, lnf_, tmp_, dres_, dln_, dln2_, datt_, dqkv_, da_, db_, dg_, logits_;
   F32Buf rstdf_;

@@ -26,17 +26,20 @@ void to_f32(float* out, const bf16* in, int64_t n, cudaStream_t stream);
 void add(bf16* out, const bf16* a, const bf16* b, int64_t n, cudaStream_t stream);  // out may alias
 
 // ---- embedding -------------------------------------------------------------------------------
+// Token ids live on the device and are not validated on the host: a negative id gives a NaN row
+// (forward) and no gradient (backward); ids past the table's end are the caller's to prevent.
 void embedding_forward(bf16* out, const int32_t* tokens, const bf16* table, int64_t N, int64_t d,
                        cudaStream_t stream);
-// dtable[tokens[n], :] += dout[n, :] (fp32 accumulation)
+// dtable[tokens[n], :] += dout[n, :] (fp32 accumulation, rows in order: deterministic, bitwise the
+// CPU's sums; no atomics)
 void embedding_backward(float* dtable, const bf16* dout, const int32_t* tokens, int64_t N, int64_t d,
                         cudaStream_t stream);
 
 // ---- RMSNorm ---------------------------------------------------------------------------------
 void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const bf16* w, int64_t N, int64_t d,
                      float eps, cudaStream_t stream);
-// dx accumulates (the residual stream's gradient), dw accumulates. scratch: at least
-// rmsnorm_backward_scratch(N, d) floats.
+// dx accumulates (the residual stream's gradient; it must not alias dout), dw accumulates
+// (deterministic). scratch: at least rmsnorm_backward_scratch(N, d) floats.
 int64_t rmsnorm_backward_scratch(int64_t N, int64_t d);
 void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const bf16* w,
                       const float* rstd, int64_t N, int64_t d, float* scratch, cudaStream_t stream);
@@ -65,12 +68,16 @@ void swiglu_backward(bf16* da, bf16* db, const bf16* dout, const bf16* a, const 
                      cudaStream_t stream);
 
 // ---- softmax cross-entropy over the first V of Vp columns (as cpu::cross_entropy) --------------
-// losses[N] (fp32, device) receives each row's loss; when dlogits is not null it receives
-// grad_scale * (softmax - onehot) in bf16 (padding columns 0); dlogits may alias logits.
+// losses[N] (fp32, device; may be null) receives each row's loss; when dlogits is not null it
+// receives grad_scale * (softmax - onehot) in bf16 (padding columns 0); dlogits may alias logits.
+// Targets are not validated on the host: a row whose target is outside [0, V) gets a NaN loss and
+// a NaN gradient row.
 void cross_entropy(bf16* dlogits, float* losses, const bf16* logits, const int32_t* targets,
                    int64_t N, int64_t V, int64_t Vp, float grad_scale, cudaStream_t stream);
 
 // ---- matrix products (cuBLASLt; bf16 in, fp32 accumulate) --------------------------------------
+// The workspace is shared by all calls of one Blas: use one Blas per stream (or serialized
+// streams). Algorithms are chosen once per (product, shape, pointer alignment) and cached.
 class Blas {
  public:
   explicit Blas(size_t workspace_bytes = 32u << 20);
@@ -91,20 +98,22 @@ class Blas {
 };
 
 // ---- optimizer -------------------------------------------------------------------------------
-// out[0] = sum of g[i]^2 in fp32/fp64, deterministic (fixed-order two-pass reduction). scratch:
-// at least norm_squared_scratch(n) floats.
+// out[0] = sum of g[i]^2 (accumulated in fp64, stored as fp32), deterministic (fixed-order
+// two-pass reduction). scratch: at least norm_squared_scratch(n) floats.
 int64_t norm_squared_scratch(int64_t n);
 void norm_squared(float* out, const float* g, int64_t n, float* scratch, cudaStream_t stream);
 // AdamW exactly as train/adamw.cpp (torch's rule), on n parameters; the clip factor is read from
 // device memory (computed from the global norm without a host round trip); also writes the bf16
-// copy of the updated parameters.
+// copy of the updated parameters (skipped when p_bf16 is null). A non-finite clip factor (a
+// diverged gradient) leaves p, m, v and p_bf16 untouched: the host, reading the norm, reports it.
 struct AdamWStep {
   float lr, beta1, beta2, eps, weight_decay;  // weight_decay 0 for groups without decay
   float bias1, bias2;                         // 1 - beta^t
 };
 void adamw_update(float* p, bf16* p_bf16, const float* g, float* m, float* v, int64_t n,
                   const AdamWStep& step, const float* clip_scale, cudaStream_t stream);
-// clip_scale[0] = min(1, max_norm / (sqrt(norm_squared[0]) + 1e-6)) (1 when max_norm == 0)
+// clip_scale[0] = min(1, max_norm / (sqrt(norm_squared[0]) + 1e-6)) (1 when max_norm <= 0; NaN
+// when the norm is not finite)
 void clip_scale(float* clip_scale, const float* norm_squared, float max_norm, cudaStream_t stream);
 
 }  // namespace quest::cuda

@@ -1,8 +1,10 @@
 #include "ops/op_profile.h"
 
 #include <fmt/format.h>
+#include <time.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 
@@ -31,10 +33,24 @@ bool by_time(const OpProfileEntry& x, const OpProfileEntry& y) {
   return x.label() < y.label();
 }
 
+std::atomic<OpProfileClock> g_clock{OpProfileClock::Wall};
+
 }  // namespace
 
 void set_op_profile_enabled(bool on) {
   detail::g_op_profile_enabled.store(on, std::memory_order_relaxed);
+}
+
+void set_op_profile_clock(OpProfileClock clock) { g_clock.store(clock, std::memory_order_relaxed); }
+OpProfileClock op_profile_clock() { return g_clock.load(std::memory_order_relaxed); }
+
+double op_profile_now() {
+  if (op_profile_clock() == OpProfileClock::ProcessCpu) {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 void op_profile_record(const char* op, double seconds, int64_t a, int64_t b) {

@@ -5,12 +5,11 @@
 // or hand in device-measured times through op_profile_record().
 //
 // Cost: disabled (the default), a scope is one relaxed atomic load and a not-taken branch at entry
-// and exit. Enabled, each scope reads the steady clock twice and takes a mutex once (~100 ns),
-// which is noise against ops that run for microseconds or more. Recording is thread-safe; scopes
+// and exit. Enabled, each scope reads the clock twice and takes a mutex once (well under a
+// microsecond), which is noise against ops that run for tens of microseconds or more. Recording is thread-safe; scopes
 // are meant for calls made from the host thread that drives the model (nested scopes each count
 // their own full time, so only time disjoint work if the table is to add up).
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -25,6 +24,15 @@ inline bool op_profile_enabled() {
   return detail::g_op_profile_enabled.load(std::memory_order_relaxed);
 }
 void set_op_profile_enabled(bool on);
+
+// What a scope measures: wall time (the default), or the CPU time of the whole process (all its
+// threads, spin-waiting included). On a machine shared with other work, CPU time with one thread
+// is the figure that does not depend on the other work.
+enum class OpProfileClock { Wall, ProcessCpu };
+void set_op_profile_clock(OpProfileClock clock);
+OpProfileClock op_profile_clock();
+// Seconds on the selected clock (from an arbitrary origin).
+double op_profile_now();
 
 // Adds one call of `seconds` to the entry (op, a, b). `op` must outlive the profile (a string
 // literal); a and b are an optional shape tag (0 = none), kept apart in the table, e.g. the (K, M)
@@ -55,14 +63,11 @@ class OpProfileScope {
   explicit OpProfileScope(const char* op, int64_t a = 0, int64_t b = 0) {
     if (op_profile_enabled()) {
       op_ = op, a_ = a, b_ = b;
-      start_ = std::chrono::steady_clock::now();
+      start_ = op_profile_now();
     }
   }
   ~OpProfileScope() {
-    if (op_) {
-      const auto end = std::chrono::steady_clock::now();
-      op_profile_record(op_, std::chrono::duration<double>(end - start_).count(), a_, b_);
-    }
+    if (op_) op_profile_record(op_, op_profile_now() - start_, a_, b_);
   }
   OpProfileScope(const OpProfileScope&) = delete;
   OpProfileScope& operator=(const OpProfileScope&) = delete;
@@ -70,7 +75,7 @@ class OpProfileScope {
  private:
   const char* op_ = nullptr;
   int64_t a_ = 0, b_ = 0;
-  std::chrono::steady_clock::time_point start_{};
+  double start_ = 0.0;
 };
 
 }  // namespace quest

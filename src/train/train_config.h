@@ -37,7 +37,7 @@ struct TrainConfig {
   std::string out_dir = "runs/default";
   std::string resume;             // checkpoint to continue from
   int64_t threads = 0;            // 0: all cores
-  std::string device = "cpu";     // cpu | cuda | auto
+  std::string device = "auto";    // cpu | cuda | auto (the GPU when one is present)
   int64_t sample_tokens = 64;     // tokens to sample at the end (0: none)
   std::string sample_prompt = "Call me";
 

@@ -2,8 +2,9 @@
 // Small fixed-width vector kernels for the CPU ops, written with the GCC/Clang vector extensions:
 // 4-float / 2-double vectors, the native width of baseline x86-64 (SSE2) and of NEON, so nothing
 // is expanded piecewise; the loops keep two or four vectors in flight for instruction-level
-// parallelism. No runtime dispatch; intrinsics only where the generic form compiles badly (float
-// to double widening on x86).
+// parallelism. Intrinsics only where the generic form compiles badly (float to double widening on
+// x86). The exponential-and-sum kernel (the bulk of softmax and cross-entropy) also has an AVX2
+// version, chosen at run time, that returns the same bits.
 //
 // Determinism: every kernel uses a fixed lane layout and a fixed order of operations, so a given
 // build gives the same bits on every call, for any thread count (threads only ever split
@@ -15,6 +16,11 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+
+// 32-byte vectors passed between always-inlined helpers make GCC note an ABI change on targets
+// without AVX; nothing here crosses a call boundary, so the note stays off in the (ops-private)
+// files that include this header.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace quest::cpu::simd {
 
@@ -80,29 +86,34 @@ inline float exp_scalar(float x) {
   return p * scale;
 }
 
-inline vf exp(vf x) {
+// The vector e^x for any vector width (VI: the matching int32 vector); always inlined, so that it
+// compiles for the target of the function that uses it.
+template <class VF, class VI>
+__attribute__((always_inline)) inline VF exp_v(VF x) {
   using namespace detail;
-  const vi over = x > kMaxX, under = x < kMinX;  // lanes: -1 (true) or 0
-  const vf zero = splat(0.0f);
-  const vf xc = (over | under) ? zero : x;       // in range (NaN stays NaN)
-  const vf n = (xc * kLog2e + kMagic) - kMagic;
-  const vf r = (xc - n * kC1) - n * kC2;
-  const vf r2 = r * r;
-  vf p = splat(kP0);
+  const VI over = x > kMaxX, under = x < kMinX;  // lanes: -1 (true) or 0
+  const VF zero = VF{} + 0.0f;
+  const VF xc = (over | under) ? zero : x;       // in range (NaN stays NaN)
+  const VF n = (xc * kLog2e + kMagic) - kMagic;
+  const VF r = (xc - n * kC1) - n * kC2;
+  const VF r2 = r * r;
+  VF p = VF{} + kP0;
   p = p * r + kP1;
   p = p * r + kP2;
   p = p * r + kP3;
   p = p * r + kP4;
   p = p * r + kP5;
   p = p * r2 + r + 1.0f;
-  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
-  vf scale;
+  const VI bits = (__builtin_convertvector(n, VI) + 127) << 23;
+  VF scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  vf y = p * scale;
+  VF y = p * scale;
   y = under ? zero : y;
-  y = over ? splat(__builtin_inff()) : y;
+  y = over ? VF{} + __builtin_inff() : y;
   return y;
 }
+
+inline vf exp(vf x) { return exp_v<vf, vi>(x); }
 
 // sum_j a[j] * b[j] in a fixed order: 16 lane sums (four vectors), then the lanes, then the tail.
 inline float dot(const float* a, const float* b, int64_t n) {
@@ -199,9 +210,12 @@ inline void softmax_backward_row(float* d, const float* p, float D, float scale,
 }
 
 // out[j] = e^(x[j] - shift) (out may alias x, or be null: only the sum); returns sum_j out[j],
-// accumulated in double in a fixed order.
-inline double exp_shift_sum(float* out, const float* x, float shift, int64_t n) {
-  vd s0{}, s1{}, s2{}, s3{};
+// accumulated in double in a fixed order: element j goes to double lane j % 8 (the last n % 8
+// elements to a separate tail sum), lanes are combined as ((l0 + l2) + (l4 + l6)) +
+// ((l1 + l3) + (l5 + l7)), then the tail is added. Every implementation below keeps exactly this
+// order, so they all return the same bits (and store the same exponentials).
+inline double exp_shift_sum_portable(float* out, const float* x, float shift, int64_t n) {
+  vd s0{}, s1{}, s2{}, s3{};  // lanes (0, 1), (2, 3), (4, 5), (6, 7)
   const vf vs = splat(shift);
   int64_t j = 0;
   for (; j + 2 * W <= n; j += 2 * W) {
@@ -222,6 +236,52 @@ inline double exp_shift_sum(float* out, const float* x, float shift, int64_t n) 
     tail += e;
   }
   return hsum((s0 + s1) + (s2 + s3)) + tail;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define QUEST_SIMD_AVX2_PATH 1
+// The same with 8-float AVX2 vectors (about twice the throughput), for CPUs that have AVX2. FMA
+// stays off (target "avx2" alone), so every operation rounds as in the portable version.
+typedef float vf8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+typedef double vd4 __attribute__((vector_size(32)));
+
+__attribute__((target("avx2"))) inline double exp_shift_sum_avx2(float* out, const float* x,
+                                                                  float shift, int64_t n) {
+  vd4 a{}, b{};  // lanes (0, 1, 2, 3), (4, 5, 6, 7)
+  const vf8 vs = vf8{} + shift;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    vf8 v;
+    std::memcpy(&v, x + j, sizeof(v));
+    const vf8 e = exp_v<vf8, vi8>(v - vs);
+    if (out) std::memcpy(out + j, &e, sizeof(e));
+    a += __builtin_convertvector(__builtin_shufflevector(e, e, 0, 1, 2, 3), vd4);
+    b += __builtin_convertvector(__builtin_shufflevector(e, e, 4, 5, 6, 7), vd4);
+  }
+  double tail = 0.0;
+  for (; j < n; ++j) {
+    const float e = exp_scalar(x[j] - shift);
+    if (out) out[j] = e;
+    tail += e;
+  }
+  return (((a[0] + a[2]) + (b[0] + b[2])) + ((a[1] + a[3]) + (b[1] + b[3]))) + tail;
+}
+
+inline bool has_avx2() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return bool(__builtin_cpu_supports("avx2"));
+  }();
+  return yes;
+}
+#endif
+
+inline double exp_shift_sum(float* out, const float* x, float shift, int64_t n) {
+#if defined(QUEST_SIMD_AVX2_PATH)
+  if (has_avx2()) return exp_shift_sum_avx2(out, x, shift, n);
+#endif
+  return exp_shift_sum_portable(out, x, shift, n);
 }
 
 }  // namespace quest::cpu::simd

@@ -9,9 +9,10 @@
 // in kernel 3 costs two more products than dQ by atomics; it keeps the result deterministic.
 // Fragment layouts, ldmatrix patterns and the shared-row padding: see attention_common.cuh.
 #include <cmath>
+#include <cstring>
 
-#include "core/error.h"
 #include "ops/cuda/attention_common.cuh"
+#include "ops/cuda/common.cuh"  // QUEST_CUDA_REQUIRE (quest::Error without core/error.h's fmt)
 #include "ops/cuda_ops.h"
 
 namespace quest::cuda {
@@ -30,8 +31,9 @@ __global__ void attention_bwd_dot_kernel(float* __restrict__ D, const __nv_bfloa
   if (r < rows && c < hd / 8) {
     const int4 a = *reinterpret_cast<const int4*>(dout + r * hd + c * 8);
     const int4 o = *reinterpret_cast<const int4*>(out + r * hd + c * 8);
-    const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&a);
-    const __nv_bfloat162* o2 = reinterpret_cast<const __nv_bfloat162*>(&o);
+    __nv_bfloat162 a2[4], o2[4];
+    memcpy(a2, &a, sizeof(a2));
+    memcpy(o2, &o, sizeof(o2));
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const float2 fa = __bfloat1622float2(a2[i]), fo = __bfloat1622float2(o2[i]);
@@ -52,12 +54,14 @@ __global__ void attention_bwd_dot_kernel(float* __restrict__ D, const __nv_bfloa
 // k0 = 64 kt .. k0 + 63 (key tile 0 has the most queries and comes first); warp w owns keys
 // kw0 = k0 + 16w .. kw0 + 15 and accumulates their dK[16][HDP] and dV[16][HDP] (fp32 registers).
 // Query tiles of 32 rows, i = k0 / 32 .. ceil(T / 32) - 1 (earlier queries see none of these
-// keys), stream through double-buffered shared stages; per tile each warp computes, in registers,
-//   S^T = K_w Q^T and dP^T = V_w dO^T (16 x 32), P^T = exp2(S^T scale log2e - lse log2e),
+// keys), stream through double-buffered shared stages; each warp takes a tile as two slices of 16
+// queries, one after the other (fewer live registers next to the 128 of dK and dV), and per slice
+// computes in registers
+//   S^T = K_w Q^T and dP^T = V_w dO^T (16 x 16), P^T = exp2(S^T scale log2e - lse log2e),
 //   dS^T = P^T (dP^T - D), then dV += P^T dO and dK += dS^T Q (P^T, dS^T as bf16 A fragments).
-// A warp whose keys all lie after the tile's last query skips the tile (its P is all zero).
-// Causal mask (query < key -> P = 0) and the tail mask (query >= T) are applied on the tiles that
-// reach into the block's keys or past T. Keys >= T are zero-filled and never stored.
+// A warp skips a slice whose queries all precede its keys (P = 0 there). The causal mask
+// (query < key -> P = 0) and the tail mask (query >= T) are applied on the slices that reach into
+// the warp's keys or past T. Keys >= T are zero-filled and never stored.
 // Shared memory (bf16 rows of SROW = HDP + 8): sK[64][SROW], sV[64][SROW] (loaded once; the
 // warps' A fragments are read from there each tile), sQ[2][32][SROW], sdO[2][32][SROW],
 // sL[2][32], sD[2][32] (fp32 lse and D of the tile's queries; zero-filled past T). At the end the
@@ -133,42 +137,43 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
     }
     __syncthreads();
     const int q0 = i * BM;
-    if (q0 + BM > kw0) {  // else every query of the tile precedes this warp's keys
-      const __nv_bfloat16* q_s = sQ + st * BM * SROW;
-      const __nv_bfloat16* do_s = sdO + st * BM * SROW;
-      const float* l_s = sL + st * BM;
-      const float* d_s = sD + st * BM;
-      // S^T = K_w Q^T, dP^T = V_w dO^T: 16 keys x 32 queries, column tile nt = queries 8nt..
-      float sT[BM / 8][4], dpT[BM / 8][4];
+    const __nv_bfloat16* q_s = sQ + st * BM * SROW;
+    const __nv_bfloat16* do_s = sdO + st * BM * SROW;
+    const float* l_s = sL + st * BM;
+    const float* d_s = sD + st * BM;
+    // The tile in 16-query slices (one k-step of the dV/dK products each), one after the other
+    // to keep the transient registers few next to the 128 of dK and dV.
+#pragma unroll 1
+    for (int c0 = 0; c0 < BM; c0 += 16) {
+      const int qs0 = q0 + c0;  // the slice's first query
+      if (qs0 + 16 <= kw0) continue;  // every query of the slice precedes this warp's keys
+      // S^T = K_w Q_s^T, dP^T = V_w dO_s^T: 16 keys x 16 queries (nt: queries qs0 + 8nt ..).
+      float sT[2][4], dpT[2][4];
 #pragma unroll
-      for (int nt = 0; nt < BM / 8; ++nt)
+      for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) sT[nt][e] = dpT[nt][e] = 0.f;
-#pragma unroll
+#pragma unroll 2  // (no register array is indexed by ks)
       for (int ks = 0; ks < HDP / 16; ++ks) {
-        uint32_t ka[4], va[4];
+        uint32_t ka[4], va[4], qb[4], ob[4];
         ldsm_a<SROW>(ka, sK, warp * 16, ks * 16, lane);
         ldsm_a<SROW>(va, sV, warp * 16, ks * 16, lane);
-#pragma unroll
-        for (int jj = 0; jj < BM / 16; ++jj) {
-          uint32_t qb[4], ob[4];
-          ldsm_bn<SROW>(qb, q_s, jj * 16, ks * 16, lane);
-          ldsm_bn<SROW>(ob, do_s, jj * 16, ks * 16, lane);
-          mma16816(sT[2 * jj], ka, qb[0], qb[1]);
-          mma16816(sT[2 * jj + 1], ka, qb[2], qb[3]);
-          mma16816(dpT[2 * jj], va, ob[0], ob[1]);
-          mma16816(dpT[2 * jj + 1], va, ob[2], ob[3]);
-        }
+        ldsm_bn<SROW>(qb, q_s, c0, ks * 16, lane);
+        ldsm_bn<SROW>(ob, do_s, c0, ks * 16, lane);
+        mma16816(sT[0], ka, qb[0], qb[1]);
+        mma16816(sT[1], ka, qb[2], qb[3]);
+        mma16816(dpT[0], va, ob[0], ob[1]);
+        mma16816(dpT[1], va, ob[2], ob[3]);
       }
-      // P^T and dS^T; lane (g, tq) holds keys kw0 + g (+8) and queries q0 + 8nt + 2tq (+1).
-      const bool mask = q0 < k0 + BN || q0 + BM > T;
+      // P^T and dS^T; lane (g, tq) holds keys kw0 + g (+8) and queries qs0 + 8nt + 2tq (+1).
+      const bool mask = qs0 < kw0 + 16 || qs0 + 16 > T;
 #pragma unroll
-      for (int nt = 0; nt < BM / 8; ++nt) {
-        const float2 lv = *reinterpret_cast<const float2*>(l_s + nt * 8 + 2 * tq);
-        const float2 dvv = *reinterpret_cast<const float2*>(d_s + nt * 8 + 2 * tq);
+      for (int nt = 0; nt < 2; ++nt) {
+        const float2 lv = *reinterpret_cast<const float2*>(l_s + c0 + nt * 8 + 2 * tq);
+        const float2 dvv = *reinterpret_cast<const float2*>(d_s + c0 + nt * 8 + 2 * tq);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int qi = q0 + nt * 8 + 2 * tq + (e & 1), ki = kw0 + g + (e >> 1) * 8;
+          const int qi = qs0 + nt * 8 + 2 * tq + (e & 1), ki = kw0 + g + (e >> 1) * 8;
           const float L = (e & 1) ? lv.y : lv.x, Dq = (e & 1) ? dvv.y : dvv.x;
           float p = exp2f(fmaf(sT[nt][e], scale_log2, -L * kLog2e));
           if (mask && (qi < ki || qi >= T)) p = 0.f;
@@ -176,22 +181,19 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
           dpT[nt][e] = p * (dpT[nt][e] - Dq);
         }
       }
-      // dV += P^T dO, dK += dS^T Q (the scale is applied at the end).
+      // dV += P^T dO_s, dK += dS^T Q_s (the scale is applied at the end).
+      uint32_t pa[4], da[4];
+      a_frag_from_c(pa, sT[0], sT[1]);
+      a_frag_from_c(da, dpT[0], dpT[1]);
 #pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk) {
-        uint32_t pa[4], da[4];
-        a_frag_from_c(pa, sT[2 * kk], sT[2 * kk + 1]);
-        a_frag_from_c(da, dpT[2 * kk], dpT[2 * kk + 1]);
-#pragma unroll
-        for (int dd = 0; dd < HDP / 16; ++dd) {
-          uint32_t ob[4], qb[4];
-          ldsm_bk<SROW>(ob, do_s, kk * 16, dd * 16, lane);
-          ldsm_bk<SROW>(qb, q_s, kk * 16, dd * 16, lane);
-          mma16816(dv[2 * dd], pa, ob[0], ob[1]);
-          mma16816(dv[2 * dd + 1], pa, ob[2], ob[3]);
-          mma16816(dk[2 * dd], da, qb[0], qb[1]);
-          mma16816(dk[2 * dd + 1], da, qb[2], qb[3]);
-        }
+      for (int dd = 0; dd < HDP / 16; ++dd) {
+        uint32_t ob[4], qb[4];
+        ldsm_bk<SROW>(ob, do_s, c0, dd * 16, lane);
+        ldsm_bk<SROW>(qb, q_s, c0, dd * 16, lane);
+        mma16816(dv[2 * dd], pa, ob[0], ob[1]);
+        mma16816(dv[2 * dd + 1], pa, ob[2], ob[3]);
+        mma16816(dk[2 * dd], da, qb[0], qb[1]);
+        mma16816(dk[2 * dd + 1], da, qb[2], qb[3]);
       }
     }
     __syncthreads();  // all warps are done with stage st before it is refilled
@@ -285,7 +287,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
     for (int nt = 0; nt < BN / 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.f;
-#pragma unroll
+#pragma unroll 1  // (no register array is indexed by ks; unrolling only raises the pressure)
     for (int ks = 0; ks < HDP / 16; ++ks) {
       uint32_t qa[4], oa[4];
       ldsm_a<SROW>(qa, sQ, warp * 16, ks * 16, lane);
@@ -370,12 +372,14 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* out, const bf1
                         float* scratch, cudaStream_t stream) {
   attn::check_attention_args("attention_backward", B, T, n_head, head_dim);
   if (B * T * n_head == 0) return;
-  attn::require(dqkv && dout && out && qkv && lse && scratch, "attention_backward", "null pointer");
-  const auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  const auto a4 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; };
-  attn::require(a16(dqkv) && a16(dout) && a16(out) && a16(qkv) && a4(lse) && a4(scratch),
-                "attention_backward",
-                "dqkv, dout, out and qkv must be 16-byte aligned, lse and scratch 4-byte aligned");
+  QUEST_CUDA_REQUIRE(dqkv && dout && out && qkv && lse && scratch,
+                     "attention_backward: null pointer");
+  using detail::aligned;
+  using detail::aligned16;
+  QUEST_CUDA_REQUIRE(aligned16(dqkv) && aligned16(dout) && aligned16(out) && aligned16(qkv) &&
+                         aligned(lse, 4) && aligned(scratch, 4),
+                     "attention_backward: dqkv, dout, out and qkv must be 16-byte aligned, lse and "
+                     "scratch 4-byte aligned");
   const int64_t rows = B * T * n_head;
   const int threads = 256;  // 16 rows per block
   attn::attention_bwd_dot_kernel<<<unsigned((rows + 15) / 16), threads, 0, stream>>>(

@@ -40,7 +40,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <string>
+#include <cstring>
 
 namespace quest::cuda::attn {
 
@@ -107,7 +107,9 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
 // Two floats -> bf16x2 (round to nearest even), `lo` in the lower half.
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
+  uint32_t u;
+  memcpy(&u, &v, sizeof(u));  // (a register move; no type-punning through pointers)
+  return u;
 }
 
 // The A fragment of k-step kk from a strip of C tiles (see the header comment).
@@ -190,9 +192,8 @@ __device__ __forceinline__ void stage_strip(__nv_bfloat16* s, int r0, const floa
   }
 }
 
-// Host side (attention_forward.cu), shared by both directions: quest::Error "op: what" unless ok;
-// the shape and head_dim checks.
-void require(bool ok, const char* op, const std::string& what);
+// Host side (attention_forward.cu), shared by both directions: the shape and head_dim checks
+// (quest::Error naming `op`).
 void check_attention_args(const char* op, int64_t B, int64_t T, int64_t n_head, int64_t head_dim);
 
 }  // namespace quest::cuda::attn

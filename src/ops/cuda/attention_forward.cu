@@ -6,10 +6,9 @@
 // the backward pass. Fragment layouts, ldmatrix patterns and the shared-row padding: see
 // attention_common.cuh.
 #include <cmath>
-#include <string>
 
-#include "core/error.h"
 #include "ops/cuda/attention_common.cuh"
+#include "ops/cuda/common.cuh"  // QUEST_CUDA_REQUIRE (quest::Error without core/error.h's fmt)
 #include "ops/cuda_ops.h"
 
 namespace quest::cuda {
@@ -197,22 +196,16 @@ void launch_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, in
 }
 
 // ---- argument checks (shared with the backward) ----------------------------------------------
-// Messages are assembled by hand: fmt's compile-time format strings do not compile under nvcc in
-// C++20 mode.
-void require(bool ok, const char* op, const std::string& what) {
-  if (!ok) throw Error(std::string(op) + ": " + what);
-}
-
 void check_attention_args(const char* op, int64_t B, int64_t T, int64_t n_head, int64_t head_dim) {
-  using std::to_string;
-  require(B >= 0 && T >= 0 && n_head >= 0, op,
-          "bad shape B=" + to_string(B) + " T=" + to_string(T) + " n_head=" + to_string(n_head));
-  require(head_dim >= 8 && head_dim <= 128 && head_dim % 8 == 0, op,
-          "head_dim " + to_string(head_dim) +
-              " is not supported on CUDA (a multiple of 8 from 8 to 128)");
-  require(T <= (int64_t{1} << 22), op, "T=" + to_string(T) + " exceeds the supported 4194304");
-  require(B * n_head < (int64_t{1} << 31), op, "B * n_head exceeds 2^31 - 1");
-  require(3 * n_head * head_dim < (int64_t{1} << 31), op, "3 * n_head * head_dim exceeds 2^31 - 1");
+  QUEST_CUDA_REQUIRE(B >= 0 && T >= 0 && n_head >= 0, op, ": bad shape B=", B, " T=", T,
+                     " n_head=", n_head);
+  QUEST_CUDA_REQUIRE(head_dim >= 8 && head_dim <= 128 && head_dim % 8 == 0, op, ": head_dim ",
+                     head_dim, " is not supported on CUDA (a multiple of 8 from 8 to 128)");
+  QUEST_CUDA_REQUIRE(T <= (int64_t{1} << 22), op, ": T=", T, " exceeds the supported 4194304");
+  QUEST_CUDA_REQUIRE(B * n_head < (int64_t{1} << 31), op, ": B * n_head = ", B * n_head,
+                     " exceeds 2^31 - 1");
+  QUEST_CUDA_REQUIRE(3 * n_head * head_dim < (int64_t{1} << 31), op,
+                     ": 3 * n_head * head_dim exceeds 2^31 - 1");
 }
 
 }  // namespace attn
@@ -221,11 +214,9 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int64_t B, int64_
                        int64_t head_dim, cudaStream_t stream) {
   attn::check_attention_args("attention_forward", B, T, n_head, head_dim);
   if (B * T * n_head == 0) return;
-  attn::require(out && lse && qkv, "attention_forward", "null pointer");
-  attn::require(reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
-                    reinterpret_cast<uintptr_t>(qkv) % 16 == 0 &&
-                    reinterpret_cast<uintptr_t>(lse) % 4 == 0,
-                "attention_forward", "qkv and out must be 16-byte aligned, lse 4-byte aligned");
+  QUEST_CUDA_REQUIRE(out && lse && qkv, "attention_forward: null pointer");
+  QUEST_CUDA_REQUIRE(detail::aligned16(out) && detail::aligned16(qkv) && detail::aligned(lse, 4),
+                     "attention_forward: qkv and out must be 16-byte aligned, lse 4-byte aligned");
   if (head_dim <= 64)
     attn::launch_forward<64>(out, lse, qkv, B, T, n_head, head_dim, stream);
   else

@@ -2,25 +2,29 @@
 // Shared pieces of the CUDA ops (src/ops/cuda/*.cu): host-side argument checks, launch checks,
 // warp/block reductions and vector accesses (8 bf16 or 8 fp32 values per thread, 16-byte loads).
 //
-// Host checks throw quest::Error through an ostream message, not QUEST_CHECK: fmt's consteval
-// format strings (fmt 9, C++20) do not compile under nvcc's front end.
+// Host checks throw quest::Error through an ostream message and raise_message (raise.cpp), not
+// QUEST_CHECK: core/error.h pulls in fmt 9, which does not compile under nvcc (consteval format
+// strings in the front end, constexpr functions in the host pass), so no .cu file includes it.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <sstream>
+#include <string>
 
-#include "core/error.h"
 #include "ops/cuda_ops.h"
 
 namespace quest::cuda::detail {
+
+// Throws quest::Error(message) (defined in raise.cpp, compiled by the host compiler).
+[[noreturn]] void raise_message(const std::string& message);
 
 template <class... Args>
 [[noreturn]] void raise(const Args&... args) {
   std::ostringstream s;
   (s << ... << args);
-  throw Error(s.str());
+  raise_message(s.str());
 }
 
 }  // namespace quest::cuda::detail

@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-namespace quest::cuda::detail {
+namespace quest::cuda::qdetail {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr float kHtNorm = 0.08838834764831845f;  // 1 / sqrt(128), the CPU's constant
@@ -27,13 +27,13 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
-// ---- the Hadamard transform of one 128-block by one warp ------------------------------------------
-// Layout: lane l holds v[k] = element 32k + l of the block (k = 0..3), so loads and stores of the
-// block are coalesced. The CPU (hadamard.cpp, fwht128) runs the butterflies over index bit
-// h = 1, 2, ..., 64 in that order, v[j] = a + b and v[j + h] = a - b with a = v[j], b = v[j + h],
-// then scales by 1/sqrt(128). Here bits h = 1..16 are lane bits (shuffles) and h = 32, 64 are
-// register bits; the stage order is the same and each output is the same single IEEE operation on
-// the same two inputs, so the result is bitwise the CPU's.
+// ---- the Hadamard transform of one 128-block by one warp
+// ------------------------------------------ Layout: lane l holds v[k] = element 32k + l of the
+// block (k = 0..3), so loads and stores of the block are coalesced. The CPU (hadamard.cpp, fwht128)
+// runs the butterflies over index bit h = 1, 2, ..., 64 in that order, v[j] = a + b and v[j + h] =
+// a - b with a = v[j], b = v[j + h], then scales by 1/sqrt(128). Here bits h = 1..16 are lane bits
+// (shuffles) and h = 32, 64 are register bits; the stage order is the same and each output is the
+// same single IEEE operation on the same two inputs, so the result is bitwise the CPU's.
 __device__ __forceinline__ void butterfly(float& lo, float& hi) {
   const float a = lo, b = hi;
   lo = __fadd_rn(a, b);
@@ -58,7 +58,8 @@ __device__ __forceinline__ void fwht128_warp(float (&v)[4], int lane) {
   for (int k = 0; k < 4; ++k) v[k] = __fmul_rn(v[k], kHtNorm);
 }
 
-// ---- the centered grid (grid.h) -------------------------------------------------------------------
+// ---- the centered grid (grid.h)
+// -------------------------------------------------------------------
 struct DevGrid {
   float scale, step, qmin, qmax;
 };
@@ -106,9 +107,10 @@ __device__ __forceinline__ float round_e2m1(float v) {
   return L[7];
 }
 
-// ---- deterministic reductions ----------------------------------------------------------------------
-// Sum over the warp by xor butterflies: a + b and b + a round alike, so every lane ends with the
-// same value and the order is fixed by the lane layout.
+// ---- deterministic reductions
+// ---------------------------------------------------------------------- Sum over the warp by xor
+// butterflies: a + b and b + a round alike, so every lane ends with the same value and the order is
+// fixed by the lane layout.
 __device__ __forceinline__ double warp_sum(double v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
@@ -130,4 +132,4 @@ __device__ __forceinline__ double block_sum(double v, double* scratch) {
   return total;
 }
 
-}  // namespace quest::cuda::detail
+}  // namespace quest::cuda::qdetail

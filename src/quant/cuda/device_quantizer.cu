@@ -7,6 +7,11 @@
 //   Half: forward xq = Q(HT(x))      backward g <- HT(M(g))       (LinearOp's half form: the
 //         op transforms x once, quantizes with the inner quantizer, and transforms dx back)
 // Without the transform: forward xq = Q(x), backward g <- M(g); Half is an error.
+// fmt 9 (core/error.h) under nvcc in C++20: FMT_CONSTEXPR is disabled for __NVCC__ while
+// FMT_CONSTEXPR20 functions still call it, which the host compiler rejects; constexpr works here.
+#ifndef FMT_USE_CONSTEXPR
+#define FMT_USE_CONSTEXPR 1
+#endif
 #include "core/error.h"
 #include "ops/cuda_ops.h"
 #include "quant/alpha.h"
@@ -30,30 +35,40 @@ DeviceQuantizer::DeviceQuantizer(const QuantSpec& spec, QuantRole role, int64_t 
     : spec_(spec), max_rows_(max_rows), cols_(cols), wpr_(mask_words_per_row(cols)) {
   spec.validate_for(role);
   const std::string name = spec.to_string();
-  QUEST_CHECK(!spec.is_none(), "CUDA quantizer: 'none' has no quantizer (keep the tensor as is)");
-  QUEST_CHECK(max_rows > 0 && cols > 0, "CUDA quantizer '{}': bad shape [{}, {}]", name, max_rows,
-              cols);
-  QUEST_CHECK(!spec.hadamard || cols % 128 == 0,
-              "quantizer '{}': the Hadamard transform needs K (in_features) to be a multiple of "
-              "128, got {}",
-              name, cols);
+  QUEST_QUANT_REQUIRE(!spec.is_none(),
+                      "CUDA quantizer: 'none' has no quantizer (keep the tensor as is)");
+  QUEST_QUANT_REQUIRE(max_rows > 0 && cols > 0, "CUDA quantizer '", name, "': bad shape [",
+                      max_rows, ", ", cols, "]");
+  QUEST_QUANT_REQUIRE(
+      !spec.hadamard || cols % 128 == 0, "quantizer '", name,
+      "': the Hadamard transform needs K (in_features) to be a multiple of 128, got ", cols);
   switch (spec.kind) {
     case QuantKind::Ste:
     case QuantKind::Clip:
-    case QuantKind::Trust: family_ = Family::Grid; break;
-    case QuantKind::Fp4: family_ = Family::Fp4; break;
-    case QuantKind::Sparse48: family_ = Family::Sparse48; break;
-    case QuantKind::Lsq: family_ = Family::Lsq; break;
-    case QuantKind::Pact: family_ = Family::Pact; break;
-    default: fail("CUDA quantizer '{}': unsupported kind", name);
+    case QuantKind::Trust:
+      family_ = Family::Grid;
+      break;
+    case QuantKind::Fp4:
+      family_ = Family::Fp4;
+      break;
+    case QuantKind::Sparse48:
+      family_ = Family::Sparse48;
+      break;
+    case QuantKind::Lsq:
+      family_ = Family::Lsq;
+      break;
+    case QuantKind::Pact:
+      family_ = Family::Pact;
+      break;
+    default:
+      qdetail::raise("CUDA quantizer '", name, "': unsupported kind");
   }
-  QUEST_CHECK(family_ != Family::Sparse48 || cols % 8 == 0,
-              "quantizer '{}': 4:8 sparsity needs K (in_features) to be a multiple of 8, got {}",
-              name, cols);
+  QUEST_QUANT_REQUIRE(family_ != Family::Sparse48 || cols % 8 == 0, "quantizer '", name,
+                      "': 4:8 sparsity needs K (in_features) to be a multiple of 8, got ", cols);
   const bool learned = family_ == Family::Lsq || family_ == Family::Pact;
-  QUEST_CHECK(learned || cols <= detail::row_quantize_max_cols(),
-              "CUDA quantizer '{}': rows of {} entries exceed the kernel's limit {}", name, cols,
-              detail::row_quantize_max_cols());
+  QUEST_QUANT_REQUIRE(learned || cols <= qdetail::row_quantize_max_cols(), "CUDA quantizer '", name,
+                      "': rows of ", cols, " entries exceed the kernel's limit ",
+                      qdetail::row_quantize_max_cols());
   rule_ = spec.mask_rule();
   masks_ = learned || rule_.type != MaskRule::Type::None;
 
@@ -90,30 +105,30 @@ std::string DeviceQuantizer::param_name() const {
 }
 
 float DeviceQuantizer::read_param() const {
-  QUEST_CHECK(param_, "CUDA quantizer '{}' has no learned parameter", spec_.to_string());
+  QUEST_QUANT_REQUIRE(param_, "CUDA quantizer '", spec_.to_string(), "' has no learned parameter");
   float v = 0.0f;
   QUEST_CUDA_CHECK(cudaMemcpy(&v, param_, sizeof(float), cudaMemcpyDeviceToHost));
   return v;
 }
 
 float DeviceQuantizer::read_param_grad() const {
-  QUEST_CHECK(param_, "CUDA quantizer '{}' has no learned parameter", spec_.to_string());
+  QUEST_QUANT_REQUIRE(param_, "CUDA quantizer '", spec_.to_string(), "' has no learned parameter");
   float v = 0.0f;
   QUEST_CUDA_CHECK(cudaMemcpy(&v, param_ + 1, sizeof(float), cudaMemcpyDeviceToHost));
   return v;
 }
 
 void DeviceQuantizer::write_param(float value, float grad) {
-  QUEST_CHECK(param_, "CUDA quantizer '{}' has no learned parameter", spec_.to_string());
+  QUEST_QUANT_REQUIRE(param_, "CUDA quantizer '", spec_.to_string(), "' has no learned parameter");
   const float v[2] = {value, grad};
   QUEST_CUDA_CHECK(cudaMemcpy(param_, v, sizeof(v), cudaMemcpyHostToDevice));
 }
 
 void DeviceQuantizer::check_call(int64_t rows, QuantForm form, const char* what) const {
-  QUEST_CHECK(rows >= 0 && rows <= max_rows_, "CUDA quantizer '{}': {} of {} rows (planned {})",
-              spec_.to_string(), what, rows, max_rows_);
-  QUEST_CHECK(form == QuantForm::Full || spec_.hadamard,
-              "CUDA quantizer '{}': the half form needs a Hadamard quantizer", spec_.to_string());
+  QUEST_QUANT_REQUIRE(rows >= 0 && rows <= max_rows_, "CUDA quantizer '", spec_.to_string(),
+                      "': ", what, " of ", rows, " rows (planned ", max_rows_, ")");
+  QUEST_QUANT_REQUIRE(form == QuantForm::Full || spec_.hadamard, "CUDA quantizer '",
+                      spec_.to_string(), "': the half form needs a Hadamard quantizer");
 }
 
 template <class TIn, class TOut>
@@ -123,23 +138,29 @@ void DeviceQuantizer::forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantFo
   rows_ = rows;
   form_ = form;
   if (family_ == Family::Lsq || family_ == Family::Pact) {
-    detail::LearnedArgs a;
+    qdetail::LearnedArgs a;
     a.lsq = family_ == Family::Lsq;
     a.rows = rows, a.cols = cols_, a.bits = spec_.bits;
     a.alpha = kAlpha[spec_.bits];
     a.param = param_, a.mask = mask_, a.negative = negative_, a.dstep = dstep_, a.step = step_;
     a.row_sum = row_sum_;
-    detail::launch_learned_forward(x, xq, a, stream);
+    qdetail::launch_learned_forward(x, xq, a, stream);
     return;
   }
-  detail::RowQuantArgs a;
+  qdetail::RowQuantArgs a;
   a.rows = rows, a.cols = cols_;
   a.bits = family_ == Family::Fp4 ? 4 : spec_.bits;
   a.unit = family_ == Family::Fp4 ? kFp4Unit : kAlpha[spec_.bits];
   switch (rule_.type) {
-    case MaskRule::Type::None: a.rule = 0; break;
-    case MaskRule::Type::Clip: a.rule = 1; break;
-    case MaskRule::Type::Trust: a.rule = 2; break;
+    case MaskRule::Type::None:
+      a.rule = 0;
+      break;
+    case MaskRule::Type::Clip:
+      a.rule = 1;
+      break;
+    case MaskRule::Type::Trust:
+      a.rule = 2;
+      break;
   }
   a.clip_factor = float(rule_.factor);  // GridQuantizer: float(factor) * scale
   a.trust = rule_.factor;               // float(factor * rms)
@@ -147,33 +168,33 @@ void DeviceQuantizer::forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantFo
   a.ht_out = spec_.hadamard && form == QuantForm::Full;
   a.mask = mask_;
   a.step = step_;
-  const detail::RowFamily f = family_ == Family::Grid  ? detail::RowFamily::Grid
-                              : family_ == Family::Fp4 ? detail::RowFamily::Fp4
-                                                       : detail::RowFamily::Sparse48;
-  detail::launch_row_quantize(f, x, xq, a, stream);
+  const qdetail::RowFamily f = family_ == Family::Grid  ? qdetail::RowFamily::Grid
+                               : family_ == Family::Fp4 ? qdetail::RowFamily::Fp4
+                                                        : qdetail::RowFamily::Sparse48;
+  qdetail::launch_row_quantize(f, x, xq, a, stream);
 }
 
 template <class TS, class TD>
 void DeviceQuantizer::backward_impl(const TS* grad, TD* dst, bool accumulate, int64_t rows,
                                     QuantForm form, cudaStream_t stream) {
   check_call(rows, form, "backward");
-  QUEST_CHECK(rows == rows_ && form == form_,
-              "CUDA quantizer '{}': backward({} rows) does not match the last forward ({} rows)",
-              spec_.to_string(), rows, rows_);
+  QUEST_QUANT_REQUIRE(rows == rows_ && form == form_, "CUDA quantizer '", spec_.to_string(),
+                      "': backward(", rows, " rows) does not match the last forward (", rows_,
+                      " rows)");
   if (family_ == Family::Lsq || family_ == Family::Pact) {
-    detail::LearnedArgs a;
+    qdetail::LearnedArgs a;
     a.lsq = family_ == Family::Lsq;
     a.rows = rows, a.cols = cols_, a.bits = spec_.bits;
     a.param = param_, a.mask = mask_, a.negative = negative_, a.dstep = dstep_, a.step = step_;
     a.row_sum = row_sum_;
-    detail::launch_learned_backward(grad, dst, accumulate, a, stream);
+    qdetail::launch_learned_backward(grad, dst, accumulate, a, stream);
     return;
   }
   MaskBackward mb;
   mb.mask = mask();
   mb.ht_before = spec_.hadamard && form == QuantForm::Full;
   mb.ht_after = spec_.hadamard;
-  detail::launch_mask_backward(grad, dst, accumulate, rows, cols_, mb, stream);
+  qdetail::launch_mask_backward(grad, dst, accumulate, rows, cols_, mb, stream);
 }
 
 void DeviceQuantizer::forward(const float* x, float* xq, int64_t rows, QuantForm form,
@@ -201,7 +222,7 @@ void DeviceQuantizer::backward(bf16* grad, int64_t rows, QuantForm form, cudaStr
 }
 void DeviceQuantizer::backward_accumulate(float* dst, const float* grad, int64_t rows,
                                           QuantForm form, cudaStream_t stream) {
-  QUEST_CHECK(dst != grad, "CUDA quantizer: backward_accumulate needs dst != grad");
+  QUEST_QUANT_REQUIRE(dst != grad, "CUDA quantizer: backward_accumulate needs dst != grad");
   backward_impl(grad, dst, true, rows, form, stream);
 }
 

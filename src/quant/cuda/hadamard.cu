@@ -10,6 +10,11 @@
 //   block's index in the row): entry 32k + l of the block is bit (k & 1) * 32 + l of word k >> 1.
 // - mask_kernel (no transform, any cols): one thread per entry, grid-stride.
 // - Accumulation (dst += result) is only used with fp32 dst and dst != src.
+// fmt 9 (core/error.h) under nvcc in C++20: FMT_CONSTEXPR is disabled for __NVCC__ while
+// FMT_CONSTEXPR20 functions still call it, which the host compiler rejects; constexpr works here.
+#ifndef FMT_USE_CONSTEXPR
+#define FMT_USE_CONSTEXPR 1
+#endif
 #include "core/error.h"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/device_math.cuh"
@@ -17,15 +22,16 @@
 
 namespace quest::cuda {
 
-namespace detail {
+namespace qdetail {
 namespace {
 
-constexpr int kThreads = 256;           // 8 warps = 8 blocks of 128 per CTA
+constexpr int kThreads = 256;  // 8 warps = 8 blocks of 128 per CTA
 constexpr int kBlocksPerCta = kThreads / 32;
 
 unsigned grid_for_blocks(int64_t nblocks) {
   const int64_t g = (nblocks + kBlocksPerCta - 1) / kBlocksPerCta;
-  QUEST_CHECK(g <= int64_t(0x7fffffff), "CUDA Hadamard: tensor too large ({} blocks)", nblocks);
+  QUEST_QUANT_REQUIRE(g <= int64_t(0x7fffffff), "CUDA Hadamard: tensor too large (", nblocks,
+                      " blocks)");
   return unsigned(g);
 }
 
@@ -116,9 +122,9 @@ unsigned grid_stride_blocks(int64_t n) {
 
 template <class TIn, class TOut>
 void launch_hadamard(const TIn* in, TOut* out, int64_t rows, int64_t cols, cudaStream_t stream) {
-  QUEST_CHECK(rows >= 0 && cols > 0 && cols % 128 == 0,
-              "CUDA Hadamard transform: the row length must be a positive multiple of 128, got {}",
-              cols);
+  QUEST_QUANT_REQUIRE(
+      rows >= 0 && cols > 0 && cols % 128 == 0,
+      "CUDA Hadamard transform: the row length must be a positive multiple of 128, got ", cols);
   const int64_t nblocks = rows * (cols / 128);
   if (nblocks == 0) return;
   hadamard_kernel<TIn, TOut><<<grid_for_blocks(nblocks), kThreads, 0, stream>>>(in, out, nblocks);
@@ -130,20 +136,22 @@ void launch_hadamard(const TIn* in, TOut* out, int64_t rows, int64_t cols, cudaS
 template <class TS, class TD>
 void launch_mask_backward(const TS* src, TD* dst, bool accumulate, int64_t rows, int64_t cols,
                           const MaskBackward& mb, cudaStream_t stream) {
-  QUEST_CHECK(rows >= 0 && cols > 0, "CUDA mask backward: bad shape [{}, {}]", rows, cols);
+  QUEST_QUANT_REQUIRE(rows >= 0 && cols > 0, "CUDA mask backward: bad shape [", rows, ", ", cols,
+                      "]");
   if (rows == 0) return;
   const int64_t wpr = mask_words_per_row(cols);
   if (mb.ht_before || mb.ht_after) {
-    QUEST_CHECK(cols % 128 == 0,
-                "CUDA mask backward: the Hadamard transform needs cols % 128 == 0, got {}", cols);
+    QUEST_QUANT_REQUIRE(cols % 128 == 0,
+                        "CUDA mask backward: the Hadamard transform needs cols % 128 == 0, got ",
+                        cols);
     const int64_t bpr = cols / 128, nblocks = rows * bpr;
     ht_mask_kernel<TS, TD><<<grid_for_blocks(nblocks), kThreads, 0, stream>>>(
         src, dst, mb.mask, nblocks, bpr, wpr, mb.ht_before, mb.ht_after, accumulate);
   } else {
     if (!mb.mask && !accumulate && static_cast<const void*>(src) == static_cast<void*>(dst))
       return;  // identity in place
-    mask_kernel<TS, TD><<<grid_stride_blocks(rows * cols), 256, 0, stream>>>(src, dst, mb.mask, rows,
-                                                                           cols, wpr, accumulate);
+    mask_kernel<TS, TD><<<grid_stride_blocks(rows * cols), 256, 0, stream>>>(
+        src, dst, mb.mask, rows, cols, wpr, accumulate);
   }
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
@@ -153,43 +161,43 @@ template void launch_mask_backward<float, float>(const float*, float*, bool, int
 template void launch_mask_backward<bf16, bf16>(const bf16*, bf16*, bool, int64_t, int64_t,
                                                const MaskBackward&, cudaStream_t);
 
-}  // namespace detail
+}  // namespace qdetail
 
 void hadamard_rows(float* out, const float* in, int64_t rows, int64_t cols, cudaStream_t stream) {
-  detail::launch_hadamard(in, out, rows, cols, stream);
+  qdetail::launch_hadamard(in, out, rows, cols, stream);
 }
 void hadamard_rows(bf16* out, const float* in, int64_t rows, int64_t cols, cudaStream_t stream) {
-  detail::launch_hadamard(in, out, rows, cols, stream);
+  qdetail::launch_hadamard(in, out, rows, cols, stream);
 }
 void hadamard_rows(bf16* out, const bf16* in, int64_t rows, int64_t cols, cudaStream_t stream) {
-  detail::launch_hadamard(in, out, rows, cols, stream);
+  qdetail::launch_hadamard(in, out, rows, cols, stream);
 }
 
 void convert(bf16* out, const float* in, int64_t n, cudaStream_t stream) {
-  QUEST_CHECK(n >= 0, "CUDA convert: negative size {}", n);
+  QUEST_QUANT_REQUIRE(n >= 0, "CUDA convert: negative size ", n);
   if (n == 0) return;
-  detail::convert_kernel<<<detail::grid_stride_blocks(n), 256, 0, stream>>>(out, in, n);
+  qdetail::convert_kernel<<<qdetail::grid_stride_blocks(n), 256, 0, stream>>>(out, in, n);
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
 
 void mask_backward(float* grad, int64_t rows, int64_t cols, const MaskBackward& mb,
                    cudaStream_t stream) {
-  detail::launch_mask_backward(grad, grad, false, rows, cols, mb, stream);
+  qdetail::launch_mask_backward(grad, grad, false, rows, cols, mb, stream);
 }
 void mask_backward(bf16* grad, int64_t rows, int64_t cols, const MaskBackward& mb,
                    cudaStream_t stream) {
-  detail::launch_mask_backward(grad, grad, false, rows, cols, mb, stream);
+  qdetail::launch_mask_backward(grad, grad, false, rows, cols, mb, stream);
 }
 void mask_backward_accumulate(float* dst, const float* grad, int64_t rows, int64_t cols,
                               const MaskBackward& mb, cudaStream_t stream) {
-  QUEST_CHECK(dst != grad, "CUDA mask_backward_accumulate: dst must not alias grad");
-  detail::launch_mask_backward(grad, dst, true, rows, cols, mb, stream);
+  QUEST_QUANT_REQUIRE(dst != grad, "CUDA mask_backward_accumulate: dst must not alias grad");
+  qdetail::launch_mask_backward(grad, dst, true, rows, cols, mb, stream);
 }
 
 void count_bits(unsigned long long* out, const uint64_t* words, int64_t n, cudaStream_t stream) {
-  QUEST_CHECK(n >= 0, "CUDA count_bits: negative size {}", n);
+  QUEST_QUANT_REQUIRE(n >= 0, "CUDA count_bits: negative size ", n);
   if (n == 0) return;
-  detail::count_bits_kernel<<<detail::grid_stride_blocks(n), 256, 0, stream>>>(out, words, n);
+  qdetail::count_bits_kernel<<<qdetail::grid_stride_blocks(n), 256, 0, stream>>>(out, words, n);
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -5,16 +5,28 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <sstream>
 
+#include "core/error.h"
 #include "quant/cuda/cuda_quant.h"
 
-namespace quest::cuda::detail {
+namespace quest::cuda::qdetail {
 
-// ---- row kernels: grid family, fp4, sparse 4:8 (row_quantize.cu) ---------------------------------
-// One CTA per row. The row is staged in shared memory as fp32 (cols floats of dynamic shared
-// memory), optionally transformed, its rms taken in double, quantized, optionally transformed back
-// and stored. The CTA owns the row's xq entries, its mask words and its step: every mask word of
-// the row is written (padding bits 0), so the mask needs no clearing beforehand.
+// Host-side argument errors: quest::Error built through an ostream (fmt's compile-time format
+// strings, QUEST_CHECK, do not compile under nvcc's front end).
+template <class... Args>
+[[noreturn]] void raise(const Args&... args) {
+  std::ostringstream s;
+  (s << ... << args);
+  throw Error(s.str());
+}
+
+// ---- row kernels: grid family, fp4, sparse 4:8 (row_quantize.cu)
+// --------------------------------- One CTA per row. The row is staged in shared memory as fp32
+// (cols floats of dynamic shared memory), optionally transformed, its rms taken in double,
+// quantized, optionally transformed back and stored. The CTA owns the row's xq entries, its mask
+// words and its step: every mask word of the row is written (padding bits 0), so the mask needs no
+// clearing beforehand.
 enum class RowFamily : int { Grid = 0, Fp4 = 1, Sparse48 = 2 };
 
 struct RowQuantArgs {
@@ -35,18 +47,19 @@ template <class TIn, class TOut>
 void launch_row_quantize(RowFamily family, const TIn* x, TOut* xq, const RowQuantArgs& a,
                          cudaStream_t stream);
 
-// ---- learned quantizers: LSQ and PACT (lsq_pact.cu) ----------------------------------------------
-// Never with the Hadamard transform. The learned value lives on the device (param[0]); its
-// gradient accumulates into param[1]; param[2] receives the sign of the value at the forward (the
-// grid uses |value|, and the value gets the gradient of |value|). A value of 0 is initialized from
-// the forward's data first (two kernels: per-row sums, then one CTA that sums the rows in a fixed
-// order); both early-exit when the value is already non-zero.
+// ---- learned quantizers: LSQ and PACT (lsq_pact.cu)
+// ---------------------------------------------- Never with the Hadamard transform. The learned
+// value lives on the device (param[0]); its gradient accumulates into param[1]; param[2] receives
+// the sign of the value at the forward (the grid uses |value|, and the value gets the gradient of
+// |value|). A value of 0 is initialized from the forward's data first (two kernels: per-row sums,
+// then one CTA that sums the rows in a fixed order); both early-exit when the value is already
+// non-zero.
 struct LearnedArgs {
   bool lsq = true;  // LSQ, else PACT
   int64_t rows = 0, cols = 0;
   int bits = 0;
-  double alpha = 0.0;       // PACT's init: ALPHA[bits]
-  float* param = nullptr;   // [3]: value, gradient, sign
+  double alpha = 0.0;            // PACT's init: ALPHA[bits]
+  float* param = nullptr;        // [3]: value, gradient, sign
   uint64_t* mask = nullptr;      // [rows, wpr]: entries without an x gradient (clipped)
   uint64_t* negative = nullptr;  // PACT [rows, wpr]: clipped entries with x < 0
   float* dstep = nullptr;        // LSQ [rows, cols]: dxq/ds
@@ -59,10 +72,17 @@ template <class TS, class TD>
 void launch_learned_backward(const TS* grad, TD* dst, bool accumulate, const LearnedArgs& a,
                              cudaStream_t stream);
 
-// ---- transforms and masks (hadamard.cu) ----------------------------------------------------------
-// dst = [HT] . mask . [HT] (src), or dst += it (accumulate). dst may alias src unless accumulating.
+// ---- transforms and masks (hadamard.cu)
+// ---------------------------------------------------------- dst = [HT] . mask . [HT] (src), or dst
+// += it (accumulate). dst may alias src unless accumulating.
 template <class TS, class TD>
 void launch_mask_backward(const TS* src, TD* dst, bool accumulate, int64_t rows, int64_t cols,
                           const MaskBackward& mb, cudaStream_t stream);
 
-}  // namespace quest::cuda::detail
+}  // namespace quest::cuda::qdetail
+
+// QUEST_QUANT_REQUIRE(cond, "message ", value, ...): throws quest::Error when cond is false.
+#define QUEST_QUANT_REQUIRE(cond, ...)                       \
+  do {                                                       \
+    if (!(cond)) ::quest::cuda::qdetail::raise(__VA_ARGS__); \
+  } while (0)

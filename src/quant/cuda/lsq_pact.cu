@@ -13,6 +13,11 @@
 //   learned_grad_kernel (one CTA) adds to param[1]. Stream order separates them.
 // - Reductions: per-row double sums in a fixed order (block_sum), then one CTA of 1024 threads
 //   sums the rows (thread t takes rows t, t + 1024, ... in order, then block_sum): deterministic.
+// fmt 9 (core/error.h) under nvcc in C++20: FMT_CONSTEXPR is disabled for __NVCC__ while
+// FMT_CONSTEXPR20 functions still call it, which the host compiler rejects; constexpr works here.
+#ifndef FMT_USE_CONSTEXPR
+#define FMT_USE_CONSTEXPR 1
+#endif
 #include <cmath>
 
 #include "core/error.h"
@@ -20,7 +25,7 @@
 #include "quant/cuda/device_math.cuh"
 #include "quant/cuda/kernels.h"
 
-namespace quest::cuda::detail {
+namespace quest::cuda::qdetail {
 
 namespace {
 
@@ -71,7 +76,8 @@ __device__ __forceinline__ double sum_rows(const double* row_sum, int64_t rows, 
 // non-positive result (all-zero data) becomes 1e-8.
 __global__ void __launch_bounds__(kReduceThreads)
     learned_init_kernel(float* param, const double* row_sum, LearnedArgs a) {
-  if (param[0] != 0.0f) return;  // uniform: every thread reads before thread 0 writes (block_sum syncs)
+  if (param[0] != 0.0f)
+    return;  // uniform: every thread reads before thread 0 writes (block_sum syncs)
   __shared__ double red[32];
   const double total = sum_rows(row_sum, a.rows, red);
   if (threadIdx.x == 0) {
@@ -193,16 +199,18 @@ __global__ void __launch_bounds__(kReduceThreads)
   __shared__ double red[32];
   const double total = sum_rows(row_sum, rows, red);
   if (threadIdx.x == 0)
-    param[1] = __fadd_rn(param[1], __fmul_rn(param[2], __double2float_rn(__ddiv_rn(total, divisor))));
+    param[1] =
+        __fadd_rn(param[1], __fmul_rn(param[2], __double2float_rn(__ddiv_rn(total, divisor))));
 }
 
 void check_args(const LearnedArgs& a) {
-  QUEST_CHECK(a.rows >= 0 && a.rows <= int64_t(0x7fffffff) && a.cols > 0,
-              "CUDA {}: bad shape [{}, {}]", a.lsq ? "LSQ" : "PACT", a.rows, a.cols);
-  QUEST_CHECK(a.bits >= (a.lsq ? 2 : 1) && a.bits <= 8, "CUDA {}: bits {} out of range",
-              a.lsq ? "LSQ" : "PACT", a.bits);
-  QUEST_CHECK(a.param && a.mask && a.row_sum && (a.lsq ? a.dstep != nullptr : a.negative != nullptr),
-              "CUDA {}: missing state buffers", a.lsq ? "LSQ" : "PACT");
+  QUEST_QUANT_REQUIRE(a.rows >= 0 && a.rows <= int64_t(0x7fffffff) && a.cols > 0, "CUDA ",
+                      a.lsq ? "LSQ" : "PACT", ": bad shape [", a.rows, ", ", a.cols, "]");
+  QUEST_QUANT_REQUIRE(a.bits >= (a.lsq ? 2 : 1) && a.bits <= 8, "CUDA ", a.lsq ? "LSQ" : "PACT",
+                      ": bits ", a.bits, " out of range");
+  QUEST_QUANT_REQUIRE(
+      a.param && a.mask && a.row_sum && (a.lsq ? a.dstep != nullptr : a.negative != nullptr),
+      "CUDA ", a.lsq ? "LSQ" : "PACT", ": missing state buffers");
 }
 
 }  // namespace
@@ -216,7 +224,8 @@ void launch_learned_forward(const TIn* x, TOut* xq, const LearnedArgs& a, cudaSt
   if (a.lsq) {
     learned_row_sums_kernel<true, TIn><<<rows, threads, 0, stream>>>(x, a.cols, a.param, a.row_sum);
   } else {
-    learned_row_sums_kernel<false, TIn><<<rows, threads, 0, stream>>>(x, a.cols, a.param, a.row_sum);
+    learned_row_sums_kernel<false, TIn>
+        <<<rows, threads, 0, stream>>>(x, a.cols, a.param, a.row_sum);
   }
   QUEST_CUDA_CHECK(cudaGetLastError());
   learned_init_kernel<<<1, kReduceThreads, 0, stream>>>(a.param, a.row_sum, a);
@@ -260,4 +269,4 @@ template void launch_learned_backward<float, float>(const float*, float*, bool, 
 template void launch_learned_backward<bf16, bf16>(const bf16*, bf16*, bool, const LearnedArgs&,
                                                   cudaStream_t);
 
-}  // namespace quest::cuda::detail
+}  // namespace quest::cuda::qdetail

@@ -5,7 +5,8 @@
 // Kernel invariants (row_quantize_kernel)
 // - grid = rows CTAs, one per row; blockDim.x = a multiple of 32 in [64, 256]. The CTA owns row r:
 //   it reads x[r, :] (all reads happen before the first __syncthreads, so xq may alias x), writes
-//   xq[r, :], every mask word of row r (mask[r * wpr .. r * wpr + wpr), padding bits 0) and step[r].
+//   xq[r, :], every mask word of row r (mask[r * wpr .. r * wpr + wpr), padding bits 0) and
+//   step[r].
 // - Shared memory: row[cols] fp32 (dynamic), holding in turn x, HT(x), the quantized values, and
 //   (Full form) HT of those. 128-blocks go to warps round-robin; the quantization goes by 64-entry
 //   mask words (grid, fp4: warp w takes words w, w + warps, ...; lane l quantizes entries 64k + l
@@ -14,12 +15,17 @@
 //   entries 8g .. 8g + 7).
 // - Statistics: sum of squares in double per thread, block_sum in a fixed order, then thread 0
 //   computes the row's grid into shared memory.
+// fmt 9 (core/error.h) under nvcc in C++20: FMT_CONSTEXPR is disabled for __NVCC__ while
+// FMT_CONSTEXPR20 functions still call it, which the host compiler rejects; constexpr works here.
+#ifndef FMT_USE_CONSTEXPR
+#define FMT_USE_CONSTEXPR 1
+#endif
 #include "core/error.h"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/device_math.cuh"
 #include "quant/cuda/kernels.h"
 
-namespace quest::cuda::detail {
+namespace quest::cuda::qdetail {
 
 namespace {
 
@@ -28,7 +34,7 @@ constexpr int64_t kMaxSharedBytes = 227 * 1024;  // sm_80 / sm_90 opt-in limit p
 
 struct RowStats {
   DevGrid g;
-  float limit;  // mask limit: clip -> on |x|, trust -> on |xq - x|
+  float limit;      // mask limit: clip -> on |x|, trust -> on |xq - x|
   float unit, inv;  // fp4
 };
 
@@ -164,8 +170,8 @@ void launch_family(const TIn* x, TOut* xq, const RowQuantArgs& a, cudaStream_t s
   const size_t smem = size_t(a.cols) * sizeof(float);
   auto kernel = row_quantize_kernel<F, TIn, TOut>;
   if (smem > 48 * 1024)
-    QUEST_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(smem)));
+    QUEST_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   // About 4 entries per thread, at least 2 and at most 8 warps.
   int threads = int(((a.cols / 4 + 31) / 32) * 32);
   threads = threads < 64 ? 64 : (threads > kMaxRowThreads ? kMaxRowThreads : threads);
@@ -183,31 +189,37 @@ int64_t row_quantize_max_cols() {
 template <class TIn, class TOut>
 void launch_row_quantize(RowFamily family, const TIn* x, TOut* xq, const RowQuantArgs& a,
                          cudaStream_t stream) {
-  QUEST_CHECK(a.cols > 0 && a.cols <= row_quantize_max_cols(),
-              "CUDA quantizer: rows of {} entries (the limit is {})", a.cols,
-              row_quantize_max_cols());
-  QUEST_CHECK(a.rows <= int64_t(0x7fffffff), "CUDA quantizer: {} rows are too many", a.rows);
-  QUEST_CHECK(!(a.ht_in || a.ht_out) || a.cols % 128 == 0,
-              "CUDA quantizer: the Hadamard transform needs cols % 128 == 0, got {}", a.cols);
-  QUEST_CHECK(family != RowFamily::Sparse48 || a.cols % 8 == 0,
-              "CUDA quantizer: 4:8 sparsity needs cols % 8 == 0, got {}", a.cols);
-  QUEST_CHECK(family == RowFamily::Fp4 || (a.bits >= 1 && a.bits <= 8),
-              "CUDA quantizer: bits {} out of range", a.bits);
+  QUEST_QUANT_REQUIRE(a.cols > 0 && a.cols <= row_quantize_max_cols(), "CUDA quantizer: rows of ",
+                      a.cols, " entries (the limit is ", row_quantize_max_cols(), ")");
+  QUEST_QUANT_REQUIRE(a.rows <= int64_t(0x7fffffff), "CUDA quantizer: ", a.rows,
+                      " rows are too many");
+  QUEST_QUANT_REQUIRE(!(a.ht_in || a.ht_out) || a.cols % 128 == 0,
+                      "CUDA quantizer: the Hadamard transform needs cols % 128 == 0, got ", a.cols);
+  QUEST_QUANT_REQUIRE(family != RowFamily::Sparse48 || a.cols % 8 == 0,
+                      "CUDA quantizer: 4:8 sparsity needs cols % 8 == 0, got ", a.cols);
+  QUEST_QUANT_REQUIRE(family == RowFamily::Fp4 || (a.bits >= 1 && a.bits <= 8),
+                      "CUDA quantizer: bits ", a.bits, " out of range");
   if (a.rows == 0) return;
   switch (family) {
-    case RowFamily::Grid: launch_family<RowFamily::Grid>(x, xq, a, stream); break;
-    case RowFamily::Fp4: launch_family<RowFamily::Fp4>(x, xq, a, stream); break;
-    case RowFamily::Sparse48: launch_family<RowFamily::Sparse48>(x, xq, a, stream); break;
+    case RowFamily::Grid:
+      launch_family<RowFamily::Grid>(x, xq, a, stream);
+      break;
+    case RowFamily::Fp4:
+      launch_family<RowFamily::Fp4>(x, xq, a, stream);
+      break;
+    case RowFamily::Sparse48:
+      launch_family<RowFamily::Sparse48>(x, xq, a, stream);
+      break;
   }
 }
 
 template void launch_row_quantize<float, float>(RowFamily, const float*, float*,
                                                 const RowQuantArgs&, cudaStream_t);
-template void launch_row_quantize<float, bf16>(RowFamily, const float*, bf16*,
-                                               const RowQuantArgs&, cudaStream_t);
+template void launch_row_quantize<float, bf16>(RowFamily, const float*, bf16*, const RowQuantArgs&,
+                                               cudaStream_t);
 template void launch_row_quantize<bf16, bf16>(RowFamily, const bf16*, bf16*, const RowQuantArgs&,
                                               cudaStream_t);
-template void launch_row_quantize<bf16, float>(RowFamily, const bf16*, float*,
-                                               const RowQuantArgs&, cudaStream_t);
+template void launch_row_quantize<bf16, float>(RowFamily, const bf16*, float*, const RowQuantArgs&,
+                                               cudaStream_t);
 
-}  // namespace quest::cuda::detail
+}  // namespace quest::cuda::qdetail

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The GPU script: builds quest with CUDA, runs the GPU tests, the benchmarks and the fidelity runs,
+# and writes logs and a summary to OUTDIR. Reproduces docs/PERF.md on any CUDA machine.
+#
+#   scripts/gpu.sh OUTDIR
+# Environment:
+#   QUEST_GPU_STAGES   comma list of stages (default build,test,bench,fidelity)
+#   QUEST_DATA         folder with train-00.jsonl.zst and val.jsonl.zst (default ../shared/data/gutenberg)
+#   QUEST_REFERENCE    the reference implementation (e.g. ../shared/baseline): run side by side
+#   QUEST_GPT2         folder with encoder.json + vocab.bpe (default: the set-up cache)
+#   QUEST_GTEST_SRC    GoogleTest sources or a .tar.xz of them, when libgtest-dev is not installed
+#   QUEST_FID_STEPS    steps of each fidelity run (default 1000)
+#   QUEST_FID_METHODS  fidelity methods (default "bf16 quest4 lsq4 ste4 quest2 quest1")
+set -uo pipefail
+OUT=${1:?usage: scripts/gpu.sh OUTDIR}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+cd "$(dirname "$0")/.."
+STAGES=",${QUEST_GPU_STAGES:-build,test,bench,fidelity},"
+DATA=${QUEST_DATA:-../shared/data/gutenberg}
+GPT2=${QUEST_GPT2:-}
+BUILD=build-gpu
+SUMMARY="$OUT/summary.md"
+echo "# quest GPU run $(date -u +%Y-%m-%dT%H:%MZ)" >"$SUMMARY"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>"$SUMMARY" 2>&1
+stage() { [[ "$STAGES" == *",$1,"* ]]; }
+log() { echo "$*" | tee -a "$SUMMARY"; }
+
+if stage build; then
+  gtest_args=()
+  if ! [[ -f /usr/include/gtest/gtest.h ]]; then
+    src=${QUEST_GTEST_SRC:-/usr/src/googletest}
+    if [[ "$src" == *.tar.xz ]]; then mkdir -p /tmp/quest-gtest && tar -C /tmp/quest-gtest -xJf "$src" && src=/tmp/quest-gtest/googletest; fi
+    gtest_args=(-DQUEST_GTEST_SOURCE="$src")
+  fi
+  gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+  cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DQUEST_CUDA=ON \
+    -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCMAKE_CUDA_ARCHITECTURES=${QUEST_CUDA_ARCH:-90a-real} \
+    "${gtest_args[@]}" >"$OUT/build.log" 2>&1 &&
+    cmake --build "$BUILD" -j"$(nproc)" >>"$OUT/build.log" 2>&1
+  rc=$?
+  log "build: exit $rc"
+  [[ $rc -ne 0 ]] && { tail -50 "$OUT/build.log"; exit 1; }
+fi
+QUEST=$BUILD/quest
+
+if stage test; then
+  "$BUILD/test_cuda" --gtest_color=no >"$OUT/test_cuda.log" 2>&1
+  log "GPU tests: exit $? ($(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_cuda.log" | tr '\n' ' '))"
+  grep -E '^\[  FAILED' "$OUT/test_cuda.log" | head -30 | tee -a "$SUMMARY"
+fi
+
+# Gutenberg with GPT-2 BPE, end-of-text before each book: train from train-00, val from val.
+prepare_data() {
+  [[ -f "$OUT/../gutenberg-gpt2/meta.json" ]] && return 0
+  local tok=gpt2; [[ -n "$GPT2" ]] && tok="gpt2:$GPT2"
+  "$QUEST" prepare "$DATA/train-00.jsonl.zst" --val-inputs "$DATA/val.jsonl.zst" --tokenizer "$tok" \
+    --out "$OUT/../gutenberg-gpt2" --no-progress >"$OUT/prepare.log" 2>&1
+}
+DATADIR="$OUT/../gutenberg-gpt2"
+
+if stage bench; then
+  prepare_data || { log "prepare failed"; tail "$OUT/prepare.log"; }
+  for preset in 30M 200M; do
+    for q in bf16 "quest 4" "quest 1"; do
+      set -- $q
+      qargs=(); [[ $1 != bf16 ]] && qargs=(--quant "$1" --bits "$2")
+      name="bench-$preset-${q// /}"
+      "$QUEST" train --device cuda --preset "$preset" --data "$DATADIR" --batch-size 64 --steps 30 \
+        --log-every 10 --eval-every 0 --eval-windows 1 --sample-tokens 0 "${qargs[@]}" \
+        --out "$OUT/runs/$name" >"$OUT/$name.log" 2>&1
+      tps=$(grep -o '"tokens_per_s":[0-9.e+]*' "$OUT/runs/$name/log.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
+      log "throughput $preset $q: ${tps:-failed} tokens/s"
+    done
+  done
+fi
+
+if stage fidelity; then
+  prepare_data || { log "prepare failed"; tail "$OUT/prepare.log"; }
+  steps=${QUEST_FID_STEPS:-1000}
+  for m in ${QUEST_FID_METHODS:-bf16 quest4 lsq4 ste4 quest2 quest1}; do
+    case $m in
+      bf16) qargs=() ;;
+      quest*) qargs=(--quant quest --bits "${m#quest}") ;;
+      lsq*) qargs=(--quant lsq --bits "${m#lsq}") ;;
+      ste*) qargs=(--quant ste --bits "${m#ste}") ;;
+    esac
+    "$QUEST" train --device cuda --preset 30M --data "$DATADIR" --batch-size 64 --steps "$steps" \
+      --lr 1.2e-3 --seed 0 --log-every 100 --eval-every 0 --sample-tokens 0 "${qargs[@]}" \
+      --out "$OUT/runs/fid-$m" >"$OUT/fid-$m.log" 2>&1
+    loss=$(grep -o '"val_loss":[0-9.]*' "$OUT/runs/fid-$m/log.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
+    log "fidelity 30M $m ($steps steps): val loss ${loss:-failed}"
+  done
+fi
+
+if [[ -n "${QUEST_REFERENCE:-}" ]] && stage reference; then
+  (cd "$QUEST_REFERENCE" && PYTHONUNBUFFERED=1 python3 reference.py --split train="$(realpath "$DATA")/train-00.jsonl.zst" \
+    --split val="$(realpath "$DATA")/val.jsonl.zst" ${QUEST_REFERENCE_JOBS:-bench:30M:bf16 bench:30M:quest4 bench:30M:quest1}) \
+    >"$OUT/reference.log" 2>&1
+  log "reference: exit $? (see reference.log)"
+  grep -E '^\{' "$OUT/reference.log" | tee -a "$SUMMARY"
+fi
+echo "summary: $SUMMARY"

@@ -1,0 +1,131 @@
+#pragma once
+// The CUDA backend of LlamaGraph: bf16 activations and weight copies, fp32 gradients, the ops of
+// ops/cuda_ops.h on one stream, and quest::cuda::CudaLinearOp (quantizers fused on the device)
+// for the linear layers. Host C++ (compiled by the host compiler); the kernels live in .cu files.
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <utility>
+
+#include "ops/cuda_ops.h"
+#include "quant/cuda/cuda_linear_op.h"
+
+namespace quest {
+
+// A device allocation owned like a unique_ptr; converts to its pointer.
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(int64_t n) {
+    if (n > 0) QUEST_CUDA_CHECK(cudaMalloc(&p_, sizeof(T) * size_t(n)));
+    if (n > 0) QUEST_CUDA_CHECK(cudaMemset(p_, 0, sizeof(T) * size_t(n)));
+  }
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(p_, o.p_);
+    return *this;
+  }
+  T* get() const { return p_; }
+  operator T*() const { return p_; }
+
+ private:
+  T* p_ = nullptr;
+};
+
+// A linear layer of the graph: the device op, bound to the stream, reading the fp32 master weight
+// (so its quantized values equal the CPU's) that sits at the same offset as the bf16 copy.
+class CudaLinear {
+ public:
+  CudaLinear(std::unique_ptr<cuda::CudaLinearOp> op, cudaStream_t stream, const float* master,
+             const cuda::bf16* copy)
+      : op_(std::move(op)), stream_(stream), master_(master), copy_(copy) {}
+  void prepare_weight(const cuda::bf16* w) { op_->prepare_weight(master_ + (w - copy_), stream_); }
+  void forward(const cuda::bf16* x, cuda::bf16* y, int64_t N) { op_->forward(x, y, N, stream_); }
+  void backward(const cuda::bf16* dy, cuda::bf16* dx, float* dw, int64_t N) {
+    op_->backward(dy, dx, dw, N, stream_);
+  }
+  cuda::CudaLinearOp& op() { return *op_; }
+
+ private:
+  std::unique_ptr<cuda::CudaLinearOp> op_;
+  cudaStream_t stream_;
+  const float* master_;
+  const cuda::bf16* copy_;
+};
+
+struct CudaBackend {
+  using Act = cuda::bf16;
+  using Weight = cuda::bf16;
+  using Linear = CudaLinear;
+  template <class T>
+  using Buffer = DeviceBuffer<T>;
+  // Elements of one bf16 logits chunk of the lm_head (256M = 512 MB).
+  static constexpr int64_t kHeadChunkElements = int64_t{256} << 20;
+
+  // Scratch sized for micro-batches of up to [batch, seq_len] tokens of width d.
+  CudaBackend(cudaStream_t s, cuda::Blas& b, int64_t batch, int64_t seq_len, int64_t d, int64_t n_head,
+              int64_t head_dim)
+      : stream(s),
+        blas(b),
+        rms_scratch(cuda::rmsnorm_backward_scratch(batch * seq_len, d)),
+        attn_scratch(cuda::attention_backward_scratch(batch, seq_len, n_head, head_dim)) {}
+
+  cudaStream_t stream;
+  cuda::Blas& blas;
+  DeviceBuffer<float> rms_scratch, attn_scratch;
+
+  DeviceBuffer<Act> alloc_act(int64_t n) { return DeviceBuffer<Act>(n); }
+  DeviceBuffer<float> alloc_f32(int64_t n) { return DeviceBuffer<float>(n); }
+  void fill_zero(Act* p, int64_t n) { QUEST_CUDA_CHECK(cudaMemsetAsync(p, 0, sizeof(Act) * size_t(n), stream)); }
+
+  void embedding_forward(Act* out, const int32_t* tok, const Weight* table, int64_t N, int64_t d) {
+    cuda::embedding_forward(out, tok, table, N, d, stream);
+  }
+  void embedding_backward(float* dtable, const Act* dout, const int32_t* tok, int64_t N, int64_t d) {
+    cuda::embedding_backward(dtable, dout, tok, N, d, stream);
+  }
+  void rmsnorm_forward(Act* out, float* rstd, const Act* x, const Weight* w, int64_t N, int64_t d, float eps) {
+    cuda::rmsnorm_forward(out, rstd, x, w, N, d, eps, stream);
+  }
+  void rmsnorm_backward(Act* dx, float* dw, const Act* dout, const Act* x, const Weight* w,
+                        const float* rstd, int64_t N, int64_t d) {
+    cuda::rmsnorm_backward(dx, dw, dout, x, w, rstd, N, d, rms_scratch, stream);
+  }
+  void rope_forward(Act* qkv, int64_t B, int64_t T, int64_t nh, int64_t hd, float theta, int64_t pos0) {
+    cuda::rope_forward(qkv, B, T, nh, hd, theta, pos0, stream);
+  }
+  void rope_backward(Act* dqkv, int64_t B, int64_t T, int64_t nh, int64_t hd, float theta, int64_t pos0) {
+    cuda::rope_backward(dqkv, B, T, nh, hd, theta, pos0, stream);
+  }
+  // The GPU keeps only each query's log-sum-exp [B, nh, T] and recomputes the scores.
+  int64_t attention_saved_size(int64_t B, int64_t T, int64_t nh) { return B * nh * T; }
+  void attention_forward(Act* out, float* lse, const Act* qkv, int64_t B, int64_t T, int64_t nh, int64_t hd) {
+    cuda::attention_forward(out, lse, qkv, B, T, nh, hd, stream);
+  }
+  void attention_backward(Act* dqkv, const Act* dout, const Act* out, const Act* qkv, const float* lse,
+                          int64_t B, int64_t T, int64_t nh, int64_t hd) {
+    cuda::attention_backward(dqkv, dout, out, qkv, lse, B, T, nh, hd, attn_scratch, stream);
+  }
+  void swiglu_forward(Act* out, const Act* a, const Act* b, int64_t n) { cuda::swiglu_forward(out, a, b, n, stream); }
+  void swiglu_backward(Act* da, Act* db, const Act* dout, const Act* a, const Act* b, int64_t n) {
+    cuda::swiglu_backward(da, db, dout, a, b, n, stream);
+  }
+  void add(Act* out, const Act* a, const Act* b, int64_t n) { cuda::add(out, a, b, n, stream); }
+  void matmul_forward(Act* out, const Act* x, const Weight* w, int64_t N, int64_t K, int64_t M) {
+    blas.matmul_forward(out, x, w, N, K, M, stream);
+  }
+  void matmul_backward(Act* dx, float* dw, const Act* dout, const Act* x, const Weight* w, int64_t N,
+                       int64_t K, int64_t M) {
+    blas.matmul_backward(dx, dw, dout, x, w, N, K, M, stream);
+  }
+  void cross_entropy(Act* dlogits, float* losses, const Act* logits, const int32_t* y, int64_t N, int64_t V,
+                     int64_t Vp, float grad_scale) {
+    cuda::cross_entropy(dlogits, losses, logits, y, N, V, Vp, grad_scale, stream);
+  }
+};
+
+}  // namespace quest

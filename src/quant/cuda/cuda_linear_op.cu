@@ -1,0 +1,136 @@
+// CudaLinearOp: LinearOp (linear_op.cpp) on the device. Each step mirrors the CPU op's line for
+// line; the comments name the CPU counterpart.
+// fmt 9 (core/error.h) under nvcc in C++20: FMT_CONSTEXPR is disabled for __NVCC__ while
+// FMT_CONSTEXPR20 functions still call it, which the host compiler rejects; constexpr works here.
+#ifndef FMT_USE_CONSTEXPR
+#define FMT_USE_CONSTEXPR 1
+#endif
+#include "quant/cuda/cuda_linear_op.h"
+#include "quant/cuda/kernels.h"
+
+namespace quest::cuda {
+
+namespace {
+template <class T>
+T* device_alloc(int64_t n) {
+  void* p = nullptr;
+  QUEST_CUDA_CHECK(cudaMalloc(&p, size_t(n) * sizeof(T)));
+  return static_cast<T*>(p);
+}
+}  // namespace
+
+CudaLinearOp::CudaLinearOp(int64_t in, int64_t out, int64_t max_rows, const QuantConfig& quant,
+                           Blas& blas)
+    : in_(in), out_(out), max_rows_(max_rows), quant_(quant), blas_(blas) {
+  QUEST_QUANT_REQUIRE(in > 0 && out > 0 && max_rows > 0, "CudaLinearOp: bad shape in=", in,
+                      " out=", out, " max_rows=", max_rows);
+  quant.validate();
+  if (!quant.weight.is_none())
+    wq_ = std::make_unique<DeviceQuantizer>(quant.weight, QuantRole::Weight, out, in);
+  if (!quant.input.is_none())
+    xq_ = std::make_unique<DeviceQuantizer>(quant.input, QuantRole::Input, max_rows, in);
+  // LinearOp::set_quant: half only when every quantizer present works in the Hadamard domain.
+  const bool w_ok = !wq_ || wq_->uses_hadamard(), x_ok = !xq_ || xq_->uses_hadamard();
+  half_ = quant.form == HadamardForm::Half && quant.uses_hadamard() && w_ok && x_ok;
+  // (A Hadamard quantizer is present, so its constructor has checked in % 128 == 0.)
+  try {
+    w_buf_ = device_alloc<bf16>(out * in);
+    if (xq_ || half_) x_buf_ = device_alloc<bf16>(max_rows * in);
+    if (wq_ || half_) dw_buf_ = device_alloc<float>(out * in);
+  } catch (...) {
+    cudaFree(w_buf_), cudaFree(x_buf_), cudaFree(dw_buf_);
+    throw;
+  }
+}
+
+CudaLinearOp::~CudaLinearOp() {
+  cudaFree(w_buf_);
+  cudaFree(x_buf_);
+  cudaFree(dw_buf_);
+}
+
+void CudaLinearOp::prepare_weight(const float* w, cudaStream_t stream) {
+  if (wq_)
+    wq_->forward(w, w_buf_, out_, form(), stream);  // half: Q(HT(W)); full: Q(W) (+ HT back)
+  else if (half_)
+    hadamard_rows(w_buf_, w, out_, in_, stream);
+  else
+    convert(w_buf_, w, out_ * in_, stream);
+  w_ = w_buf_;
+}
+
+void CudaLinearOp::prepare_weight(const bf16* w, cudaStream_t stream) {
+  if (wq_) {
+    wq_->forward(w, w_buf_, out_, form(), stream);
+  } else if (half_) {
+    hadamard_rows(w_buf_, w, out_, in_, stream);
+  } else {
+    w_ = w;  // the caller's bf16 weight, as LinearOp keeps a pointer to W
+    return;
+  }
+  w_ = w_buf_;
+}
+
+void CudaLinearOp::set_product_weight(const bf16* w, cudaStream_t stream) {
+  QUEST_CUDA_CHECK(cudaMemcpyAsync(w_buf_, w, size_t(out_ * in_) * sizeof(bf16),
+                                   cudaMemcpyDeviceToDevice, stream));
+  w_ = w_buf_;
+}
+
+void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t stream) {
+  QUEST_QUANT_REQUIRE(w_ != nullptr, "CudaLinearOp::forward before prepare_weight");
+  QUEST_QUANT_REQUIRE(N >= 0 && N <= max_rows_, "CudaLinearOp: ", N, " rows exceed the planned ",
+                      max_rows_);
+  if (xq_) {
+    xq_->forward(x, x_buf_, N, form(), stream);
+    x_ = x_buf_;
+  } else if (half_) {
+    hadamard_rows(x_buf_, x, N, in_, stream);
+    x_ = x_buf_;
+  } else {
+    x_ = x;
+  }
+  n_ = N;
+  blas_.matmul_forward(y, x_, w_, N, in_, out_, stream);
+}
+
+void CudaLinearOp::backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cudaStream_t stream) {
+  QUEST_QUANT_REQUIRE(x_ != nullptr && N == n_, "CudaLinearOp::backward(", N,
+                      " rows) without its forward");
+  QUEST_QUANT_REQUIRE(dx || !xq_ || !xq_->has_param(),
+                      "CudaLinearOp::backward: the input quantizer's learned parameter needs dx");
+  if (dx) {
+    blas_.matmul_backward(dx, nullptr, dy, x_, w_, N, in_, out_, stream);
+    if (xq_)
+      xq_->backward(dx, N, form(), stream);  // half: HT(M(dx)); full: quantizer's own backward
+    else if (half_)
+      hadamard_rows(dx, dx, N, in_, stream);
+  }
+  if (!dw) return;
+  if (!wq_ && !half_) {  // dW accumulates straight into the caller's gradient
+    blas_.matmul_backward(nullptr, dw, dy, x_, w_, N, in_, out_, stream);
+    return;
+  }
+  QUEST_CUDA_CHECK(cudaMemsetAsync(dw_buf_, 0, size_t(out_ * in_) * sizeof(float), stream));
+  blas_.matmul_backward(nullptr, dw_buf_, dy, x_, w_, N, in_, out_, stream);
+  if (wq_) {
+    wq_->backward_accumulate(dw, dw_buf_, out_, form(), stream);  // dw += [HT] M [HT] dW
+  } else {
+    MaskBackward mb;
+    mb.ht_after = true;  // half form, unquantized weight: dw += HT(dW_h)
+    mask_backward_accumulate(dw, dw_buf_, out_, in_, mb, stream);
+  }
+}
+
+std::vector<CudaLinearOp::LearnedParam> CudaLinearOp::learned_params() {
+  std::vector<LearnedParam> out;
+  auto add = [&](DeviceQuantizer* q, const char* role) {
+    if (q && q->has_param())
+      out.push_back({std::string(role) + "." + q->param_name(), q->param(), q->param_grad()});
+  };
+  add(wq_.get(), "weight");
+  add(xq_.get(), "input");
+  return out;
+}
+
+}  // namespace quest::cuda

@@ -1,0 +1,98 @@
+#pragma once
+// CudaLinearOp: quest::LinearOp (quant/linear_op.h) on the device, with the same semantics and
+// forms: y[N,out] = Q_x(x[N,in]) . Q_w(W[out,in])^T through Blas (cuBLASLt, bf16 operands, fp32
+// accumulation). Read linear_op.h first; the differences are the dtypes of the device conventions
+// (src/ops/cuda_ops.h): x, y, dy, dx in bf16, dW in fp32 (accumulated), the product operands in
+// bf16 (the quantized values rounded to bf16), the quantizers computed in fp32.
+//
+// Forms: half (the default when every quantizer present is Hadamard-based or none): x and W are
+// transformed and quantized in one fused pass each (DeviceQuantizer's Half form), the product runs
+// in the transform domain, dx = HT(mask_x . (dY . Wq_h)) and dW += HT(mask_w . (dY^T . Xq_h)), the
+// mask and HT fused in one pass. Otherwise the full form, each quantizer transforming back itself.
+//
+// Invariants (as LinearOp)
+// - prepare_weight() once per optimizer step, before the step's forwards; forward() never
+//   re-quantizes the weight. Each forward(x) is followed by its backward() before the next forward.
+// - Ownership: the op owns (cudaMalloc in the constructor, freed in the destructor) the bf16
+//   product weight [out, in], the bf16 product input [max_rows, in] (when x is quantized or
+//   transformed), the fp32 dW scratch [out, in] (when the weight is quantized or transformed) and
+//   its quantizers' state. Without an input quantizer in the full form it keeps a pointer to x; in
+//   that case (and when prepare_weight(bf16*) gets an unquantized weight in the full form) the
+//   caller keeps that memory alive until backward(). Blas is the caller's (one per stream).
+// - forward()/backward() allocate nothing and are asynchronous on `stream`. The learned
+//   parameters (LSQ step, PACT alpha) live on the device; their gradients accumulate (+=) there.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ops/cuda_ops.h"
+#include "quant/cuda/cuda_quant.h"
+#include "quant/quant_spec.h"
+
+namespace quest::cuda {
+
+class CudaLinearOp {
+ public:
+  // Throws quest::Error for an invalid config or one that does not fit in_features (Hadamard needs
+  // in % 128 == 0, sparse 4:8 in % 8 == 0).
+  CudaLinearOp(int64_t in, int64_t out, int64_t max_rows, const QuantConfig& quant, Blas& blas);
+  ~CudaLinearOp();
+  CudaLinearOp(const CudaLinearOp&) = delete;
+  CudaLinearOp& operator=(const CudaLinearOp&) = delete;
+
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+  int64_t max_rows() const { return max_rows_; }
+  const QuantConfig& quant_config() const { return quant_; }
+  bool half_form() const { return half_; }
+
+  // Quantizes (and/or transforms) the weight [out, in] from the fp32 master weight or its bf16
+  // copy. The fp32 master gives exactly the CPU's quantized values (then rounded to bf16).
+  void prepare_weight(const float* w, cudaStream_t stream);
+  void prepare_weight(const bf16* w, cudaStream_t stream);
+  // Uses w ([out, in], in the product's domain) as the product weight as it stands, until the next
+  // prepare_weight() (the loader of packed exports). Copies w.
+  void set_product_weight(const bf16* w, cudaStream_t stream);
+
+  void forward(const bf16* x, bf16* y, int64_t N, cudaStream_t stream);
+  // dx[N,in] overwritten (skipped when null); dw[out,in] accumulates (skipped when null).
+  void backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cudaStream_t stream);
+
+  // The quantizers (null when the role is not quantized): masks, steps, learned parameters.
+  DeviceQuantizer* weight_quantizer() { return wq_.get(); }
+  DeviceQuantizer* input_quantizer() { return xq_.get(); }
+  const DeviceQuantizer* weight_quantizer() const { return wq_.get(); }
+  const DeviceQuantizer* input_quantizer() const { return xq_.get(); }
+
+  // Learned quantizer parameters, named as LinearOp's ("weight.lsq_step", "input.pact_alpha").
+  // value and grad are device pointers to one float each.
+  struct LearnedParam {
+    std::string name;
+    float* value;
+    float* grad;
+  };
+  std::vector<LearnedParam> learned_params();
+
+  // The operands of the product: the weight after prepare_weight() and the input of the last
+  // forward() ([out, in] and [N, in], bf16, in the transform domain in the half form).
+  const bf16* product_weight() const { return w_; }
+  const bf16* product_input() const { return x_; }
+
+ private:
+  QuantForm form() const { return half_ ? QuantForm::Half : QuantForm::Full; }
+
+  int64_t in_, out_, max_rows_;
+  QuantConfig quant_;
+  Blas& blas_;
+  bool half_ = false;
+  std::unique_ptr<DeviceQuantizer> wq_, xq_;
+  bf16* w_buf_ = nullptr;    // [out, in]
+  bf16* x_buf_ = nullptr;    // [max_rows, in] when x is quantized or transformed
+  float* dw_buf_ = nullptr;  // [out, in] when W is quantized or transformed
+  const bf16* w_ = nullptr;  // the product weight (w_buf_ or the caller's bf16 weight)
+  const bf16* x_ = nullptr;  // the product input of the last forward (x_buf_ or x)
+  int64_t n_ = 0;            // rows of the last forward
+};
+
+}  // namespace quest::cuda

@@ -1,0 +1,314 @@
+// Host code of the CUDA engine (compiled only with the CUDA backend).
+#ifdef QUEST_HAVE_CUDA
+#include "train/cuda_engine.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "model/cuda_backend.h"
+#include "model/llama.h"
+#include "model/llama_graph.h"
+#include "train/model_io.h"
+
+namespace quest {
+
+namespace {
+
+using cuda::bf16;
+
+struct Group {
+  int64_t offset, size;
+  bool decay;
+};
+
+class CudaEngine final : public Engine {
+ public:
+  CudaEngine(const ModelConfig& config, const QuantConfig& quant, const AdamWConfig& adamw, int64_t batch)
+      : config_(config),
+        quant_(quant),
+        adamw_(adamw),
+        batch_(batch),
+        layout_(parameter_layout(config)),
+        n_params_(layout_.back().offset + layout_.back().numel()) {
+    QUEST_CUDA_CHECK(cudaStreamCreate(&stream_));
+    cudaDeviceProp prop{};
+    QUEST_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    device_name_ = std::string("cuda:") + prop.name;
+    check_memory();
+    blas_ = std::make_unique<cuda::Blas>();
+    params_ = DeviceBuffer<float>(n_params_);
+    params_bf16_ = DeviceBuffer<bf16>(n_params_);
+    grads_ = DeviceBuffer<float>(n_params_);
+    m_ = DeviceBuffer<float>(n_params_);
+    v_ = DeviceBuffer<float>(n_params_);
+    const int64_t N = batch * config.seq_len;
+    x_ = DeviceBuffer<int32_t>(N);
+    y_ = DeviceBuffer<int32_t>(N);
+    losses_ = DeviceBuffer<float>(N);
+    norm_ = DeviceBuffer<float>(1);
+    norm_scratch_ = DeviceBuffer<float>(cuda::norm_squared_scratch(n_params_));
+    clip_ = DeviceBuffer<float>(1);
+    host_losses_.resize(size_t(N));
+    backend_ = std::make_unique<CudaBackend>(stream_, *blas_, batch, config.seq_len, config.d_model,
+                                             config.n_head(), config.head_dim);
+    const float* master = params_;
+    const bf16* copy = params_bf16_;
+    graph_ = std::make_unique<LlamaGraph<CudaBackend>>(
+        *backend_, config, batch,
+        [&](const std::string&, int64_t in, int64_t out, int64_t rows) {
+          return CudaLinear(std::make_unique<cuda::CudaLinearOp>(in, out, rows, quant, *blas_), stream_,
+                            master, copy);
+        });
+    for (const auto& t : layout_) {
+      if (!groups_.empty() && groups_.back().decay == t.weight_decay() &&
+          groups_.back().offset + groups_.back().size == t.offset)
+        groups_.back().size += t.numel();
+      else
+        groups_.push_back({t.offset, t.numel(), t.weight_decay()});
+    }
+    // Learned quantizer parameters: one device float each, with their own moments.
+    for (auto& lin : graph_->linears())
+      for (auto* op : {&lin.qkv, &lin.wo, &lin.w1, &lin.w2, &lin.w3})
+        for (auto& lp : op->op().learned_params()) learned_.push_back({lp.value, lp.grad});
+    learned_m_ = DeviceBuffer<float>(int64_t(learned_.size()));
+    learned_v_ = DeviceBuffer<float>(int64_t(learned_.size()));
+    learned_bf16_ = DeviceBuffer<bf16>(1);
+  }
+
+  ~CudaEngine() override {
+    graph_.reset();
+    backend_.reset();
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string device() const override { return device_name_; }
+
+  void init_weights(uint64_t seed) override {
+    std::vector<float> host(static_cast<size_t>(n_params_));
+    init_parameters(config_, host, seed);
+    upload_params(host);
+  }
+
+  void zero_grads() override {
+    QUEST_CUDA_CHECK(cudaMemsetAsync(grads_, 0, sizeof(float) * size_t(n_params_), stream_));
+    for (auto& l : learned_) QUEST_CUDA_CHECK(cudaMemsetAsync(l.grad, 0, sizeof(float), stream_));
+  }
+
+  double forward_backward(const int32_t* x, const int32_t* y, int64_t B, int64_t T, float scale) override {
+    upload_tokens(x, y, B * T);
+    graph_->forward(params_bf16_, x_, B, T);
+    graph_->head(params_bf16_, grads_, y_, B * T, scale, losses_);
+    graph_->backward(params_bf16_, grads_, x_, B, T);
+    return loss_sum(B * T);
+  }
+
+  double forward_loss(const int32_t* x, const int32_t* y, int64_t B, int64_t T) override {
+    upload_tokens(x, y, B * T);
+    graph_->forward(params_bf16_, x_, B, T);
+    graph_->head(params_bf16_, nullptr, y_, B * T, 0.0f, losses_);
+    return loss_sum(B * T);
+  }
+
+  double step(double lr) override {
+    // Global norm: the flat gradients on the device, the few learned-parameter ones on the host.
+    cuda::norm_squared(norm_, grads_, n_params_, norm_scratch_, stream_);
+    float sq = 0;
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(&sq, norm_.get(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    std::vector<float> lg(learned_.size());
+    for (size_t i = 0; i < learned_.size(); ++i)
+      QUEST_CUDA_CHECK(cudaMemcpyAsync(&lg[i], learned_[i].grad, sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    double total = sq;
+    for (float g : lg) total += double(g) * g;
+    const double norm = std::sqrt(total);
+    QUEST_CHECK(std::isfinite(norm), "the gradient norm is not finite ({}): training diverged", norm);
+    const float clip = adamw_.grad_clip > 0 ? float(std::min(1.0, adamw_.grad_clip / (norm + 1e-6))) : 1.0f;
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(clip_.get(), &clip, sizeof(float), cudaMemcpyHostToDevice, stream_));
+    ++t_;
+    cuda::AdamWStep s{};
+    s.lr = float(lr);
+    s.beta1 = float(adamw_.beta1);
+    s.beta2 = float(adamw_.beta2);
+    s.eps = float(adamw_.eps);
+    s.bias1 = float(1.0 - std::pow(adamw_.beta1, double(t_)));
+    s.bias2 = float(1.0 - std::pow(adamw_.beta2, double(t_)));
+    for (const auto& g : groups_) {
+      s.weight_decay = g.decay ? float(adamw_.weight_decay) : 0.0f;
+      cuda::adamw_update(params_.get() + g.offset, params_bf16_.get() + g.offset, grads_.get() + g.offset,
+                         m_.get() + g.offset, v_.get() + g.offset, g.size, s, clip_, stream_);
+    }
+    s.weight_decay = float(adamw_.weight_decay);  // the reference decays LSQ/PACT parameters too
+    for (size_t i = 0; i < learned_.size(); ++i)
+      cuda::adamw_update(learned_[i].value, nullptr, learned_[i].grad, learned_m_.get() + i,
+                         learned_v_.get() + i, 1, s, clip_, stream_);
+    graph_->prepare_weights(params_bf16_);
+    return norm;
+  }
+
+  int64_t adam_steps() const override { return t_; }
+
+  std::vector<float> params() override { return download(params_, n_params_); }
+
+  std::vector<StateArray> state() override {
+    // Same order as the CPU engine: the moments hold the model's parameters, then the learned ones.
+    std::vector<float> m = download(m_, n_params_), v = download(v_, n_params_);
+    const auto lm = download(learned_m_, int64_t(learned_.size()));
+    const auto lv = download(learned_v_, int64_t(learned_.size()));
+    m.insert(m.end(), lm.begin(), lm.end());
+    v.insert(v.end(), lv.begin(), lv.end());
+    std::vector<StateArray> out = {{"params", params()}, {"adam.m", m}, {"adam.v", v}};
+    size_t i = 0;
+    for (const auto& [name, lp] : named_learned()) {
+      float value = 0;
+      QUEST_CUDA_CHECK(cudaMemcpy(&value, learned_[i++].value, sizeof(float), cudaMemcpyDeviceToHost));
+      out.push_back({"quant." + name + "." + lp, {value}});
+    }
+    return out;
+  }
+
+  void restore(const Checkpoint& ck, bool with_quant_state) override {
+    upload_params(ck.array("params", n_params_));
+    const int64_t n_learned = int64_t(learned_.size());
+    for (const char* name : {"adam.m", "adam.v"}) {
+      auto it = ck.arrays.find(name);
+      QUEST_CHECK(it != ck.arrays.end() && int64_t(it->second.size()) >= n_params_,
+                  "the checkpoint has no matching optimizer state '{}'", name);
+      const bool is_m = std::string(name) == "adam.m";
+      upload(is_m ? m_.get() : v_.get(), it->second.data(), n_params_);
+      if (with_quant_state && n_learned > 0) {
+        QUEST_CHECK(int64_t(it->second.size()) == n_params_ + n_learned,
+                    "the checkpoint's optimizer state '{}' does not match the quantizers", name);
+        upload(is_m ? learned_m_.get() : learned_v_.get(), it->second.data() + n_params_, n_learned);
+      }
+    }
+    t_ = ck.header.at("adam_step").get<int64_t>();
+    if (with_quant_state) {
+      size_t i = 0;
+      for (const auto& [name, lp] : named_learned()) {
+        const auto& saved = ck.array("quant." + name + "." + lp, 1);
+        upload(learned_[i++].value, saved.data(), 1);
+      }
+    }
+    graph_->prepare_weights(params_bf16_);
+  }
+
+  nlohmann::json mask_statistics() override { return nullptr; }
+
+ private:
+  struct Learned {
+    float* value;
+    float* grad;
+  };
+  std::vector<std::pair<std::string, std::string>> named_learned() {
+    std::vector<std::pair<std::string, std::string>> out;
+    int64_t l = 0;
+    for (auto& lin : graph_->linears()) {
+      const std::string p = "layers." + std::to_string(l++) + ".";
+      const std::pair<const char*, CudaLinear*> ops[] = {
+          {"wqkv", &lin.qkv}, {"wo", &lin.wo}, {"w1", &lin.w1}, {"w2", &lin.w2}, {"w3", &lin.w3}};
+      for (auto& [n, op] : ops)
+        for (auto& lp : op->op().learned_params()) out.push_back({p + n, lp.name});
+    }
+    return out;
+  }
+
+  void check_memory() {
+    size_t free_bytes = 0, total_bytes = 0;
+    QUEST_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const int64_t need = cuda_engine_bytes(config_, quant_, batch_);
+    QUEST_CHECK(need < int64_t(free_bytes),
+                "{} needs about {:.2f} GiB of GPU memory for a micro-batch of {} x {} tokens, but only {:.2f} GiB "
+                "of {:.2f} GiB are free: lower --batch-size (and raise --grad-accum)",
+                device_name_, need / 1073741824.0, batch_, config_.seq_len, free_bytes / 1073741824.0,
+                total_bytes / 1073741824.0);
+    log_info("{}: planned {:.2f} GiB of {:.2f} GiB free", device_name_, need / 1073741824.0,
+             free_bytes / 1073741824.0);
+  }
+
+  void upload_tokens(const int32_t* x, const int32_t* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i)
+      QUEST_CHECK(x[i] >= 0 && x[i] < config_.vocab_size && y[i] >= 0 && y[i] < config_.vocab_size,
+                  "token id out of the vocabulary [0, {})", config_.vocab_size);
+    upload(x_.get(), x, n);
+    upload(y_.get(), y, n);
+  }
+  double loss_sum(int64_t n) {
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(host_losses_.data(), losses_.get(), sizeof(float) * size_t(n),
+                                     cudaMemcpyDeviceToHost, stream_));
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += host_losses_[i];
+    return sum;
+  }
+  void upload_params(std::span<const float> host) {
+    upload(params_.get(), host.data(), n_params_);
+    cuda::to_bf16(params_bf16_, params_, n_params_, stream_);
+    graph_->prepare_weights(params_bf16_);
+  }
+  template <class T>
+  void upload(T* dst, const T* src, int64_t n) {
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(T) * size_t(n), cudaMemcpyHostToDevice, stream_));
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));  // src may be a temporary
+  }
+  std::vector<float> download(const float* src, int64_t n) {
+    std::vector<float> out(static_cast<size_t>(n));
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(out.data(), src, sizeof(float) * size_t(n), cudaMemcpyDeviceToHost, stream_));
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return out;
+  }
+
+  ModelConfig config_;
+  QuantConfig quant_;
+  AdamWConfig adamw_;
+  int64_t batch_;
+  std::vector<ParamTensor> layout_;
+  int64_t n_params_;
+  std::string device_name_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<cuda::Blas> blas_;
+  DeviceBuffer<float> params_, grads_, m_, v_, losses_, norm_, norm_scratch_, clip_, learned_m_, learned_v_;
+  DeviceBuffer<bf16> params_bf16_, learned_bf16_;
+  DeviceBuffer<int32_t> x_, y_;
+  std::vector<float> host_losses_;
+  std::unique_ptr<CudaBackend> backend_;
+  std::unique_ptr<LlamaGraph<CudaBackend>> graph_;
+  std::vector<Group> groups_;
+  std::vector<Learned> learned_;
+  int64_t t_ = 0;
+};
+
+}  // namespace
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the error: no driver or no device means no GPU
+    return 0;
+  }
+  return n;
+}
+
+int64_t cuda_engine_bytes(const ModelConfig& c, const QuantConfig& quant, int64_t batch) {
+  const auto layout = parameter_layout(c);
+  const int64_t P = layout.back().offset + layout.back().numel();
+  const int64_t N = batch * c.seq_len, d = c.d_model, H = c.hidden_dim(), L = c.n_layer;
+  const int64_t Vp = c.padded_vocab(), nh = c.n_head();
+  int64_t bytes = P * (4 + 2 + 4 + 4 + 4);  // master, bf16 copy, grads, m, v
+  const int64_t acts_per_layer = 2 * (8 * N * d + 3 * N * H) + 4 * (2 * N + batch * nh * c.seq_len);
+  bytes += L * acts_per_layer + 2 * (12 * N * d + 3 * N * H) + 4 * N * 4;
+  bytes += 2 * std::min<int64_t>(CudaBackend::kHeadChunkElements, N * Vp);
+  // Quantized layers keep bf16 copies of their operands and an fp32 weight gradient.
+  const int64_t lin_weights = L * (3 * d * d + d * d + 3 * d * H), lin_inputs = L * N * (d + d + 2 * d + H);
+  if (quant.quantized()) bytes += lin_weights * (2 + 4) + lin_inputs * 2;
+  bytes += int64_t(64) << 20;  // cuBLASLt workspace, scratch, slack
+  return bytes;
+}
+
+std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& model, const QuantConfig& quant,
+                                         const AdamWConfig& adamw, int64_t batch) {
+  return std::make_unique<CudaEngine>(model, quant, adamw, batch);
+}
+
+}  // namespace quest
+#endif  // QUEST_HAVE_CUDA
