@@ -2,8 +2,12 @@
 // (TrainConfig{}.model), random tokens, full optimizer steps (zero_grads, forward_backward, AdamW,
 // prepare_weights), and where the time goes, per op.
 //
-//   bench_train_cpu [--preset tiny] [--seq-len 512] [--batch 8] [--steps 5] [--warmup 2]
-//                   [--threads 0] [--seed 0] [--no-profile] [--cpu-clock]
+//   bench_train_cpu [--preset NAME] [--layers L] [--d-model D] [--head-dim HD] [--seq-len T]
+//                   [--batch B] [--steps 5] [--warmup 2] [--threads 0] [--seed 0] [--no-profile]
+//                   [--cpu-clock]
+//
+// Without options: the default job's model and batch. --layers / --d-model / --head-dim override
+// the preset's shape (the hidden width follows d_model).
 //
 // --cpu-clock times the ops (and the table's percentages) in process CPU time instead of wall
 // time: on a machine shared with other work, CPU time with --threads 1 does not depend on the
@@ -39,6 +43,7 @@ namespace {
 
 struct Options {
   std::string preset;  // empty: the default job's model
+  int64_t layers = 0, d_model = 0, head_dim = 0;  // 0: the preset's
   int64_t seq_len = 0;  // 0: the model config's
   int64_t batch = 0;    // 0: the default job's
   int64_t steps = 5;
@@ -51,8 +56,9 @@ struct Options {
 
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
-               "%s\nusage: bench_train_cpu [--preset NAME] [--seq-len T] [--batch B] [--steps N] "
-               "[--warmup N] [--threads N] [--seed S] [--no-profile] [--cpu-clock]\n",
+               "%s\nusage: bench_train_cpu [--preset NAME] [--layers L] [--d-model D] [--head-dim HD] "
+               "[--seq-len T] [--batch B] [--steps N] [--warmup N] [--threads N] [--seed S] "
+               "[--no-profile] [--cpu-clock]\n",
                msg);
   std::exit(2);
 }
@@ -80,6 +86,9 @@ Options parse(int argc, char** argv) {
       return n;
     };
     if (a == "--preset") o.preset = v;
+    else if (a == "--layers") o.layers = need_int(1);
+    else if (a == "--d-model") o.d_model = need_int(1);
+    else if (a == "--head-dim") o.head_dim = need_int(2);
     else if (a == "--seq-len") o.seq_len = need_int(1);
     else if (a == "--batch") o.batch = need_int(1);
     else if (a == "--steps") o.steps = need_int(1);
@@ -130,6 +139,9 @@ int main(int argc, char** argv) {
   try {
     TrainConfig job;  // the default job
     ModelConfig mc = opt.preset.empty() ? job.model : model_preset(opt.preset);
+    if (opt.layers > 0) mc.n_layer = opt.layers;
+    if (opt.d_model > 0) mc.d_model = opt.d_model;
+    if (opt.head_dim > 0) mc.head_dim = opt.head_dim;
     if (opt.seq_len > 0) mc.seq_len = opt.seq_len;
     const int64_t B = opt.batch > 0 ? opt.batch : job.batch_size, T = mc.seq_len;
     mc.validate();
@@ -170,9 +182,15 @@ int main(int argc, char** argv) {
     const double flops_token = flops_matmul + flops_attn;
     const int64_t n_params = int64_t(model.params().size());
 
+    auto env = [](const char* name) {
+      const char* v = std::getenv(name);
+      return std::string(v ? v : "unset");
+    };
     fmt::print("bench_train_cpu: CPU {}, {} OpenMP threads, {} OpenBLAS threads (kernels: {})\n",
                cpu_model(), omp_get_max_threads(), openblas_get_num_threads(),
                openblas_get_corename());
+    fmt::print("environment: OMP_WAIT_POLICY={} OPENBLAS_CORETYPE={}\n", env("OMP_WAIT_POLICY"),
+               env("OPENBLAS_CORETYPE"));
     fmt::print(
         "model: preset {}, {} layers, d {}, head_dim {} ({} heads), hidden {}, vocab {} (padded "
         "{}), seq_len {}, batch {}: {} tokens/step\n",

@@ -1,5 +1,7 @@
 #include "train/cpu_engine.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "train/model_io.h"
 
@@ -57,7 +59,14 @@ void CpuEngine::restore(const Checkpoint& ck, bool with_quant_state) {
     std::copy(it->second.begin(), it->second.begin() + moments, dst.begin());
   }
   adamw_->set_step_count(ck.header.at("adam_step").get<int64_t>());
-  if (with_quant_state) restore_learned_quant_params(model_, ck);
+  if (with_quant_state) {
+    restore_learned_quant_params(model_, ck);
+  } else {
+    // A new quantization's learned parameters were initialized from the random initial weights;
+    // 0 makes them initialize again, from the loaded weights (and the next inputs).
+    for (auto& [name, op] : model_.named_linears())
+      for (auto& lp : op->learned_params()) std::fill(lp.value.begin(), lp.value.end(), 0.0f);
+  }
   model_.prepare_weights();
 }
 

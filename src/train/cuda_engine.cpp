@@ -189,6 +189,10 @@ class CudaEngine final : public Engine {
         const auto& saved = ck.array("quant." + name + "." + lp, 1);
         upload(learned_[i++].value, saved.data(), 1);
       }
+    } else {
+      // As CpuEngine::restore: 0 makes a new quantization's learned parameters initialize again,
+      // from the loaded weights.
+      for (auto& l : learned_) QUEST_CUDA_CHECK(cudaMemsetAsync(l.value, 0, sizeof(float), stream_));
     }
     graph_->prepare_weights(params_bf16_);
   }

@@ -24,7 +24,7 @@ struct TrainConfig {
 
   int64_t batch_size = 8;   // sequences per micro-batch
   int64_t grad_accum = 1;   // micro-batches per optimizer step
-  int64_t steps = 250;      // optimizer steps
+  int64_t steps = 200;      // optimizer steps
   uint64_t seed = 0;        // model init and data order
 
   ScheduleConfig schedule;
