@@ -9,13 +9,15 @@ set -euo pipefail
 CACHE="${QUEST_CACHE:-$HOME/.cache/quest}"
 APT_PACKAGES=(build-essential cmake ninja-build pkg-config libopenblas-dev libomp-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libzstd-dev libsentencepiece-dev libgtest-dev
-  libbenchmark-dev nodejs npm ca-certificates zstd)
+  libbenchmark-dev ca-certificates zstd)
 
 if [[ "${1:-}" != "--no-apt" ]]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
   done
+  # node/npm fetch the npm packages; a machine may have them from elsewhere than apt.
+  command -v npm >/dev/null || missing+=(nodejs npm)
   if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
