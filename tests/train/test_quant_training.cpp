@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "data/shard.h"
 #include "data/temp_dir.h"
+#include "train/byte_corpus.h"
 #include "train/checkpoint.h"
 #include "train/grad_alignment.h"
 #include "train/model_io.h"
@@ -24,26 +25,8 @@
 namespace quest {
 namespace {
 
-std::string moby_dick_path() {
-  const char* cache = std::getenv("QUEST_CACHE");
-  const char* home = std::getenv("HOME");
-  return (cache && *cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/quest") +
-         "/corpora/moby-dick.txt";
-}
+using test::write_byte_shards;
 
-// Train/val shards of byte tokens from the first `bytes` of the corpus (as test_trainer.cpp).
-void write_byte_shards(const test::TempDir& dir, size_t bytes) {
-  const std::string path = moby_dick_path();
-  ASSERT_TRUE(file_exists(path)) << path << " is missing: run scripts/setup.sh first";
-  const std::string text = read_text_file(path).substr(0, bytes);
-  std::vector<uint16_t> tokens(text.begin(), text.end());
-  for (auto& t : tokens) t &= 0xFF;
-  const size_t split = tokens.size() * 9 / 10;
-  write_shard(dir / "train-000000.bin", std::span(tokens).first(split));
-  write_shard(dir / "val-000000.bin", std::span(tokens).subspan(split));
-}
-
-// One layer of width 128 (2 heads of 64, SwiGLU 256): every linear input is a multiple of 128.
 TrainConfig quant_config(const test::TempDir& dir, const std::string& quant) {
   TrainConfig c;
   c.model.preset = "custom";

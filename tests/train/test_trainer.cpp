@@ -9,30 +9,14 @@
 #include "core/log.h"
 #include "data/shard.h"
 #include "data/temp_dir.h"
+#include "train/byte_corpus.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 
 namespace quest {
 namespace {
 
-std::string moby_dick_path() {
-  const char* cache = std::getenv("QUEST_CACHE");
-  const char* home = std::getenv("HOME");
-  return (cache && *cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/quest") +
-         "/corpora/moby-dick.txt";
-}
-
-// Writes train/val shards of byte tokens from the first `bytes` of the corpus.
-void write_byte_shards(const test::TempDir& dir, size_t bytes) {
-  const std::string path = moby_dick_path();
-  ASSERT_TRUE(file_exists(path)) << path << " is missing: run scripts/setup.sh first";
-  const std::string text = read_text_file(path).substr(0, bytes);
-  std::vector<uint16_t> tokens(text.begin(), text.end());
-  for (auto& t : tokens) t &= 0xFF;
-  const size_t split = tokens.size() * 9 / 10;
-  write_shard(dir / "train-000000.bin", std::span(tokens).first(split));
-  write_shard(dir / "val-000000.bin", std::span(tokens).subspan(split));
-}
+using test::write_byte_shards;
 
 TrainConfig byte_config(const test::TempDir& dir) {
   TrainConfig c;

@@ -1,0 +1,36 @@
+#pragma once
+// A real text slice as a tiny corpus for trainer tests: the bytes of Moby Dick (from the set-up
+// cache) as tokens of a 256-token vocabulary, 90% train / 10% val shards in a temporary folder.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/file_io.h"
+#include "data/shard.h"
+#include "data/temp_dir.h"
+
+namespace quest::test {
+
+inline std::string moby_dick_path() {
+  const char* cache = std::getenv("QUEST_CACHE");
+  const char* home = std::getenv("HOME");
+  return (cache && *cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/quest") +
+         "/corpora/moby-dick.txt";
+}
+
+// Train/val shards of byte tokens from the first `bytes` of the corpus.
+inline void write_byte_shards(const TempDir& dir, size_t bytes) {
+  const std::string path = moby_dick_path();
+  ASSERT_TRUE(file_exists(path)) << path << " is missing: run scripts/setup.sh first";
+  const std::string text = read_text_file(path).substr(0, bytes);
+  std::vector<uint16_t> tokens(text.begin(), text.end());
+  for (auto& t : tokens) t &= 0xFF;
+  const size_t split = tokens.size() * 9 / 10;
+  write_shard(dir / "train-000000.bin", std::span(tokens).first(split));
+  write_shard(dir / "val-000000.bin", std::span(tokens).subspan(split));
+}
+
+}  // namespace quest::test
