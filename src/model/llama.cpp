@@ -74,8 +74,9 @@ void Model::init_weights(uint64_t seed) {
 
 void Model::zero_grads() {
   std::fill(grads_.begin(), grads_.end(), 0.0f);
-  for (auto& [name, op] : named_linears())
-    for (auto& p : op->learned_params()) std::fill(p.grad.begin(), p.grad.end(), 0.0f);
+  for (auto& lin : graph_.linears())
+    for (LinearOp* op : {&lin.qkv, &lin.wo, &lin.w1, &lin.w2, &lin.w3})
+      for (auto& p : op->learned_params()) std::fill(p.grad.begin(), p.grad.end(), 0.0f);
 }
 
 std::vector<Model::NamedLinear> Model::named_linears() {

@@ -30,11 +30,12 @@ Trainer::Trainer(const TrainConfig& config) : cfg_(config) {
     cfg_.model.vocab_size = *meta->vocab_size;  // the model follows the data's tokenizer
   }
 
+  // Read once: the checkpoint gives the model's shape here and its state after the engine exists.
+  std::optional<Checkpoint> ck;
   if (!cfg_.resume.empty()) {
-    // The model's shape comes from the checkpoint.
-    const Checkpoint ck = quest::load_checkpoint(cfg_.resume);
-    cfg_.model = ck.header.at("model").get<ModelConfig>();
-    const auto trained = ck.header.at("quant").get<QuantConfig>();
+    ck = quest::load_checkpoint(cfg_.resume);
+    cfg_.model = ck->header.at("model").get<ModelConfig>();
+    const auto trained = ck->header.at("quant").get<QuantConfig>();
     if (!trained.same_quantization(cfg_.quant)) {
       QUEST_CHECK(cfg_.allow_quant_change,
                   "checkpoint '{}' was trained with quantization '{}' but this run asks for '{}' ({}); "
@@ -46,7 +47,7 @@ Trainer::Trainer(const TrainConfig& config) : cfg_(config) {
   sampler_ = std::make_unique<WindowSampler>(*train_, cfg_.model.seq_len, cfg_.seed);
   engine_ = make_engine(cfg_.device, cfg_.model, cfg_.quant, cfg_.adamw, cfg_.batch_size);
   engine_->init_weights(cfg_.seed);
-  if (!cfg_.resume.empty()) load_checkpoint(cfg_.resume);
+  if (ck) resume_from(*ck, cfg_.resume);
 
   fs::create_directories(cfg_.out_dir);
   log_.open(fs::path(cfg_.out_dir) / "log.jsonl", cfg_.resume.empty() ? std::ios::trunc : std::ios::app);
@@ -172,8 +173,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
   quest::save_checkpoint(path, header, arrays);
 }
 
-void Trainer::load_checkpoint(const std::string& path) {
-  const Checkpoint ck = quest::load_checkpoint(path);
+void Trainer::resume_from(const Checkpoint& ck, const std::string& path) {
   const auto& h = ck.header;
   step_ = h.at("step").get<int64_t>();
   QUEST_CHECK(h.at("data_tokens").get<uint64_t>() == train_->size(),

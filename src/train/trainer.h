@@ -15,6 +15,7 @@
 #include "train/mask_stats.h"
 #include "train/adamw.h"
 #include "train/engine.h"
+#include "train/checkpoint.h"
 #include "train/train_config.h"
 
 namespace quest {
@@ -46,7 +47,7 @@ class Trainer {
   const std::optional<TokenDataset>& val_data() const { return val_; }
 
  private:
-  void load_checkpoint(const std::string& path);
+  void resume_from(const Checkpoint& ck, const std::string& path);
   void log_record(const nlohmann::json& record);
 
   TrainConfig cfg_;
