@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/file_io.h"
+#include "core/log.h"
 #include "data/shard.h"
 #include "data/temp_dir.h"
 
@@ -32,5 +33,17 @@ inline void write_byte_shards(const TempDir& dir, size_t bytes) {
   write_shard(dir / "train-000000.bin", std::span(tokens).first(split));
   write_shard(dir / "val-000000.bin", std::span(tokens).subspan(split));
 }
+
+// A test fixture over a fresh byte corpus of the first Bytes of Moby Dick, with the log silenced.
+template <size_t Bytes>
+class ByteCorpusTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    set_log_sink([](LogLevel, std::string_view) {});
+    write_byte_shards(dir_, Bytes);
+  }
+  void TearDown() override { set_log_sink(nullptr); }
+  TempDir dir_;
+};
 
 }  // namespace quest::test

@@ -73,15 +73,7 @@ size_t count_differing(std::span<const float> a, std::span<const float> b) {
   return n;
 }
 
-class QuantTrainingTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    set_log_sink([](LogLevel, std::string_view) {});
-    write_byte_shards(dir_, 120'000);
-  }
-  void TearDown() override { set_log_sink(nullptr); }
-  test::TempDir dir_;
-};
+using QuantTrainingTest = test::ByteCorpusTest<120'000>;
 
 // ------------------------------------------------------------------------------------------------
 // Every quantizer kind trains.

@@ -37,15 +37,7 @@ TrainConfig byte_config(const test::TempDir& dir) {
   return c;
 }
 
-class TrainerTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    set_log_sink([](LogLevel, std::string_view) {});
-    write_byte_shards(dir_, 200'000);
-  }
-  void TearDown() override { set_log_sink(nullptr); }
-  test::TempDir dir_;
-};
+using TrainerTest = test::ByteCorpusTest<200'000>;
 
 TEST_F(TrainerTest, LossFallsWellBelowItsStart) {
   TrainConfig c = byte_config(dir_);
