@@ -1,4 +1,5 @@
 #include "data/gpt2_tokenizer.h"
+#include "data/utf8.h"
 
 #include <nlohmann/json.hpp>
 
@@ -35,23 +36,6 @@ std::array<char32_t, 256> byte_to_code_point() {
   return map;
 }
 
-void append_utf8(std::string& out, char32_t c) {
-  if (c < 0x80) {
-    out += static_cast<char>(c);
-  } else if (c < 0x800) {
-    out += static_cast<char>(0xC0 | (c >> 6));
-    out += static_cast<char>(0x80 | (c & 0x3F));
-  } else if (c < 0x10000) {
-    out += static_cast<char>(0xE0 | (c >> 12));
-    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (c & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (c >> 18));
-    out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (c & 0x3F));
-  }
-}
 
 // Decodes one UTF-8 sequence at s[i] (i < n). Returns its length, or 0 when the bytes there are
 // not valid UTF-8 (truncated, overlong, surrogate, above U+10FFFF, stray continuation byte).

@@ -1,5 +1,7 @@
 #include "data/json_field.h"
 
+#include "data/utf8.h"
+
 #include <fmt/format.h>
 
 #include <cstdint>
@@ -216,23 +218,6 @@ class Parser {
     return v;
   }
 
-  static void append_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-      out.push_back(char(cp));
-    } else if (cp < 0x800) {
-      out.push_back(char(0xC0 | (cp >> 6)));
-      out.push_back(char(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      out.push_back(char(0xE0 | (cp >> 12)));
-      out.push_back(char(0x80 | ((cp >> 6) & 0x3F)));
-      out.push_back(char(0x80 | (cp & 0x3F)));
-    } else {
-      out.push_back(char(0xF0 | (cp >> 18)));
-      out.push_back(char(0x80 | ((cp >> 12) & 0x3F)));
-      out.push_back(char(0x80 | ((cp >> 6) & 0x3F)));
-      out.push_back(char(0x80 | (cp & 0x3F)));
-    }
-  }
 
   // A string at i_ ('"'); decoded into out unless out is null.
   bool parse_string(std::string* out) {
@@ -274,7 +259,7 @@ class Parser {
             if (lo < 0xDC00 || lo > 0xDFFF) return fail("high surrogate without its low surrogate");
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
           }
-          if (out) append_utf8(*out, uint32_t(cp));
+          if (out) append_utf8(*out, char32_t(cp));
           continue;
         }
         default: --i_; return fail("invalid escape in a string");
