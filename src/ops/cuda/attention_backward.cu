@@ -314,18 +314,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
       }
     }
     // dQ += dS K.
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      uint32_t da[4];
-      a_frag_from_c(da, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-      for (int dd = 0; dd < HDP / 16; ++dd) {
-        uint32_t kb[4];
-        ldsm_bk<SROW>(kb, k_s, kk * 16, dd * 16, lane);
-        mma16816(dq[2 * dd], da, kb[0], kb[1]);
-        mma16816(dq[2 * dd + 1], da, kb[2], kb[3]);
-      }
-    }
+    mma_strip_times_tile<BN, HDP, SROW>(dq, s, k_s, lane);
     __syncthreads();  // all warps are done with stage st before it is refilled
   }
 

@@ -140,6 +140,26 @@ __device__ __forceinline__ void ldsm_bk(uint32_t (&b)[4], const __nv_bfloat16* x
                 smem_addr(x + (r0 + (lane & 15)) * SROW + c0 + (lane >> 4) * 8));
 }
 
+// acc[16 x HDP] += P . B for one warp: P is the warp's 16 x BN strip held as fp32 C fragments
+// (rounded to bf16 A fragments on the fly), B a BN x HDP bf16 tile in shared memory (row stride
+// SROW), read K-major through ldmatrix.trans. Forward: O += P V; backward: dQ += dS K.
+template <int BN, int HDP, int SROW>
+__device__ __forceinline__ void mma_strip_times_tile(float (&acc)[HDP / 8][4], const float (&p)[BN / 8][4],
+                                                     const __nv_bfloat16* b_s, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk) {
+    uint32_t pa[4];
+    a_frag_from_c(pa, p[2 * kk], p[2 * kk + 1]);
+#pragma unroll
+    for (int dd = 0; dd < HDP / 16; ++dd) {
+      uint32_t b[4];
+      ldsm_bk<SROW>(b, b_s, kk * 16, dd * 16, lane);
+      mma16816(acc[2 * dd], pa, b[0], b[1]);
+      mma16816(acc[2 * dd + 1], pa, b[2], b[3]);
+    }
+  }
+}
+
 // Issues the cp.async copies of ROWS rows x HDP columns: global rows row0..row0+ROWS-1 of `g`
 // (row stride ld elements; `g` points at row 0, column 0 of this head) -> shared `s` (stride
 // SROW). Rows >= T and 16-byte chunks at or past hd_chunks (head dims below HDP) are zero-filled.

@@ -148,18 +148,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(
     }
 
     // O += P V: P (bf16) straight from the S registers, V through ldmatrix.trans.
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      uint32_t pa[4];
-      a_frag_from_c(pa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-      for (int dd = 0; dd < HDP / 16; ++dd) {
-        uint32_t vb[4];
-        ldsm_bk<SROW>(vb, v_s, kk * 16, dd * 16, lane);
-        mma16816(o[2 * dd], pa, vb[0], vb[1]);
-        mma16816(o[2 * dd + 1], pa, vb[2], vb[3]);
-      }
-    }
+    mma_strip_times_tile<BN, HDP, SROW>(o, s, v_s, lane);
     __syncthreads();  // all warps are done with stage st before it is refilled
   }
 

@@ -13,7 +13,9 @@ namespace {
 using namespace detail;
 constexpr int kThreads = 256;
 
-__global__ void to_bf16_kernel(bf16* out, const float* in, int64_t n, int64_t n8) {
+// out = in converted (fp32 <-> bf16, round to nearest even): 16-byte groups of 8, then the tail.
+template <class Out, class In>
+__global__ void convert_kernel(Out* out, const In* in, int64_t n, int64_t n8) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   for (int64_t i = tid; i < n8; i += stride) {
@@ -21,18 +23,11 @@ __global__ void to_bf16_kernel(bf16* out, const float* in, int64_t n, int64_t n8
     load<8>(in + 8 * i, f);
     store<8>(out + 8 * i, f);
   }
-  for (int64_t i = 8 * n8 + tid; i < n; i += stride) out[i] = __float2bfloat16_rn(in[i]);
-}
-
-__global__ void to_f32_kernel(float* out, const bf16* in, int64_t n, int64_t n8) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  for (int64_t i = tid; i < n8; i += stride) {
-    float f[8];
-    load<8>(in + 8 * i, f);
-    store<8>(out + 8 * i, f);
+  float f[1];
+  for (int64_t i = 8 * n8 + tid; i < n; i += stride) {
+    load<1>(in + i, f);
+    store<1>(out + i, f);
   }
-  for (int64_t i = 8 * n8 + tid; i < n; i += stride) out[i] = __bfloat162float(in[i]);
 }
 
 // out = bf16(float(a) + float(b)): one fp32 addition, one rounding.
@@ -59,16 +54,16 @@ void to_bf16(bf16* out, const float* in, int64_t n, cudaStream_t stream) {
   QUEST_CUDA_REQUIRE(n >= 0, "cuda::to_bf16: negative size ", n);
   if (n == 0) return;
   const int64_t n8 = aligned16(out) && aligned16(in) ? n / 8 : 0;
-  to_bf16_kernel<<<grid(n, n8), kThreads, 0, stream>>>(out, in, n, n8);
-  QUEST_CUDA_LAUNCH_CHECK("to_bf16_kernel");
+  convert_kernel<bf16, float><<<grid(n, n8), kThreads, 0, stream>>>(out, in, n, n8);
+  QUEST_CUDA_LAUNCH_CHECK("convert_kernel<bf16, float>");
 }
 
 void to_f32(float* out, const bf16* in, int64_t n, cudaStream_t stream) {
   QUEST_CUDA_REQUIRE(n >= 0, "cuda::to_f32: negative size ", n);
   if (n == 0) return;
   const int64_t n8 = aligned16(out) && aligned16(in) ? n / 8 : 0;
-  to_f32_kernel<<<grid(n, n8), kThreads, 0, stream>>>(out, in, n, n8);
-  QUEST_CUDA_LAUNCH_CHECK("to_f32_kernel");
+  convert_kernel<float, bf16><<<grid(n, n8), kThreads, 0, stream>>>(out, in, n, n8);
+  QUEST_CUDA_LAUNCH_CHECK("convert_kernel<float, bf16>");
 }
 
 void add(bf16* out, const bf16* a, const bf16* b, int64_t n, cudaStream_t stream) {
