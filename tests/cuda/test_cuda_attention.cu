@@ -15,11 +15,6 @@
 // of the terms. Errors from a wrong mask or a missing tile can be smaller than that on long rows,
 // so two tighter checks back them up: lse (pure fp32) to 5e-5 (1 + |lse|), and the relative RMS
 // error of each output, expected about u / 2 here, to 1/64.
-#ifndef FMT_USE_CONSTEXPR
-// For quest::Error: fmt 9 (core/error.h) disables FMT_CONSTEXPR under __NVCC__ while its
-// FMT_CONSTEXPR20 functions (C++20) still call those, which the host pass rejects.
-#define FMT_USE_CONSTEXPR 1
-#endif
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -10,9 +10,6 @@
 //   accumulate) and the learned parameters' initialization and gradients;
 // - CudaLinearOpTest.*: CudaLinearOp against quest::LinearOp at bf16 tolerance, after checking its
 //   product weight and masks exactly.
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1  // fmt 9 under nvcc in C++20 (see src/ops/cuda/attention_forward.cu)
-#endif
 #include <gtest/gtest.h>
 
 #include <algorithm>

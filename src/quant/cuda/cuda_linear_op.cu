@@ -1,23 +1,11 @@
 // CudaLinearOp: LinearOp (linear_op.cpp) on the device. Each step mirrors the CPU op's line for
 // line; the comments name the CPU counterpart.
-// fmt 9 (core/error.h) under nvcc in C++20: FMT_CONSTEXPR is disabled for __NVCC__ while
-// FMT_CONSTEXPR20 functions still call it, which the host compiler rejects; constexpr works here.
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
 #include "quant/cuda/cuda_linear_op.h"
 #include "quant/cuda/kernels.h"
 
 namespace quest::cuda {
 
-namespace {
-template <class T>
-T* device_alloc(int64_t n) {
-  void* p = nullptr;
-  QUEST_CUDA_CHECK(cudaMalloc(&p, size_t(n) * sizeof(T)));
-  return static_cast<T*>(p);
-}
-}  // namespace
+using qdetail::device_alloc;
 
 CudaLinearOp::CudaLinearOp(int64_t in, int64_t out, int64_t max_rows, const QuantConfig& quant,
                            Blas& blas)

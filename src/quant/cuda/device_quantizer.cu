@@ -7,11 +7,6 @@
 //   Half: forward xq = Q(HT(x))      backward g <- HT(M(g))       (LinearOp's half form: the
 //         op transforms x once, quantizes with the inner quantizer, and transforms dx back)
 // Without the transform: forward xq = Q(x), backward g <- M(g); Half is an error.
-// fmt 9 (core/error.h) under nvcc in C++20: FMT_CONSTEXPR is disabled for __NVCC__ while
-// FMT_CONSTEXPR20 functions still call it, which the host compiler rejects; constexpr works here.
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
 #include "core/error.h"
 #include "ops/cuda_ops.h"
 #include "quant/alpha.h"
@@ -20,15 +15,7 @@
 
 namespace quest::cuda {
 
-namespace {
-template <class T>
-T* device_alloc(int64_t n) {
-  if (n <= 0) return nullptr;
-  void* p = nullptr;
-  QUEST_CUDA_CHECK(cudaMalloc(&p, size_t(n) * sizeof(T)));
-  return static_cast<T*>(p);
-}
-}  // namespace
+using qdetail::device_alloc;
 
 DeviceQuantizer::DeviceQuantizer(const QuantSpec& spec, QuantRole role, int64_t max_rows,
                                  int64_t cols)

@@ -10,11 +10,6 @@
 //   block's index in the row): entry 32k + l of the block is bit (k & 1) * 32 + l of word k >> 1.
 // - mask_kernel (no transform, any cols): one thread per entry, grid-stride.
 // - Accumulation (dst += result) is only used with fp32 dst and dst != src.
-// fmt 9 (core/error.h) under nvcc in C++20: FMT_CONSTEXPR is disabled for __NVCC__ while
-// FMT_CONSTEXPR20 functions still call it, which the host compiler rejects; constexpr works here.
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
 #include "core/error.h"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/device_math.cuh"

@@ -79,6 +79,15 @@ template <class TS, class TD>
 void launch_mask_backward(const TS* src, TD* dst, bool accumulate, int64_t rows, int64_t cols,
                           const MaskBackward& mb, cudaStream_t stream);
 
+// A device allocation of n elements (null for n <= 0); the caller frees it with cudaFree.
+template <class T>
+T* device_alloc(int64_t n) {
+  if (n <= 0) return nullptr;
+  void* p = nullptr;
+  QUEST_CUDA_CHECK(cudaMalloc(&p, size_t(n) * sizeof(T)));
+  return static_cast<T*>(p);
+}
+
 }  // namespace quest::cuda::qdetail
 
 // QUEST_QUANT_REQUIRE(cond, "message ", value, ...): throws quest::Error when cond is false.

@@ -13,11 +13,6 @@
 //   learned_grad_kernel (one CTA) adds to param[1]. Stream order separates them.
 // - Reductions: per-row double sums in a fixed order (block_sum), then one CTA of 1024 threads
 //   sums the rows (thread t takes rows t, t + 1024, ... in order, then block_sum): deterministic.
-// fmt 9 (core/error.h) under nvcc in C++20: FMT_CONSTEXPR is disabled for __NVCC__ while
-// FMT_CONSTEXPR20 functions still call it, which the host compiler rejects; constexpr works here.
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
 #include <cmath>
 
 #include "core/error.h"

@@ -15,11 +15,6 @@
 //   entries 8g .. 8g + 7).
 // - Statistics: sum of squares in double per thread, block_sum in a fixed order, then thread 0
 //   computes the row's grid into shared memory.
-// fmt 9 (core/error.h) under nvcc in C++20: FMT_CONSTEXPR is disabled for __NVCC__ while
-// FMT_CONSTEXPR20 functions still call it, which the host compiler rejects; constexpr works here.
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
 #include "core/error.h"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/device_math.cuh"
