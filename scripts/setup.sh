@@ -9,7 +9,7 @@ set -euo pipefail
 CACHE="${QUEST_CACHE:-$HOME/.cache/quest}"
 APT_PACKAGES=(build-essential cmake ninja-build pkg-config libopenblas-dev libomp-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libzstd-dev libsentencepiece-dev libgtest-dev
-  libbenchmark-dev ca-certificates zstd)
+  libbenchmark-dev ca-certificates zstd libopenmpi-dev openmpi-bin)
 
 if [[ "${1:-}" != "--no-apt" ]]; then
   missing=()

@@ -3,11 +3,13 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "cli/job.h"
 #include "cli/paths.h"
 #include "cli/quant_options.h"
 #include "cli/sample_text.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "dist/agree.h"
 #include "train/trainer.h"
 
 namespace quest::cli {
@@ -20,9 +22,11 @@ struct TrainOptions {
   int64_t n_layer = 0, d_model = 0, head_dim = 0, hidden = 0, seq_len = 0;
   double lr = 0;
   QuantOptions quant;
+  int64_t stop_at = 0;         // 0: train to the last step
+  double dist_timeout = 300;   // seconds a rank waits for its peers
 };
 
-void run_train(TrainOptions& o) {
+void train(TrainOptions& o, Communicator& comm) {
   TrainConfig& cfg = o.cfg;
   cfg.model = model_preset(o.preset);
   if (o.n_layer) cfg.model.n_layer = o.n_layer;
@@ -41,8 +45,12 @@ void run_train(TrainOptions& o) {
   QUEST_CHECK(std::filesystem::is_directory(cfg.data) || std::filesystem::exists(cfg.data),
               "data '{}' does not exist (prepare a corpus with `quest prepare`)", cfg.data);
 
-  Trainer trainer(cfg);
-  const TrainSummary s = trainer.run();
+  // Ranks stopping at different steps would wait on different calls.
+  require_same_on_all_ranks(comm, std::to_string(o.stop_at), "--stop-at");
+  Trainer trainer(cfg, &comm);
+  const TrainSummary s = trainer.run(o.stop_at > 0 ? o.stop_at : -1);
+  const bool saved = s.steps == cfg.steps || (cfg.checkpoint_every > 0 && s.steps % cfg.checkpoint_every == 0);
+  if (!saved) trainer.save_checkpoint((std::filesystem::path(cfg.out_dir) / "checkpoint.bin").string());
   log_info("done: {} steps in {}, {:.0f} tokens/s; checkpoint {}/checkpoint.bin", s.steps,
            format_duration(s.seconds), s.tokens_per_second, cfg.out_dir);
   if (s.eval.windows > 0) {
@@ -51,7 +59,7 @@ void run_train(TrainOptions& o) {
              s.eval.loss, h,
              s.eval.bits_per_byte ? fmt::format(", {:.4f} bits/byte", *s.eval.bits_per_byte) : "");
   }
-  if (cfg.sample_tokens > 0) {
+  if (cfg.sample_tokens > 0 && comm.rank() == 0) {
     SampleOptions opt;
     opt.max_new_tokens = cfg.sample_tokens;
     opt.seed = cfg.seed;
@@ -67,6 +75,11 @@ void run_train(TrainOptions& o) {
     else
       log_info("no sample: the data names no tokenizer (no meta.json)");
   }
+}
+
+void run_train(TrainOptions& o) {
+  const auto comm = join_job(o.dist_timeout);
+  run_in_job(*comm, [&] { train(o, *comm); });
 }
 
 }  // namespace
@@ -110,6 +123,12 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
   cmd->add_option("--out", c.out_dir, "Run directory (log.jsonl, config.json, checkpoint.bin)")->capture_default_str();
   cmd->add_option("--resume", c.resume, "Continue from this checkpoint")->check(CLI::ExistingFile);
+  cmd->add_option("--stop-at", o->stop_at,
+                  "Stop after this step with a checkpoint (the schedule still spans --steps)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--dist-timeout", o->dist_timeout,
+                  "Data parallel: seconds a rank waits for the others before the job fails")
+      ->check(CLI::Range(0.1, 1e6))->capture_default_str();
   cmd->add_option("--sample-tokens", c.sample_tokens, "Tokens to sample at the end (0: none)")->check(CLI::Range(0, 1 << 20))->capture_default_str();
   cmd->add_option("--prompt", c.sample_prompt, "Prompt of the final sample")->capture_default_str();
   cmd->callback([o] { run_train(*o); });

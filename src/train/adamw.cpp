@@ -35,6 +35,11 @@ double AdamW::grad_norm() const {
 
 double AdamW::step(double lr) {
   const double norm = grad_norm();
+  apply(lr, norm);
+  return norm;
+}
+
+void AdamW::apply(double lr, double norm) {
   QUEST_CHECK(std::isfinite(norm), "the gradient norm is not finite ({}): training diverged", norm);
   const float clip = cfg_.grad_clip > 0 ? float(std::min(1.0, cfg_.grad_clip / (norm + 1e-6))) : 1.0f;
   ++t_;
@@ -58,7 +63,6 @@ double AdamW::step(double lr) {
     }
     base += g.size;
   }
-  return norm;
 }
 
 }  // namespace quest

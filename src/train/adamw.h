@@ -29,6 +29,9 @@ class AdamW {
   // Clips (scale = min(1, clip / (norm + 1e-6))), then updates every group; step count += 1.
   // Returns the pre-clipping gradient norm.
   double step(double lr);
+  // The same update with a norm computed elsewhere (data parallel: the norm of the whole
+  // gradient, while this optimizer holds one rank's shard).
+  void apply(double lr, double norm);
 
   int64_t step_count() const { return t_; }
   std::vector<float>& m() { return m_; }

@@ -38,7 +38,10 @@ void save_checkpoint(const std::string& path, nlohmann::json header,
 
 Checkpoint load_checkpoint(const std::string& path) {
   QUEST_CHECK(file_exists(path), "checkpoint '{}' does not exist", path);
-  const std::vector<char> bytes = read_file(path);
+  return parse_checkpoint(read_file(path), path);
+}
+
+Checkpoint parse_checkpoint(const std::vector<char>& bytes, const std::string& path) {
   const size_t fixed = sizeof kMagic + sizeof(uint32_t) + sizeof(uint64_t);
   QUEST_CHECK(bytes.size() >= fixed + sizeof(uint32_t) && std::memcmp(bytes.data(), kMagic, 8) == 0,
               "'{}' is not a quest checkpoint", path);

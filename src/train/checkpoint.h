@@ -32,5 +32,8 @@ struct Checkpoint {
 // Throws quest::Error naming the problem: missing file, not a checkpoint, unsupported version,
 // truncated, checksum mismatch, malformed header.
 Checkpoint load_checkpoint(const std::string& path);
+// The same checks on a checkpoint file's bytes (read once and broadcast to every rank); `path`
+// names it in the messages.
+Checkpoint parse_checkpoint(const std::vector<char>& bytes, const std::string& path);
 
 }  // namespace quest

@@ -8,6 +8,13 @@
 
 namespace quest {
 
+void Engine::set_communicator(Communicator& comm) {
+  QUEST_CHECK(comm.size() == 1,
+              "data-parallel training is not implemented for this engine yet ({}, world size {}): "
+              "train on one process, or on the CPU (--device cpu)",
+              device(), comm.size());
+}
+
 bool cuda_available() {
 #ifdef QUEST_HAVE_CUDA
   return cuda_device_count() > 0;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/communicator.h"
 #include "model/config.h"
 #include "quant/quant_spec.h"
 #include "train/adamw.h"
@@ -50,6 +51,14 @@ class Engine {
   virtual std::vector<float> params() = 0;
   // Mask statistics of the last step (mask_stats.h's JSON), null when nothing masks.
   virtual nlohmann::json mask_statistics() = 0;
+
+  // Data-parallel training (ZeRO-1) over comm's ranks, each engine on its slice of the batch:
+  // from then on step() sums the gradients over the ranks, clips by the norm of the whole
+  // gradient, updates this rank's shard of the optimizer state and gathers the weights; state()
+  // becomes a collective call returning the whole state on every rank, and restore() keeps this
+  // rank's shard. The default accepts a world of one process only and otherwise throws (an engine
+  // that has no data-parallel step yet).
+  virtual void set_communicator(Communicator& comm);
 };
 
 // "cpu", "cuda" or "auto" (the GPU when one is present).

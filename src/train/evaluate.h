@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "data/token_dataset.h"
+#include "dist/communicator.h"
 #include "model/llama.h"
 
 namespace quest {
@@ -22,8 +23,9 @@ struct EvalResult {
 EvalResult evaluate_split(Model& model, const TokenDataset& data, int64_t batch,
                           int64_t max_windows = 0);
 // The same with any model: loss_sum(x, y, B, T) returns the sum of token losses of a batch.
+// With a communicator (collective), rank r takes batches r, r + R, ... and the sums are added up.
 using LossSum = std::function<double(const int32_t*, const int32_t*, int64_t, int64_t)>;
 EvalResult evaluate_split(const LossSum& loss_sum, int64_t seq_len, const TokenDataset& data,
-                          int64_t batch, int64_t max_windows = 0);
+                          int64_t batch, int64_t max_windows = 0, Communicator* comm = nullptr);
 
 }  // namespace quest

@@ -8,6 +8,9 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/file_io.h"
+#include "dist/agree.h"
+#include "dist/single_communicator.h"
 #include "train/checkpoint.h"
 #include "train/cpu_engine.h"
 #include "train/model_io.h"
@@ -17,8 +20,18 @@ namespace quest {
 
 namespace fs = std::filesystem;
 
-Trainer::Trainer(const TrainConfig& config) : cfg_(config) {
+Trainer::Trainer(const TrainConfig& config, Communicator* comm) : cfg_(config), comm_(comm) {
+  if (!comm_) {
+    own_comm_ = std::make_unique<SingleCommunicator>();
+    comm_ = own_comm_.get();
+  }
   cfg_.validate();
+  const int world = comm_->size();
+  QUEST_CHECK(cfg_.batch_size % world == 0,
+              "the batch size {} is not divisible by the world size {}: each of the {} ranks takes an "
+              "equal share of every micro-batch (use a batch size that is a multiple of {})",
+              cfg_.batch_size, world, world, world);
+  local_batch_ = cfg_.batch_size / world;
   QUEST_CHECK(!cfg_.data.empty(), "train: no data directory given");
   train_ = std::make_unique<TokenDataset>(TokenDataset::open(cfg_.data, cfg_.train_split));
   try {
@@ -29,11 +42,18 @@ Trainer::Trainer(const TrainConfig& config) : cfg_(config) {
   if (const auto& meta = train_->meta(); meta && meta->vocab_size) {
     cfg_.model.vocab_size = *meta->vocab_size;  // the model follows the data's tokenizer
   }
+  check_same_config();
 
   // Read once: the checkpoint gives the model's shape here and its state after the engine exists.
+  // In a job, rank 0 reads the file and sends its bytes to the others.
   std::optional<Checkpoint> ck;
   if (!cfg_.resume.empty()) {
-    ck = quest::load_checkpoint(cfg_.resume);
+    std::vector<char> bytes;
+    if (writer()) {
+      QUEST_CHECK(file_exists(cfg_.resume), "checkpoint '{}' does not exist", cfg_.resume);
+      bytes = read_file(cfg_.resume);
+    }
+    ck = parse_checkpoint(broadcast_bytes(*comm_, std::move(bytes)), cfg_.resume);
     cfg_.model = ck->header.at("model").get<ModelConfig>();
     const auto trained = ck->header.at("quant").get<QuantConfig>();
     if (!trained.same_quantization(cfg_.quant)) {
@@ -45,20 +65,42 @@ Trainer::Trainer(const TrainConfig& config) : cfg_(config) {
     }
   }
   sampler_ = std::make_unique<WindowSampler>(*train_, cfg_.model.seq_len, cfg_.seed);
-  engine_ = make_engine(cfg_.device, cfg_.model, cfg_.quant, cfg_.adamw, cfg_.batch_size);
-  engine_->init_weights(cfg_.seed);
+  engine_ = make_engine(cfg_.device, cfg_.model, cfg_.quant, cfg_.adamw, local_batch_);
+  engine_->set_communicator(*comm_);
+  engine_->init_weights(cfg_.seed);  // the same seed on every rank: the same weights
   if (ck) resume_from(*ck, cfg_.resume);
 
+  if (!writer()) return;
   fs::create_directories(cfg_.out_dir);
   log_.open(fs::path(cfg_.out_dir) / "log.jsonl", cfg_.resume.empty() ? std::ios::trunc : std::ios::app);
   QUEST_CHECK(log_, "cannot write the log in '{}'", cfg_.out_dir);
   nlohmann::json config_json = cfg_;
+  config_json["world_size"] = world;
   std::ofstream(fs::path(cfg_.out_dir) / "config.json") << config_json.dump(2) << "\n";
+}
+
+void Trainer::check_same_config() {
+  // What every rank must agree on: the training config (not where each one finds the data or
+  // writes), the data's size, and whether it resumes. Checked before any other collective, so a
+  // mismatch is an error rather than ranks waiting on different calls.
+  nlohmann::json j = cfg_;
+  j.erase("data");
+  j["train_tokens"] = train_->size();
+  j["resume"] = !cfg_.resume.empty();
+  require_same_on_all_ranks(*comm_, j.dump(), "training config");
+}
+
+void Trainer::next_micro_batch(int32_t* x, int32_t* y) {
+  const uint64_t b = uint64_t(local_batch_), r = uint64_t(comm_->rank()), R = uint64_t(comm_->size());
+  sampler_->skip(r * b);
+  sampler_->next_batch(local_batch_, x, y);
+  sampler_->skip((R - 1 - r) * b);
 }
 
 Trainer::~Trainer() = default;
 
 void Trainer::log_record(const nlohmann::json& record) {
+  if (!writer()) return;
   log_ << record.dump() << "\n";
   log_.flush();
 }
@@ -67,7 +109,7 @@ EvalResult Trainer::evaluate() {
   if (!val_) return {};
   return evaluate_split(
       [this](const int32_t* x, const int32_t* y, int64_t B, int64_t T) { return engine_->forward_loss(x, y, B, T); },
-      cfg_.model.seq_len, *val_, cfg_.batch_size, cfg_.eval_windows);
+      cfg_.model.seq_len, *val_, local_batch_, cfg_.eval_windows, comm_);
 }
 
 Model& Trainer::model() {
@@ -78,9 +120,10 @@ Model& Trainer::model() {
 
 TrainSummary Trainer::run(int64_t until) {
   const int64_t stop = until < 0 ? cfg_.steps : std::min(until, cfg_.steps);
+  // B is the global micro-batch: the gradients summed over the ranks are those of one process.
   const int64_t B = cfg_.batch_size, T = cfg_.model.seq_len, accum = cfg_.grad_accum;
   const float grad_scale = 1.0f / float(B * T * accum);
-  std::vector<int32_t> x(B * T), y(B * T);
+  std::vector<int32_t> x(local_batch_ * T), y(local_batch_ * T);
   TrainSummary summary;
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
@@ -92,14 +135,18 @@ TrainSummary Trainer::run(int64_t until) {
            cfg_.model.preset, cfg_.model.non_embedding_params() / 1e6, cfg_.model.n_layer,
            cfg_.model.d_model, train_->size(), cfg_.steps, cfg_.tokens_per_step());
   log_info("quantization: {}", cfg_.quant.describe());
+  if (comm_->size() > 1)
+    log_info("data parallel: {} ranks over {}, {} sequences per rank and micro-batch", comm_->size(),
+             comm_->backend(), local_batch_);
   while (step_ < stop) {
     const double lr = learning_rate(cfg_.schedule, step_, cfg_.steps);
     engine_->zero_grads();
     double loss_sum = 0.0;
     for (int64_t m = 0; m < accum; ++m) {
-      sampler_->next_batch(B, x.data(), y.data());
-      loss_sum += engine_->forward_backward(x.data(), y.data(), B, T, grad_scale);
+      next_micro_batch(x.data(), y.data());
+      loss_sum += engine_->forward_backward(x.data(), y.data(), local_batch_, T, grad_scale);
     }
+    comm_->all_reduce_sum(&loss_sum, 1);  // every rank checks and reports the same loss
     const double loss = loss_sum / double(B * T * accum);
     QUEST_CHECK(std::isfinite(loss), "the training loss is not finite at step {}: training diverged", step_);
     const double gnorm = engine_->step(lr);
@@ -167,7 +214,9 @@ void Trainer::save_checkpoint(const std::string& path) const {
       {"data_tokens", train_->size()},
   };
   if (const auto& m = train_->meta(); m && m->tokenizer) header["tokenizer"] = *m->tokenizer;
-  const std::vector<StateArray> state = engine_->state();
+  header["world_size"] = comm_->size();  // for information: it resumes on any number of ranks
+  const std::vector<StateArray> state = engine_->state();  // collective
+  if (!writer()) return;
   std::vector<CheckpointArray> arrays;
   for (const auto& a : state) arrays.push_back({a.name, a.data.data(), int64_t(a.data.size())});
   quest::save_checkpoint(path, header, arrays);
@@ -184,6 +233,11 @@ void Trainer::resume_from(const Checkpoint& ck, const std::string& path) {
               h.at("sampler").at("seed").get<uint64_t>(), cfg_.seed);
   QUEST_CHECK(step_ <= cfg_.steps, "checkpoint '{}' is at step {}, beyond the run's {} steps", path,
               step_, cfg_.steps);
+  if (const int64_t saved = h.at("train").value("tokens_per_step", cfg_.tokens_per_step());
+      saved != cfg_.tokens_per_step())
+    log_warning("checkpoint '{}' was trained with {} tokens per step, this run takes {}: the data "
+                "continues from the same position, but the steps differ from the original run's",
+                path, saved, cfg_.tokens_per_step());
   engine_->restore(ck, h.at("quant").get<QuantConfig>().same_quantization(cfg_.quant));
   sampler_->restore({h.at("sampler").at("epoch").get<uint64_t>(), h.at("sampler").at("index").get<uint64_t>()});
   log_info("resumed from '{}' at step {} on {}", path, step_, engine_->device());
