@@ -11,6 +11,11 @@
 #   QUEST_GTEST_SRC    GoogleTest sources or a .tar.xz of them, when libgtest-dev is not installed
 #   QUEST_FID_STEPS    steps of each fidelity run (default 1000)
 #   QUEST_FID_METHODS  fidelity methods (default "bf16 quest4 lsq4 ste4 quest2 quest1")
+#   QUEST_FID_SEED     seed of the fidelity runs (default 0)
+#   QUEST_BENCH_PRESETS, QUEST_BENCH_METHODS, QUEST_BENCH_STEPS  what `bench` measures
+#                      (default "30M 200M", "bf16 quest4 quest1", 30)
+# Stages run in the order build, test, bench, fidelity, reference (the reference's benchmarks
+# after ours, in the same call, so the ratios compare one machine in one state).
 set -uo pipefail
 OUT=${1:?usage: scripts/gpu.sh OUTDIR}
 mkdir -p "$OUT"
@@ -59,18 +64,18 @@ prepare_data() {
 }
 DATADIR="$OUT/../gutenberg-gpt2"
 
+# Throughput on synthetic tokens (`quest bench`), 64 x 512 micro-batches, with the per-op profile
+# of one step; one JSON line per run in bench.jsonl.
 if stage bench; then
-  prepare_data || { log "prepare failed"; tail "$OUT/prepare.log"; }
-  for preset in 30M 200M; do
-    for q in bf16 "quest 4" "quest 1"; do
-      set -- $q
-      qargs=(); [[ $1 != bf16 ]] && qargs=(--quant "$1" --bits "$2")
-      name="bench-$preset-${q// /}"
-      "$QUEST" train --device cuda --preset "$preset" --data "$DATADIR" --batch-size 64 --steps 30 \
-        --log-every 10 --eval-every 0 --eval-windows 1 --sample-tokens 0 "${qargs[@]}" \
-        --out "$OUT/runs/$name" >"$OUT/$name.log" 2>&1
-      tps=$(grep -o '"tokens_per_s":[0-9.e+]*' "$OUT/runs/$name/log.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
-      log "throughput $preset $q: ${tps:-failed} tokens/s"
+  for preset in ${QUEST_BENCH_PRESETS:-30M 200M}; do
+    for q in ${QUEST_BENCH_METHODS:-bf16 quest4 quest1}; do
+      qargs=(); [[ $q != bf16 ]] && qargs=(--quant quest --bits "${q#quest}")
+      name="bench-$preset-$q"
+      "$QUEST" bench --device cuda --preset "$preset" --batch-size 64 --steps "${QUEST_BENCH_STEPS:-30}" \
+        --warmup 5 --profile "${qargs[@]}" >"$OUT/$name.log" 2>&1
+      line=$(grep -E '^\{' "$OUT/$name.log" | tail -1)
+      [[ -n "$line" ]] && echo "$line" | sed "s/^{/{\"method\":\"$q\",/" >>"$OUT/bench.jsonl"
+      log "$(grep -E 'tokens/s' "$OUT/$name.log" | head -1 || echo "bench $preset $q failed")"
     done
   done
 fi
@@ -86,7 +91,7 @@ if stage fidelity; then
       ste*) qargs=(--quant ste --bits "${m#ste}") ;;
     esac
     "$QUEST" train --device cuda --preset 30M --data "$DATADIR" --batch-size 64 --steps "$steps" \
-      --lr 1.2e-3 --seed 0 --log-every 100 --eval-every 0 --sample-tokens 0 "${qargs[@]}" \
+      --lr 1.2e-3 --seed "${QUEST_FID_SEED:-0}" --log-every 100 --eval-every 0 --sample-tokens 0 "${qargs[@]}" \
       --out "$OUT/runs/fid-$m" >"$OUT/fid-$m.log" 2>&1
     loss=$(grep -o '"val_loss":[0-9.]*' "$OUT/runs/fid-$m/log.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
     log "fidelity 30M $m ($steps steps): val loss ${loss:-failed}"
@@ -95,9 +100,11 @@ fi
 
 if [[ -n "${QUEST_REFERENCE:-}" ]] && stage reference; then
   (cd "$QUEST_REFERENCE" && PYTHONUNBUFFERED=1 python3 reference.py --split train="$(realpath "$DATA")/train-00.jsonl.zst" \
-    --split val="$(realpath "$DATA")/val.jsonl.zst" ${QUEST_REFERENCE_JOBS:-bench:30M:bf16 bench:30M:quest4 bench:30M:quest1}) \
+    --split val="$(realpath "$DATA")/val.jsonl.zst" ${QUEST_REFERENCE_JOBS:-bench:30M:bf16 bench:30M:quest4 bench:30M:quest1 bench:200M:bf16 bench:200M:quest4 bench:200M:quest1}) \
     >"$OUT/reference.log" 2>&1
   log "reference: exit $? (see reference.log)"
-  grep -E '^\{' "$OUT/reference.log" | tee -a "$SUMMARY"
+  grep -E '^\{' "$OUT/reference.log" | tee -a "$SUMMARY" >"$OUT/reference.jsonl"
+  # quest / reference tokens/s for every (preset, method) both measured in this call.
+  python3 scripts/bench_ratios.py "$OUT/bench.jsonl" "$OUT/reference.jsonl" | tee -a "$SUMMARY"
 fi
 echo "summary: $SUMMARY"

@@ -15,5 +15,6 @@ void add_align_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_plot_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace quest::cli

@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   quest::cli::add_export_command(app);
   quest::cli::add_inspect_command(app);
   quest::cli::add_plot_command(app);
+  quest::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -11,6 +11,7 @@ namespace quest {
 
 struct CpuBackend {
   using Act = float;
+  using Res = float;  // the residual stream and its gradient
   using Weight = float;
   using Linear = LinearOp;
   // Elements of one logits chunk of the lm_head (16M floats = 64 MB).
@@ -29,6 +30,7 @@ struct CpuBackend {
     std::unique_ptr<T[]> data_;
   };
   Buffer<float> alloc_act(int64_t n) { return Buffer<float>(n); }
+  Buffer<float> alloc_res(int64_t n) { return Buffer<float>(n); }
   Buffer<float> alloc_f32(int64_t n) { return Buffer<float>(n); }
   void fill_zero(float* p, int64_t n) { std::fill_n(p, n, 0.0f); }
 
@@ -41,8 +43,9 @@ struct CpuBackend {
   void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t d, float eps) {
     cpu::rmsnorm_forward(out, rstd, x, w, N, d, eps);
   }
-  void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
-                        const float* rstd, int64_t N, int64_t d) {
+  // Res and Act are both fp32 here: the graph passes dx itself as dx_copy.
+  void rmsnorm_backward(float* dx, float* /*dx_copy*/, float* dw, const float* dout, const float* x,
+                        const float* w, const float* rstd, int64_t N, int64_t d) {
     cpu::rmsnorm_backward(dx, dw, dout, x, w, rstd, N, d);
   }
   void rope_forward(float* qkv, int64_t B, int64_t T, int64_t nh, int64_t hd, float theta, int64_t pos0) {

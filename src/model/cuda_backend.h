@@ -2,11 +2,16 @@
 // The CUDA backend of LlamaGraph: bf16 activations and weight copies, fp32 gradients, the ops of
 // ops/cuda_ops.h on one stream, and quest::cuda::CudaLinearOp (quantizers fused on the device)
 // for the linear layers. Host C++ (compiled by the host compiler); the kernels live in .cu files.
+//
+// Precision follows the reference under bf16 autocast: the residual stream and its gradient are
+// fp32; the embedding and RMSNorm read the fp32 master weights; RMSNorm writes the bf16 input of
+// the next linear layer; matrix products, attention and SwiGLU work on bf16.
 #include <cuda_runtime.h>
 
 #include <memory>
 #include <utility>
 
+#include "ops/cuda/device_profile.h"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/cuda_linear_op.h"
 
@@ -59,6 +64,7 @@ class CudaLinear {
 
 struct CudaBackend {
   using Act = cuda::bf16;
+  using Res = float;
   using Weight = cuda::bf16;
   using Linear = CudaLinear;
   template <class T>
@@ -66,11 +72,14 @@ struct CudaBackend {
   // Elements of one bf16 logits chunk of the lm_head (256M = 512 MB).
   static constexpr int64_t kHeadChunkElements = int64_t{256} << 20;
 
-  // Scratch sized for micro-batches of up to [batch, seq_len] tokens of width d.
-  CudaBackend(cudaStream_t s, cuda::Blas& b, int64_t batch, int64_t seq_len, int64_t d, int64_t n_head,
-              int64_t head_dim)
+  // Scratch sized for micro-batches of up to [batch, seq_len] tokens of width d. `master` holds
+  // the fp32 parameters whose bf16 copy, at `copy`, the graph passes as weights.
+  CudaBackend(cudaStream_t s, cuda::Blas& b, const float* master, const Weight* copy, int64_t batch,
+              int64_t seq_len, int64_t d, int64_t n_head, int64_t head_dim)
       : stream(s),
         blas(b),
+        master_(master),
+        copy_(copy),
         rms_scratch(cuda::rmsnorm_backward_scratch(batch * seq_len, d)),
         attn_scratch(cuda::attention_backward_scratch(batch, seq_len, n_head, head_dim)) {}
 
@@ -79,53 +88,81 @@ struct CudaBackend {
   DeviceBuffer<float> rms_scratch, attn_scratch;
 
   DeviceBuffer<Act> alloc_act(int64_t n) { return DeviceBuffer<Act>(n); }
+  DeviceBuffer<Res> alloc_res(int64_t n) { return DeviceBuffer<Res>(n); }
   DeviceBuffer<float> alloc_f32(int64_t n) { return DeviceBuffer<float>(n); }
-  void fill_zero(Act* p, int64_t n) { QUEST_CUDA_CHECK(cudaMemsetAsync(p, 0, sizeof(Act) * size_t(n), stream)); }
+  void fill_zero(float* p, int64_t n) { QUEST_CUDA_CHECK(cudaMemsetAsync(p, 0, sizeof(float) * size_t(n), stream)); }
 
-  void embedding_forward(Act* out, const int32_t* tok, const Weight* table, int64_t N, int64_t d) {
-    cuda::embedding_forward(out, tok, table, N, d, stream);
+  void embedding_forward(Res* out, const int32_t* tok, const Weight* table, int64_t N, int64_t d) {
+    QUEST_DEVICE_PROFILE("embedding_forward", stream);
+    cuda::embedding_forward(out, tok, master(table), N, d, stream);
   }
-  void embedding_backward(float* dtable, const Act* dout, const int32_t* tok, int64_t N, int64_t d) {
+  void embedding_backward(float* dtable, const Res* dout, const int32_t* tok, int64_t N, int64_t d) {
+    QUEST_DEVICE_PROFILE("embedding_backward", stream);
     cuda::embedding_backward(dtable, dout, tok, N, d, stream);
   }
-  void rmsnorm_forward(Act* out, float* rstd, const Act* x, const Weight* w, int64_t N, int64_t d, float eps) {
-    cuda::rmsnorm_forward(out, rstd, x, w, N, d, eps, stream);
+  void rmsnorm_forward(Act* out, float* rstd, const Res* x, const Weight* w, int64_t N, int64_t d, float eps) {
+    QUEST_DEVICE_PROFILE("rmsnorm_forward", stream);
+    cuda::rmsnorm_forward(out, rstd, x, master(w), N, d, eps, stream);
   }
-  void rmsnorm_backward(Act* dx, float* dw, const Act* dout, const Act* x, const Weight* w,
+  void rmsnorm_backward(Res* dx, Act* dx_copy, float* dw, const Act* dout, const Res* x, const Weight* w,
                         const float* rstd, int64_t N, int64_t d) {
-    cuda::rmsnorm_backward(dx, dw, dout, x, w, rstd, N, d, rms_scratch, stream);
+    QUEST_DEVICE_PROFILE("rmsnorm_backward", stream);
+    cuda::rmsnorm_backward(dx, dx_copy, dw, dout, x, master(w), rstd, N, d, rms_scratch, stream);
   }
   void rope_forward(Act* qkv, int64_t B, int64_t T, int64_t nh, int64_t hd, float theta, int64_t pos0) {
+    QUEST_DEVICE_PROFILE("rope_forward", stream);
     cuda::rope_forward(qkv, B, T, nh, hd, theta, pos0, stream);
   }
   void rope_backward(Act* dqkv, int64_t B, int64_t T, int64_t nh, int64_t hd, float theta, int64_t pos0) {
+    QUEST_DEVICE_PROFILE("rope_backward", stream);
     cuda::rope_backward(dqkv, B, T, nh, hd, theta, pos0, stream);
   }
   // The GPU keeps only each query's log-sum-exp [B, nh, T] and recomputes the scores.
   int64_t attention_saved_size(int64_t B, int64_t T, int64_t nh) { return B * nh * T; }
   void attention_forward(Act* out, float* lse, const Act* qkv, int64_t B, int64_t T, int64_t nh, int64_t hd) {
+    QUEST_DEVICE_PROFILE("attention_forward", stream);
     cuda::attention_forward(out, lse, qkv, B, T, nh, hd, stream);
   }
   void attention_backward(Act* dqkv, const Act* dout, const Act* out, const Act* qkv, const float* lse,
                           int64_t B, int64_t T, int64_t nh, int64_t hd) {
+    QUEST_DEVICE_PROFILE("attention_backward", stream);
     cuda::attention_backward(dqkv, dout, out, qkv, lse, B, T, nh, hd, attn_scratch, stream);
   }
-  void swiglu_forward(Act* out, const Act* a, const Act* b, int64_t n) { cuda::swiglu_forward(out, a, b, n, stream); }
+  void swiglu_forward(Act* out, const Act* a, const Act* b, int64_t n) {
+    QUEST_DEVICE_PROFILE("swiglu_forward", stream);
+    cuda::swiglu_forward(out, a, b, n, stream);
+  }
   void swiglu_backward(Act* da, Act* db, const Act* dout, const Act* a, const Act* b, int64_t n) {
+    QUEST_DEVICE_PROFILE("swiglu_backward", stream);
     cuda::swiglu_backward(da, db, dout, a, b, n, stream);
   }
-  void add(Act* out, const Act* a, const Act* b, int64_t n) { cuda::add(out, a, b, n, stream); }
+  void add(Act* out, const Act* a, const Act* b, int64_t n) {
+    QUEST_DEVICE_PROFILE("add", stream);
+    cuda::add(out, a, b, n, stream);
+  }
+  void add(Res* out, const Res* a, const Act* b, int64_t n) {
+    QUEST_DEVICE_PROFILE("residual_add", stream);
+    cuda::add(out, a, b, n, stream);
+  }
   void matmul_forward(Act* out, const Act* x, const Weight* w, int64_t N, int64_t K, int64_t M) {
+    QUEST_DEVICE_PROFILE("lm_head_forward", stream, K, M);
     blas.matmul_forward(out, x, w, N, K, M, stream);
   }
   void matmul_backward(Act* dx, float* dw, const Act* dout, const Act* x, const Weight* w, int64_t N,
                        int64_t K, int64_t M) {
+    QUEST_DEVICE_PROFILE("lm_head_backward", stream, K, M);
     blas.matmul_backward(dx, dw, dout, x, w, N, K, M, stream);
   }
   void cross_entropy(Act* dlogits, float* losses, const Act* logits, const int32_t* y, int64_t N, int64_t V,
                      int64_t Vp, float grad_scale) {
+    QUEST_DEVICE_PROFILE("cross_entropy", stream);
     cuda::cross_entropy(dlogits, losses, logits, y, N, V, Vp, grad_scale, stream);
   }
+
+ private:
+  const float* master(const Weight* w) const { return master_ + (w - copy_); }
+  const float* master_;
+  const Weight* copy_;
 };
 
 }  // namespace quest

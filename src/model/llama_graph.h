@@ -6,6 +6,7 @@
 // A backend B supplies the buffer types and the ops (cpu_backend.h: fp32 on the CPU;
 // cuda_backend.h: bf16 activations on the GPU), all with the contracts of ops/cpu_ops.h:
 //   B::Act      activation element (float | bf16)     B::Weight  weight element the ops read
+//   B::Res      the residual stream and its gradient (float on both backends)
 //   B::Linear   a linear layer's product with its quantizer slot (quant/linear_op.h semantics)
 //   B::Buffer   RAII storage from alloc_act / alloc_f32
 // Every activation is planned in the constructor for micro-batches of up to [batch, seq_len]
@@ -15,6 +16,7 @@
 #include <deque>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/error.h"
@@ -31,6 +33,7 @@ template <class Backend>
 class LlamaGraph {
  public:
   using Act = typename Backend::Act;
+  using Res = typename Backend::Res;
   using Weight = typename Backend::Weight;
   using Linear = typename Backend::Linear;
   using LinearFactory =
@@ -49,13 +52,13 @@ class LlamaGraph {
     head_chunk_ = std::clamp<int64_t>(Backend::kHeadChunkElements / Vp, 1, N);
     for (int64_t l = 0; l < L; ++l) {
       Layer a;
-      a.res_in = b_.alloc_act(N * d);
+      a.res_in = b_.alloc_res(N * d);
       a.ln1 = b_.alloc_act(N * d);
       a.rstd1 = b_.alloc_f32(N);
       a.qkv = b_.alloc_act(3 * N * d);
       a.att = b_.alloc_act(N * d);
       a.att_saved = b_.alloc_f32(b_.attention_saved_size(batch, T, nh));
-      a.res_mid = b_.alloc_act(N * d);
+      a.res_mid = b_.alloc_res(N * d);
       a.ln2 = b_.alloc_act(N * d);
       a.rstd2 = b_.alloc_f32(N);
       a.a = b_.alloc_act(N * H);
@@ -63,11 +66,12 @@ class LlamaGraph {
       a.g = b_.alloc_act(N * H);
       layers_.push_back(std::move(a));
     }
-    final_res_ = b_.alloc_act(N * d);
+    final_res_ = b_.alloc_res(N * d);
     lnf_ = b_.alloc_act(N * d);
     rstdf_ = b_.alloc_f32(N);
     tmp_ = b_.alloc_act(N * d);
-    dres_ = b_.alloc_act(N * d);
+    dres_ = b_.alloc_res(N * d);
+    if constexpr (!kResIsAct) dres_act_ = b_.alloc_act(N * d);
     dln_ = b_.alloc_act(N * d);
     dln2_ = b_.alloc_act(N * d);
     datt_ = b_.alloc_act(N * d);
@@ -106,7 +110,7 @@ class LlamaGraph {
       const ParamTensor* t = &layout_[1 + 7 * l];  // attn_norm wqkv wo mlp_norm w1 w2 w3
       Layer& a = layers_[l];
       auto& lin = linears_[l];
-      Act* res_out = l + 1 < c_.n_layer ? layers_[l + 1].res_in.get() : final_res_.get();
+      Res* res_out = l + 1 < c_.n_layer ? layers_[l + 1].res_in.get() : final_res_.get();
       b_.rmsnorm_forward(a.ln1, a.rstd1, a.res_in, w + t[0].offset, N, d, eps);
       lin.qkv.forward(a.ln1, a.qkv, N);
       b_.rope_forward(a.qkv, B, T, nh, hd, c_.rope_theta, 0);
@@ -140,25 +144,28 @@ class LlamaGraph {
   // After forward() and head(..., grads): every parameter gradient accumulates into grads.
   void backward(const Weight* w, float* grads, const int32_t* x, int64_t B, int64_t T) {
     const int64_t N = B * T, d = c_.d_model, H = c_.hidden_dim(), nh = c_.n_head(), hd = c_.head_dim;
+    // Each rmsnorm_backward leaves dres and, in dres_act(), its Act copy that the next linear
+    // layer's backward reads (the branch outputs are Act).
     b_.fill_zero(dres_, N * d);
-    b_.rmsnorm_backward(dres_, grads + final_norm().offset, dln_, final_res_, w + final_norm().offset, rstdf_, N, d);
+    b_.rmsnorm_backward(dres_, dres_act(), grads + final_norm().offset, dln_, final_res_, w + final_norm().offset,
+                        rstdf_, N, d);
     for (int64_t l = c_.n_layer - 1; l >= 0; --l) {
       const ParamTensor* t = &layout_[1 + 7 * l];
       Layer& a = layers_[l];
       auto& lin = linears_[l];
       // res_out = res_mid + w3(g): dres flows on unchanged, and into the MLP.
-      lin.w3.backward(dres_, dg_, grads + t[6].offset, N);
+      lin.w3.backward(dres_act(), dg_, grads + t[6].offset, N);
       b_.swiglu_backward(da_, db_, dg_, a.a, a.b, N * H);
       lin.w1.backward(da_, dln_, grads + t[4].offset, N);
       lin.w2.backward(db_, dln2_, grads + t[5].offset, N);
       b_.add(dln_, dln_, dln2_, N * d);
-      b_.rmsnorm_backward(dres_, grads + t[3].offset, dln_, a.res_mid, w + t[3].offset, a.rstd2, N, d);
+      b_.rmsnorm_backward(dres_, dres_act(), grads + t[3].offset, dln_, a.res_mid, w + t[3].offset, a.rstd2, N, d);
       // res_mid = res_in + wo(att)
-      lin.wo.backward(dres_, datt_, grads + t[2].offset, N);
+      lin.wo.backward(dres_act(), datt_, grads + t[2].offset, N);
       b_.attention_backward(dqkv_, datt_, a.att, a.qkv, a.att_saved, B, T, nh, hd);
       b_.rope_backward(dqkv_, B, T, nh, hd, c_.rope_theta, 0);
       lin.qkv.backward(dqkv_, dln_, grads + t[1].offset, N);
-      b_.rmsnorm_backward(dres_, grads + t[0].offset, dln_, a.res_in, w + t[0].offset, a.rstd1, N, d);
+      b_.rmsnorm_backward(dres_, dres_act(), grads + t[0].offset, dln_, a.res_in, w + t[0].offset, a.rstd1, N, d);
     }
     b_.embedding_backward(grads + layout_[0].offset, dres_, x, N, d);
   }
@@ -172,11 +179,22 @@ class LlamaGraph {
 
  private:
   using ActBuf = typename Backend::template Buffer<Act>;
+  using ResBuf = typename Backend::template Buffer<Res>;
   using F32Buf = typename Backend::template Buffer<float>;
+  static constexpr bool kResIsAct = std::is_same_v<Res, Act>;
   struct Layer {
-    ActBuf res_in, ln1, qkv, att, res_mid, ln2, a, b, g;
+    ResBuf res_in, res_mid;
+    ActBuf ln1, qkv, att, ln2, a, b, g;
     F32Buf rstd1, att_saved, rstd2;
   };
+  // The residual gradient as an Act (the gradient of a branch output): dres itself when the
+  // types agree, else the copy rmsnorm_backward writes.
+  Act* dres_act() {
+    if constexpr (kResIsAct)
+      return dres_.get();
+    else
+      return dres_act_.get();
+  }
   const ParamTensor& final_norm() const { return layout_[layout_.size() - 2]; }
 
   Backend& b_;
@@ -185,7 +203,8 @@ class LlamaGraph {
   std::vector<ParamTensor> layout_;
   std::deque<LayerLinearsT<Backend>> linears_;  // stable addresses; ops need not move
   std::vector<Layer> layers_;
-  ActBuf final_res_, lnf_, tmp_, dres_, dln_, dln2_, datt_, dqkv_, da_, db_, dg_, logits_;
+  ResBuf final_res_, dres_;
+  ActBuf dres_act_, lnf_, tmp_, dln_, dln2_, datt_, dqkv_, da_, db_, dg_, logits_;
   F32Buf rstdf_;
   int64_t head_chunk_ = 1;
 };

@@ -24,25 +24,31 @@ void check(cudaError_t status, const char* what, const char* file, int line);
 void to_bf16(bf16* out, const float* in, int64_t n, cudaStream_t stream);
 void to_f32(float* out, const bf16* in, int64_t n, cudaStream_t stream);
 void add(bf16* out, const bf16* a, const bf16* b, int64_t n, cudaStream_t stream);  // out may alias
+// The residual stream (fp32, as the reference keeps it under autocast) plus a layer's bf16 output.
+void add(float* out, const float* a, const bf16* b, int64_t n, cudaStream_t stream);  // out may alias a
 
 // ---- embedding -------------------------------------------------------------------------------
+// The fp32 master table into the fp32 residual stream (the reference's precision).
 // Token ids live on the device and are not validated on the host: a negative id gives a NaN row
 // (forward) and no gradient (backward); ids past the table's end are the caller's to prevent.
-void embedding_forward(bf16* out, const int32_t* tokens, const bf16* table, int64_t N, int64_t d,
+void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N, int64_t d,
                        cudaStream_t stream);
 // dtable[tokens[n], :] += dout[n, :] (fp32 accumulation, rows in order: deterministic, bitwise the
 // CPU's sums; no atomics)
-void embedding_backward(float* dtable, const bf16* dout, const int32_t* tokens, int64_t N, int64_t d,
+void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t N, int64_t d,
                         cudaStream_t stream);
 
 // ---- RMSNorm ---------------------------------------------------------------------------------
-void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const bf16* w, int64_t N, int64_t d,
+// x: the fp32 residual stream; w: the fp32 master weight; out: bf16 (a linear layer's input).
+void rmsnorm_forward(bf16* out, float* rstd, const float* x, const float* w, int64_t N, int64_t d,
                      float eps, cudaStream_t stream);
-// dx accumulates (the residual stream's gradient; it must not alias dout), dw accumulates
-// (deterministic). scratch: at least rmsnorm_backward_scratch(N, d) floats.
+// dx accumulates (the fp32 residual stream's gradient; it must not alias dout), dw accumulates
+// (deterministic); dx_copy, when not null, receives bf16(dx) after the update (what the next
+// linear layer's backward reads). scratch: at least rmsnorm_backward_scratch(N, d) floats.
 int64_t rmsnorm_backward_scratch(int64_t N, int64_t d);
-void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const bf16* w,
-                      const float* rstd, int64_t N, int64_t d, float* scratch, cudaStream_t stream);
+void rmsnorm_backward(float* dx, bf16* dx_copy, float* dw, const bf16* dout, const float* x,
+                      const float* w, const float* rstd, int64_t N, int64_t d, float* scratch,
+                      cudaStream_t stream);
 
 // ---- RoPE, adjacent pairs, as cpu::rope_forward / rope_backward --------------------------------
 void rope_forward(bf16* qkv, int64_t B, int64_t T, int64_t n_head, int64_t head_dim, float theta,

@@ -3,12 +3,15 @@
 #include "train/cuda_engine.h"
 
 #include <cmath>
+#include <map>
 
 #include "core/error.h"
 #include "core/log.h"
 #include "model/cuda_backend.h"
+#include "ops/cuda/device_profile.h"
 #include "model/llama.h"
 #include "model/llama_graph.h"
+#include "train/mask_stats.h"
 #include "train/model_io.h"
 
 namespace quest {
@@ -50,8 +53,8 @@ class CudaEngine final : public Engine {
     norm_scratch_ = DeviceBuffer<float>(cuda::norm_squared_scratch(n_params_));
     clip_ = DeviceBuffer<float>(1);
     host_losses_.resize(size_t(N));
-    backend_ = std::make_unique<CudaBackend>(stream_, *blas_, batch, config.seq_len, config.d_model,
-                                             config.n_head(), config.head_dim);
+    backend_ = std::make_unique<CudaBackend>(stream_, *blas_, params_.get(), params_bf16_.get(), batch,
+                                             config.seq_len, config.d_model, config.n_head(), config.head_dim);
     const float* master = params_;
     const bf16* copy = params_bf16_;
     graph_ = std::make_unique<LlamaGraph<CudaBackend>>(
@@ -112,7 +115,10 @@ class CudaEngine final : public Engine {
 
   double step(double lr) override {
     // Global norm: the flat gradients on the device, the few learned-parameter ones on the host.
-    cuda::norm_squared(norm_, grads_, n_params_, norm_scratch_, stream_);
+    {
+      QUEST_DEVICE_PROFILE("grad_norm", stream_);
+      cuda::norm_squared(norm_, grads_, n_params_, norm_scratch_, stream_);
+    }
     float sq = 0;
     QUEST_CUDA_CHECK(cudaMemcpyAsync(&sq, norm_.get(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
     std::vector<float> lg(learned_.size());
@@ -133,20 +139,28 @@ class CudaEngine final : public Engine {
     s.eps = float(adamw_.eps);
     s.bias1 = float(1.0 - std::pow(adamw_.beta1, double(t_)));
     s.bias2 = float(1.0 - std::pow(adamw_.beta2, double(t_)));
-    for (const auto& g : groups_) {
-      s.weight_decay = g.decay ? float(adamw_.weight_decay) : 0.0f;
-      cuda::adamw_update(params_.get() + g.offset, params_bf16_.get() + g.offset, grads_.get() + g.offset,
-                         m_.get() + g.offset, v_.get() + g.offset, g.size, s, clip_, stream_);
+    {
+      QUEST_DEVICE_PROFILE("adamw", stream_);
+      for (const auto& g : groups_) {
+        s.weight_decay = g.decay ? float(adamw_.weight_decay) : 0.0f;
+        cuda::adamw_update(params_.get() + g.offset, params_bf16_.get() + g.offset, grads_.get() + g.offset,
+                           m_.get() + g.offset, v_.get() + g.offset, g.size, s, clip_, stream_);
+      }
+      s.weight_decay = float(adamw_.weight_decay);  // the reference decays LSQ/PACT parameters too
+      for (size_t i = 0; i < learned_.size(); ++i)
+        cuda::adamw_update(learned_[i].value, nullptr, learned_[i].grad, learned_m_.get() + i,
+                           learned_v_.get() + i, 1, s, clip_, stream_);
     }
-    s.weight_decay = float(adamw_.weight_decay);  // the reference decays LSQ/PACT parameters too
-    for (size_t i = 0; i < learned_.size(); ++i)
-      cuda::adamw_update(learned_[i].value, nullptr, learned_[i].grad, learned_m_.get() + i,
-                         learned_v_.get() + i, 1, s, clip_, stream_);
     graph_->prepare_weights(params_bf16_);
     return norm;
   }
 
   int64_t adam_steps() const override { return t_; }
+
+  void synchronize() override {
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cuda::flush_device_profile();
+  }
 
   std::vector<float> params() override { return download(params_, n_params_); }
 
@@ -197,7 +211,22 @@ class CudaEngine final : public Engine {
     graph_->prepare_weights(params_bf16_);
   }
 
-  nlohmann::json mask_statistics() override { return nullptr; }
+  // The device masks copied into host MaskBits (layout-identical), then the CPU's statistics.
+  nlohmann::json mask_statistics() override {
+    std::vector<LayerMasks> layers;
+    int64_t l = 0;
+    for (auto& lin : graph_->linears()) {
+      const std::string p = "layers." + std::to_string(l++) + ".";
+      const std::pair<const char*, CudaLinear*> ops[] = {
+          {"wqkv", &lin.qkv}, {"wo", &lin.wo}, {"w1", &lin.w1}, {"w2", &lin.w2}, {"w3", &lin.w3}};
+      for (auto& [n, op] : ops) {
+        const std::string name = p + n;
+        layers.push_back({name, download_mask(op->op().weight_quantizer(), host_masks_[name + ".w"]),
+                          download_mask(op->op().input_quantizer(), host_masks_[name + ".x"])});
+      }
+    }
+    return mask_stats_.snapshot(layers);
+  }
 
  private:
   struct Learned {
@@ -215,6 +244,16 @@ class CudaEngine final : public Engine {
         for (auto& lp : op->op().learned_params()) out.push_back({p + n, lp.name});
     }
     return out;
+  }
+
+  const MaskBits* download_mask(const cuda::DeviceQuantizer* q, MaskBits& host) {
+    if (!q || !q->mask() || q->last_rows() <= 0) return nullptr;
+    host.reset(q->last_rows(), q->cols());
+    QUEST_CHECK(host.words_per_row() == q->words_per_row(), "mask layouts differ");
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(host.row(0), q->mask(), sizeof(uint64_t) * host.words().size(),
+                                     cudaMemcpyDeviceToHost, stream_));
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return &host;
   }
 
   void check_memory() {
@@ -279,6 +318,8 @@ class CudaEngine final : public Engine {
   std::unique_ptr<LlamaGraph<CudaBackend>> graph_;
   std::vector<Group> groups_;
   std::vector<Learned> learned_;
+  std::map<std::string, MaskBits> host_masks_;
+  MaskStatistics mask_stats_;
   int64_t t_ = 0;
 };
 
@@ -299,8 +340,10 @@ int64_t cuda_engine_bytes(const ModelConfig& c, const QuantConfig& quant, int64_
   const int64_t N = batch * c.seq_len, d = c.d_model, H = c.hidden_dim(), L = c.n_layer;
   const int64_t Vp = c.padded_vocab(), nh = c.n_head();
   int64_t bytes = P * (4 + 2 + 4 + 4 + 4);  // master, bf16 copy, grads, m, v
-  const int64_t acts_per_layer = 2 * (8 * N * d + 3 * N * H) + 4 * (2 * N + batch * nh * c.seq_len);
-  bytes += L * acts_per_layer + 2 * (12 * N * d + 3 * N * H) + 4 * N * 4;
+  // Per layer: the fp32 residual (in, mid), six bf16 [N, d] and three [N, H], rstd and lse.
+  const int64_t acts_per_layer = 4 * 2 * N * d + 2 * (6 * N * d + 3 * N * H) + 4 * (2 * N + batch * nh * c.seq_len);
+  // Once: the fp32 final residual and its gradient, bf16 scratch, losses and tokens.
+  bytes += L * acts_per_layer + 4 * 2 * N * d + 2 * (11 * N * d + 3 * N * H) + 4 * N * 4;
   bytes += 2 * std::min<int64_t>(CudaBackend::kHeadChunkElements, N * Vp);
   // Quantized layers keep bf16 copies of their operands and an fp32 weight gradient.
   const int64_t lin_weights = L * (3 * d * d + d * d + 3 * d * H), lin_inputs = L * N * (d + d + 2 * d + H);

@@ -3,18 +3,21 @@
 namespace quest {
 
 nlohmann::json MaskStatistics::snapshot(Model& model) {
+  std::vector<LayerMasks> layers;
+  for (auto& [name, op] : model.named_linears()) layers.push_back({name, op->weight_mask(), op->input_mask()});
+  return snapshot(layers);
+}
+
+nlohmann::json MaskStatistics::snapshot(const std::vector<LayerMasks>& masks) {
   nlohmann::json layers = nlohmann::json::object();
   double w_sum = 0, x_sum = 0, p_sum = 0;
   int n = 0, p_n = 0;
-  bool any = false;
-  for (auto& [name, op] : model.named_linears()) {
-    const MaskBits* w = op->weight_mask();
-    const MaskBits* x = op->input_mask();
+  for (const auto& [name, w, x] : masks) {
     if (!w && !x) continue;
-    any = true;
-    nlohmann::json rec = {{"w_masked", op->weight_masked_fraction()}, {"x_masked", op->input_masked_fraction()}};
-    w_sum += op->weight_masked_fraction();
-    x_sum += op->input_masked_fraction();
+    const double wf = w ? w->fraction() : 0.0, xf = x ? x->fraction() : 0.0;
+    nlohmann::json rec = {{"w_masked", wf}, {"x_masked", xf}};
+    w_sum += wf;
+    x_sum += xf;
     ++n;
     if (w) {
       if (auto it = previous_.find(name); it != previous_.end()) {
@@ -28,7 +31,7 @@ nlohmann::json MaskStatistics::snapshot(Model& model) {
     }
     layers[name] = rec;
   }
-  if (!any) return nullptr;
+  if (n == 0) return nullptr;
   nlohmann::json out = {{"layers", layers}, {"mean_w_masked", w_sum / n}, {"mean_x_masked", x_sum / n}};
   if (p_n) out["mean_w_persistence"] = p_sum / p_n;
   return out;

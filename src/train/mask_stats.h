@@ -6,17 +6,27 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "model/llama.h"
 #include "quant/mask_bits.h"
 
 namespace quest {
 
+// One linear layer's masks: of its weight (last prepare_weights()) and of its input (last
+// forward()); null where that role does not mask.
+struct LayerMasks {
+  std::string name;
+  const MaskBits* weight;
+  const MaskBits* input;
+};
+
 class MaskStatistics {
  public:
-  // Reads the masks of the last prepare_weights() and the last forward(); null when the model
-  // masks nothing. Fields: layers{name: {w_masked, x_masked, w_persistence}}, mean_w_masked,
-  // mean_x_masked, mean_w_persistence (when defined).
+  // Null when no layer masks anything. Fields: layers{name: {w_masked, x_masked, w_persistence}},
+  // mean_w_masked, mean_x_masked, mean_w_persistence (when defined).
+  nlohmann::json snapshot(const std::vector<LayerMasks>& layers);
+  // The CPU model's masks.
   nlohmann::json snapshot(Model& model);
 
  private:

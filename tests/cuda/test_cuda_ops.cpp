@@ -113,6 +113,27 @@ TEST(CudaElementwise, AddRoundsTheFp32SumOnceAndMayAlias) {
   }
 }
 
+// The residual add: fp32 stream + bf16 branch output, one fp32 addition (exact comparison).
+TEST(CudaElementwise, ResidualAddIsOneFp32Addition) {
+  QUEST_REQUIRE_CUDA();
+  Rng rng(33);
+  for (const size_t n : {size_t(kN * kD), size_t(1001)}) {
+    const auto a = randn(rng, n, 1.0), b = randn(rng, n, 0.3, true);
+    std::vector<float> expected(n);
+    for (size_t i = 0; i < n; ++i) expected[i] = a[i] + b[i];
+    auto da = upload(a);
+    auto db = upload_bf16(b);
+    DeviceBuffer<float> out(n);
+    out.fill_nan();
+    gpu::add(out.get(), da.get(), db.get(), int64_t(n), kStream);
+    sync();
+    EXPECT_TRUE(bit_equal(download(out), expected, "out of place, n=" + std::to_string(n)));
+    gpu::add(da.get(), da.get(), db.get(), int64_t(n), kStream);  // in place: out == a
+    sync();
+    EXPECT_TRUE(bit_equal(download(da), expected, "in place, n=" + std::to_string(n)));
+  }
+}
+
 // ---- embedding ---------------------------------------------------------------------------------
 
 TEST(CudaEmbedding, ForwardCopiesRows) {
@@ -120,17 +141,17 @@ TEST(CudaEmbedding, ForwardCopiesRows) {
   Rng rng(4);
   for (const auto [N, d] : {std::pair<int64_t, int64_t>{kN, kD}, {300, 37}}) {
     const int64_t rows = 1000;
-    const auto table = randn(rng, rows * d, 0.02, true);
+    const auto table = randn(rng, rows * d, 0.02);
     const auto tokens = rand_ints(rng, N, 0, int32_t(rows));
     std::vector<float> expected(N * d);
     cpu::embedding_forward(expected.data(), tokens.data(), table.data(), N, d);
-    auto dtable = upload_bf16(table);
+    auto dtable = upload(table);
     auto dtok = upload(tokens);
-    DeviceBuffer<bf16> out(N * d);
+    DeviceBuffer<float> out(N * d);
     out.fill_nan();
     gpu::embedding_forward(out, dtok, dtable, N, d, kStream);
     sync();
-    EXPECT_TRUE(bit_equal(download_bf16(out), expected, "d=" + std::to_string(d)));
+    EXPECT_TRUE(bit_equal(download(out), expected, "d=" + std::to_string(d)));
   }
 }
 
@@ -143,10 +164,10 @@ TEST(CudaEmbedding, BackwardMatchesCpuBitwise) {
   for (const auto [N, d] : {std::pair<int64_t, int64_t>{kN, kD}, {300, 37}}) {
     const int64_t rows = 100;
     auto dtable = randn(rng, rows * d);
-    const auto dout = randn(rng, N * d, 1.0, true);
+    const auto dout = randn(rng, N * d, 1.0);
     const auto tokens = rand_ints(rng, N, 0, 64);
     auto g_dtable = upload(dtable);
-    auto g_dout = upload_bf16(dout);
+    auto g_dout = upload(dout);
     auto g_tok = upload(tokens);
     gpu::embedding_backward(g_dtable, g_dout, g_tok, N, d, kStream);
     sync();
@@ -160,20 +181,20 @@ TEST(CudaEmbedding, NegativeIdsGiveNanRowsAndNoGradient) {
   QUEST_REQUIRE_CUDA();
   Rng rng(6);
   const int64_t N = 4, d = 16, rows = 3;
-  const auto table = randn(rng, rows * d, 1.0, true);
+  const auto table = randn(rng, rows * d, 1.0);
   const std::vector<int32_t> tokens = {1, -1, 2, 1};
-  auto g_table = upload_bf16(table);
+  auto g_table = upload(table);
   auto g_tok = upload(tokens);
-  DeviceBuffer<bf16> out(N * d);
+  DeviceBuffer<float> out(N * d);
   out.zero();
   gpu::embedding_forward(out, g_tok, g_table, N, d, kStream);
-  const auto dout = randn(rng, N * d, 1.0, true);
-  auto g_dout = upload_bf16(dout);
+  const auto dout = randn(rng, N * d, 1.0);
+  auto g_dout = upload(dout);
   DeviceBuffer<float> dtable(rows * d);
   dtable.zero();
   gpu::embedding_backward(dtable, g_dout, g_tok, N, d, kStream);
   sync();
-  const auto o = download_bf16(out), dt = download(dtable);
+  const auto o = download(out), dt = download(dtable);
   for (int64_t j = 0; j < d; ++j) {
     EXPECT_TRUE(std::isnan(o[1 * d + j])) << j;
     EXPECT_EQ(o[0 * d + j], table[1 * d + j]) << j;
@@ -190,12 +211,12 @@ TEST(CudaRmsNorm, ForwardMatchesCpu) {
   Rng rng(7);
   const float eps = 1e-5f;
   for (const auto [N, d] : {std::pair<int64_t, int64_t>{kN, kD}, {13, 37}}) {
-    const auto x = randn(rng, N * d, 1.5, true);
+    const auto x = randn(rng, N * d, 1.5);
     auto w = randn(rng, d, 0.2);
-    for (auto& v : w) v = round_bf16(1.0f + v);
+    for (auto& v : w) v = 1.0f + v;
     std::vector<float> out(N * d), rstd(N);
     cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, d, eps);
-    auto gx = upload_bf16(x), gw = upload_bf16(w);
+    auto gx = upload(x), gw = upload(w);
     DeviceBuffer<bf16> gout(N * d);
     DeviceBuffer<float> grstd(N);
     gout.fill_nan(), grstd.fill_nan();
@@ -207,30 +228,36 @@ TEST(CudaRmsNorm, ForwardMatchesCpu) {
   }
 }
 
-// dx and dw accumulate onto non-zero values; the scratch starts as NaN (every partial must be
-// written before it is read).
+// dx (fp32) and dw accumulate onto non-zero values and dx_copy is bf16(dx); the scratch starts as
+// NaN (every partial must be written before it is read).
 TEST(CudaRmsNorm, BackwardMatchesCpu) {
   QUEST_REQUIRE_CUDA();
   Rng rng(8);
   const float eps = 1e-5f;
   for (const auto [N, d] : {std::pair<int64_t, int64_t>{kN, kD}, {13, 37}, {40, 64}}) {
-    const auto x = randn(rng, N * d, 1.5, true), dout = randn(rng, N * d, 1.0, true);
+    const auto x = randn(rng, N * d, 1.5), dout = randn(rng, N * d, 1.0, true);
     auto w = randn(rng, d, 0.2);
-    for (auto& v : w) v = round_bf16(1.0f + v);
-    auto dx = randn(rng, N * d, 0.5, true);
+    for (auto& v : w) v = 1.0f + v;
+    auto dx = randn(rng, N * d, 0.5);
     auto dw = randn(rng, d, 3.0);
     std::vector<float> out(N * d), rstd(N);
     cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, d, eps);
 
-    auto gx = upload_bf16(x), gw = upload_bf16(w), gdout = upload_bf16(dout), gdx = upload_bf16(dx);
+    auto gx = upload(x), gw = upload(w), gdx = upload(dx);
+    auto gdout = upload_bf16(dout);
     auto grstd = upload(rstd), gdw = upload(dw);
     DeviceBuffer<float> scratch(size_t(gpu::rmsnorm_backward_scratch(N, d)));
-    scratch.fill_nan();
-    gpu::rmsnorm_backward(gdx, gdw, gdout, gx, gw, grstd, N, d, scratch, kStream);
+    DeviceBuffer<bf16> gcopy(N * d);
+    scratch.fill_nan(), gcopy.fill_nan();
+    gpu::rmsnorm_backward(gdx, gcopy, gdw, gdout, gx, gw, grstd, N, d, scratch, kStream);
     sync();
     cpu::rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, d);
     const std::string tag = " N=" + std::to_string(N) + " d=" + std::to_string(d);
-    EXPECT_TRUE(all_close(download_bf16(gdx), dx, rel_atol(dx, 1e-5), kBf16Rtol, "dx" + tag));
+    const auto got = download(gdx);
+    EXPECT_TRUE(all_close(got, dx, rel_atol(dx, 1e-6), 1e-5, "dx" + tag));
+    std::vector<float> rounded(got.size());
+    for (size_t i = 0; i < got.size(); ++i) rounded[i] = round_bf16(got[i]);
+    EXPECT_TRUE(bit_equal(download_bf16(gcopy), rounded, "dx_copy" + tag));
     EXPECT_TRUE(all_close(download(gdw), dw, rel_atol(dw, 1e-5), 1e-5, "dw" + tag));
   }
 }

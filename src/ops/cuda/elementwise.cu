@@ -1,4 +1,4 @@
-// Conversions (fp32 <-> bf16) and the bf16 residual add.
+// Conversions (fp32 <-> bf16) and the adds (bf16 + bf16; the fp32 residual stream + a bf16 branch).
 //
 // Kernel shape (all three): 256-thread blocks, grid-stride. With every pointer 16-byte aligned,
 // thread i owns the 8-element groups i, i + stride, ... of [0, n8 * 8) (one 16-byte bf16 access,
@@ -30,8 +30,9 @@ __global__ void convert_kernel(Out* out, const In* in, int64_t n, int64_t n8) {
   }
 }
 
-// out = bf16(float(a) + float(b)): one fp32 addition, one rounding.
-__global__ void add_kernel(bf16* out, const bf16* a, const bf16* b, int64_t n, int64_t n8) {
+// out = float(a) + float(b) (one fp32 addition), rounded once to Out.
+template <class Out, class A>
+__global__ void add_kernel(Out* out, const A* a, const bf16* b, int64_t n, int64_t n8) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   for (int64_t i = tid; i < n8; i += stride) {
@@ -42,8 +43,13 @@ __global__ void add_kernel(bf16* out, const bf16* a, const bf16* b, int64_t n, i
     for (int k = 0; k < 8; ++k) fa[k] += fb[k];
     store<8>(out + 8 * i, fa);
   }
-  for (int64_t i = 8 * n8 + tid; i < n; i += stride)
-    out[i] = __float2bfloat16_rn(__bfloat162float(a[i]) + __bfloat162float(b[i]));
+  for (int64_t i = 8 * n8 + tid; i < n; i += stride) {
+    float fa[1], fb[1];
+    load<1>(a + i, fa);
+    load<1>(b + i, fb);
+    fa[0] += fb[0];
+    store<1>(out + i, fa);
+  }
 }
 
 unsigned grid(int64_t n, int64_t n8) { return grid_for(std::max(n8, n - 8 * n8), kThreads); }
@@ -70,8 +76,16 @@ void add(bf16* out, const bf16* a, const bf16* b, int64_t n, cudaStream_t stream
   QUEST_CUDA_REQUIRE(n >= 0, "cuda::add: negative size ", n);
   if (n == 0) return;
   const int64_t n8 = aligned16(out) && aligned16(a) && aligned16(b) ? n / 8 : 0;
-  add_kernel<<<grid(n, n8), kThreads, 0, stream>>>(out, a, b, n, n8);
-  QUEST_CUDA_LAUNCH_CHECK("add_kernel");
+  add_kernel<bf16, bf16><<<grid(n, n8), kThreads, 0, stream>>>(out, a, b, n, n8);
+  QUEST_CUDA_LAUNCH_CHECK("add_kernel<bf16>");
+}
+
+void add(float* out, const float* a, const bf16* b, int64_t n, cudaStream_t stream) {
+  QUEST_CUDA_REQUIRE(n >= 0, "cuda::add: negative size ", n);
+  if (n == 0) return;
+  const int64_t n8 = aligned16(out) && aligned16(a) && aligned16(b) ? n / 8 : 0;
+  add_kernel<float, float><<<grid(n, n8), kThreads, 0, stream>>>(out, a, b, n, n8);
+  QUEST_CUDA_LAUNCH_CHECK("add_kernel<float>");
 }
 
 }  // namespace quest::cuda

@@ -10,24 +10,25 @@ namespace {
 
 using namespace detail;
 
-// Forward. 256-thread blocks, grid-stride over N * (d / VEC) items; item i = (row n, group c)
-// copies VEC columns of table[tokens[n]] to out[n]. VEC = 8: d % 8 == 0 and both pointers
+// Forward (fp32 table: the master weight, as the reference reads it; fp32 out: the residual
+// stream). 256-thread blocks, grid-stride over N * (d / VEC) items; item i = (row n, group c)
+// copies VEC columns of table[tokens[n]] to out[n]. VEC = 4: d % 4 == 0 and both pointers
 // 16-byte aligned, one 16-byte copy per item; VEC = 1 otherwise.
 template <int VEC>
-__global__ void embedding_forward_kernel(bf16* out, const int32_t* tokens, const bf16* table,
+__global__ void embedding_forward_kernel(float* out, const int32_t* tokens, const float* table,
                                          int64_t N, int64_t d) {
   const int64_t groups = d / VEC, items = N * groups;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < items; i += stride) {
     const int64_t n = i / groups, c = (i - n * groups) * VEC;
     const int32_t tok = tokens[n];
-    bf16* o = out + n * d + c;
-    if constexpr (VEC == 8) {
-      const uint4 nan = make_uint4(0x7fc07fc0u, 0x7fc07fc0u, 0x7fc07fc0u, 0x7fc07fc0u);
-      *reinterpret_cast<uint4*>(o) =
-          tok < 0 ? nan : *reinterpret_cast<const uint4*>(table + int64_t(tok) * d + c);
+    float* o = out + n * d + c;
+    if constexpr (VEC == 4) {
+      const float q = __int_as_float(0x7fc00000);
+      *reinterpret_cast<float4*>(o) =
+          tok < 0 ? make_float4(q, q, q, q) : *reinterpret_cast<const float4*>(table + int64_t(tok) * d + c);
     } else {
-      *o = tok < 0 ? __ushort_as_bfloat16(0x7fc0) : table[int64_t(tok) * d + c];
+      *o = tok < 0 ? __int_as_float(0x7fc00000) : table[int64_t(tok) * d + c];
     }
   }
 }
@@ -45,7 +46,7 @@ constexpr int kThreads = 256;
 
 template <int VEC>
 __global__ void __launch_bounds__(kThreads)
-    embedding_backward_kernel(float* dtable, const bf16* dout, const int32_t* tokens, int64_t N,
+    embedding_backward_kernel(float* dtable, const float* dout, const int32_t* tokens, int64_t N,
                               int64_t d) {
   __shared__ int64_t rows[kThreads];
   __shared__ int warp_count[kThreads / 32];
@@ -90,19 +91,19 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void embedding_forward(bf16* out, const int32_t* tokens, const bf16* table, int64_t N, int64_t d,
+void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N, int64_t d,
                        cudaStream_t stream) {
   QUEST_CUDA_REQUIRE(N >= 0 && d >= 0, "cuda::embedding_forward: negative shape N=", N, " d=", d);
   if (N == 0 || d == 0) return;
-  if (d % 8 == 0 && aligned16(out) && aligned16(table)) {
-    embedding_forward_kernel<8><<<grid_for(N * d / 8, 256), 256, 0, stream>>>(out, tokens, table, N, d);
+  if (d % 4 == 0 && aligned16(out) && aligned16(table)) {
+    embedding_forward_kernel<4><<<grid_for(N * d / 4, 256), 256, 0, stream>>>(out, tokens, table, N, d);
   } else {
     embedding_forward_kernel<1><<<grid_for(N * d, 256), 256, 0, stream>>>(out, tokens, table, N, d);
   }
   QUEST_CUDA_LAUNCH_CHECK("embedding_forward_kernel");
 }
 
-void embedding_backward(float* dtable, const bf16* dout, const int32_t* tokens, int64_t N, int64_t d,
+void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t N, int64_t d,
                         cudaStream_t stream) {
   QUEST_CUDA_REQUIRE(N >= 0 && d >= 0, "cuda::embedding_backward: negative shape N=", N, " d=", d);
   QUEST_CUDA_REQUIRE(N <= INT32_MAX, "cuda::embedding_backward: too many rows N=", N);

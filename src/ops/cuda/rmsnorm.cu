@@ -1,4 +1,6 @@
-// RMSNorm: out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps); fp32 math, bf16 in and out.
+// RMSNorm: out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps); fp32 math. The input is the
+// fp32 residual stream and w the fp32 master weight (as the reference computes it, in fp32 under
+// autocast); the output is the bf16 input of the next linear layer.
 //
 // Vector width VEC: 8 (16-byte accesses) when d % 8 == 0 and every pointer is 16-byte aligned,
 // else 1. Rows are d elements; with d % 8 == 0 every row start keeps the base's alignment.
@@ -21,12 +23,12 @@ int64_t dw_segments(int64_t N) { return (N + kDwRows - 1) / kDwRows; }
 // The second pass re-reads x (L1/L2) with w.
 template <int VEC>
 __global__ void __launch_bounds__(kRowThreads)
-    rmsnorm_forward_kernel(bf16* out, float* rstd, const bf16* x, const bf16* w, int64_t N,
+    rmsnorm_forward_kernel(bf16* out, float* rstd, const float* x, const float* w, int64_t N,
                            int64_t d, float eps) {
   const int64_t n = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;  // the whole warp
   const int lane = threadIdx.x & 31;
-  const bf16* xr = x + n * d;
+  const float* xr = x + n * d;
   float ss = 0.0f;
   for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
     float f[VEC];
@@ -49,15 +51,16 @@ __global__ void __launch_bounds__(kRowThreads)
 }
 
 // Backward, dx. Same ownership as the forward. With g = dout * w and xhat = x * r:
-// m = mean(g * xhat) (fp32, butterfly), dx += r * (g - xhat * m) (read bf16, add, round once).
+// m = mean(g * xhat) (fp32, butterfly), dx += r * (g - xhat * m) in fp32; dx_copy (if not null)
+// receives bf16(dx): the residual gradient as the next linear layer's backward reads it.
 template <int VEC>
 __global__ void __launch_bounds__(kRowThreads)
-    rmsnorm_backward_dx_kernel(bf16* dx, const bf16* dout, const bf16* x, const bf16* w,
-                               const float* rstd, int64_t N, int64_t d) {
+    rmsnorm_backward_dx_kernel(float* dx, bf16* dx_copy, const bf16* dout, const float* x,
+                               const float* w, const float* rstd, int64_t N, int64_t d) {
   const int64_t n = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int lane = threadIdx.x & 31;
-  const bf16* xr = x + n * d;
+  const float* xr = x + n * d;
   const bf16* gr = dout + n * d;
   const float r = rstd[n];
   float s = 0.0f;
@@ -70,7 +73,7 @@ __global__ void __launch_bounds__(kRowThreads)
     for (int k = 0; k < VEC; ++k) s += g[k] * wf[k] * (f[k] * r);
   }
   const float m = warp_reduce(s, Sum{}) / float(d);
-  bf16* dxr = dx + n * d;
+  float* dxr = dx + n * d;
   for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
     float g[VEC], wf[VEC], f[VEC], acc[VEC];
     load<VEC>(gr + c, g);
@@ -80,6 +83,7 @@ __global__ void __launch_bounds__(kRowThreads)
 #pragma unroll
     for (int k = 0; k < VEC; ++k) acc[k] += r * (g[k] * wf[k] - f[k] * r * m);
     store<VEC>(dxr + c, acc);
+    if (dx_copy) store<VEC>(dx_copy + n * d + c, acc);
   }
 }
 
@@ -89,7 +93,7 @@ __global__ void __launch_bounds__(kRowThreads)
 // (p, column) of the scratch is written by exactly one thread).
 template <int VEC>
 __global__ void __launch_bounds__(kDwThreads)
-    rmsnorm_dw_partial_kernel(float* partial, const bf16* dout, const bf16* x, const float* rstd,
+    rmsnorm_dw_partial_kernel(float* partial, const bf16* dout, const float* x, const float* rstd,
                               int64_t N, int64_t d) {
   const int64_t c = (int64_t(blockIdx.x) * kDwThreads + threadIdx.x) * VEC;
   if (c >= d) return;
@@ -121,7 +125,7 @@ __global__ void rmsnorm_dw_final_kernel(float* dw, const float* partial, int64_t
 
 }  // namespace
 
-void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const bf16* w, int64_t N, int64_t d,
+void rmsnorm_forward(bf16* out, float* rstd, const float* x, const float* w, int64_t N, int64_t d,
                      float eps, cudaStream_t stream) {
   QUEST_CUDA_REQUIRE(N >= 0 && d > 0, "cuda::rmsnorm_forward: bad shape N=", N, " d=", d);
   if (N == 0) return;
@@ -135,22 +139,23 @@ void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const bf16* w, int64
 
 int64_t rmsnorm_backward_scratch(int64_t N, int64_t d) { return dw_segments(N) * d; }
 
-void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const bf16* w,
-                      const float* rstd, int64_t N, int64_t d, float* scratch, cudaStream_t stream) {
+void rmsnorm_backward(float* dx, bf16* dx_copy, float* dw, const bf16* dout, const float* x,
+                      const float* w, const float* rstd, int64_t N, int64_t d, float* scratch,
+                      cudaStream_t stream) {
   QUEST_CUDA_REQUIRE(N >= 0 && d > 0, "cuda::rmsnorm_backward: bad shape N=", N, " d=", d);
   QUEST_CUDA_REQUIRE(dw_segments(N) <= 65535, "cuda::rmsnorm_backward: too many rows N=", N);
   if (N == 0) return;
   const unsigned grid = unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock);
-  const bool vec = d % 8 == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) &&
-                   aligned16(w) && aligned16(scratch);
+  const bool vec = d % 8 == 0 && aligned16(dx) && (!dx_copy || aligned16(dx_copy)) &&
+                   aligned16(dout) && aligned16(x) && aligned16(w) && aligned16(scratch);
   const int64_t segments = dw_segments(N);
   if (vec) {
-    rmsnorm_backward_dx_kernel<8><<<grid, kRowThreads, 0, stream>>>(dx, dout, x, w, rstd, N, d);
+    rmsnorm_backward_dx_kernel<8><<<grid, kRowThreads, 0, stream>>>(dx, dx_copy, dout, x, w, rstd, N, d);
     QUEST_CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
     const dim3 pgrid(unsigned((d / 8 + kDwThreads - 1) / kDwThreads), unsigned(segments));
     rmsnorm_dw_partial_kernel<8><<<pgrid, kDwThreads, 0, stream>>>(scratch, dout, x, rstd, N, d);
   } else {
-    rmsnorm_backward_dx_kernel<1><<<grid, kRowThreads, 0, stream>>>(dx, dout, x, w, rstd, N, d);
+    rmsnorm_backward_dx_kernel<1><<<grid, kRowThreads, 0, stream>>>(dx, dx_copy, dout, x, w, rstd, N, d);
     QUEST_CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
     const dim3 pgrid(unsigned((d + kDwThreads - 1) / kDwThreads), unsigned(segments));
     rmsnorm_dw_partial_kernel<1><<<pgrid, kDwThreads, 0, stream>>>(scratch, dout, x, rstd, N, d);

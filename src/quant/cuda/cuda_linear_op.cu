@@ -1,6 +1,7 @@
 // CudaLinearOp: LinearOp (linear_op.cpp) on the device. Each step mirrors the CPU op's line for
 // line; the comments name the CPU counterpart.
 #include "quant/cuda/cuda_linear_op.h"
+#include "ops/cuda/device_profile.h"
 #include "quant/cuda/kernels.h"
 
 namespace quest::cuda {
@@ -38,6 +39,7 @@ CudaLinearOp::~CudaLinearOp() {
 }
 
 void CudaLinearOp::prepare_weight(const float* w, cudaStream_t stream) {
+  QUEST_DEVICE_PROFILE("quantize_weight", stream);
   if (wq_)
     wq_->forward(w, w_buf_, out_, form(), stream);  // half: Q(HT(W)); full: Q(W) (+ HT back)
   else if (half_)
@@ -70,15 +72,18 @@ void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t strea
   QUEST_QUANT_REQUIRE(N >= 0 && N <= max_rows_, "CudaLinearOp: ", N, " rows exceed the planned ",
                       max_rows_);
   if (xq_) {
+    QUEST_DEVICE_PROFILE("quantize_input", stream);
     xq_->forward(x, x_buf_, N, form(), stream);
     x_ = x_buf_;
   } else if (half_) {
+    QUEST_DEVICE_PROFILE("hadamard_input", stream);
     hadamard_rows(x_buf_, x, N, in_, stream);
     x_ = x_buf_;
   } else {
     x_ = x;
   }
   n_ = N;
+  QUEST_DEVICE_PROFILE("linear_forward", stream, in_, out_);
   blas_.matmul_forward(y, x_, w_, N, in_, out_, stream);
 }
 
@@ -88,7 +93,11 @@ void CudaLinearOp::backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cuda
   QUEST_QUANT_REQUIRE(dx || !xq_ || !xq_->has_param(),
                       "CudaLinearOp::backward: the input quantizer's learned parameter needs dx");
   if (dx) {
-    blas_.matmul_backward(dx, nullptr, dy, x_, w_, N, in_, out_, stream);
+    {
+      QUEST_DEVICE_PROFILE("linear_backward_dx", stream, in_, out_);
+      blas_.matmul_backward(dx, nullptr, dy, x_, w_, N, in_, out_, stream);
+    }
+    QUEST_DEVICE_PROFILE("mask_input_gradient", stream);
     if (xq_)
       xq_->backward(dx, N, form(), stream);  // half: HT(M(dx)); full: quantizer's own backward
     else if (half_)
@@ -96,11 +105,16 @@ void CudaLinearOp::backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cuda
   }
   if (!dw) return;
   if (!wq_ && !half_) {  // dW accumulates straight into the caller's gradient
+    QUEST_DEVICE_PROFILE("linear_backward_dw", stream, in_, out_);
     blas_.matmul_backward(nullptr, dw, dy, x_, w_, N, in_, out_, stream);
     return;
   }
-  QUEST_CUDA_CHECK(cudaMemsetAsync(dw_buf_, 0, size_t(out_ * in_) * sizeof(float), stream));
-  blas_.matmul_backward(nullptr, dw_buf_, dy, x_, w_, N, in_, out_, stream);
+  {
+    QUEST_DEVICE_PROFILE("linear_backward_dw", stream, in_, out_);
+    QUEST_CUDA_CHECK(cudaMemsetAsync(dw_buf_, 0, size_t(out_ * in_) * sizeof(float), stream));
+    blas_.matmul_backward(nullptr, dw_buf_, dy, x_, w_, N, in_, out_, stream);
+  }
+  QUEST_DEVICE_PROFILE("mask_weight_gradient", stream);
   if (wq_) {
     wq_->backward_accumulate(dw, dw_buf_, out_, form(), stream);  // dw += [HT] M [HT] dW
   } else {

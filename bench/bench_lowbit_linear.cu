@@ -1,0 +1,318 @@
+// One quantized linear layer's forward on the GPU (issue 9): the low-bit route
+//   [HT + RMS + quantize of the activations to codes] + [low-bit product + scales -> bf16]
+// (weights quantized beforehand, once per optimizer step in training) against cuBLASLt's bf16
+// product (quest::cuda::Blas, the training path's forward) of the same shape, in one process.
+//
+//   bench_lowbit_linear [--bits 4] [--iters 30] [--warmup 5] [--autotune] [--no-flush]
+//                       [--only 7b|presets] [--scratch-mib 256]
+//
+// Shapes (tokens x K -> N, y[tokens, N] = x[tokens, K] . W[N, K]^T):
+//   7B:  tokens 4096; (K, N) = (4096, 4096), (4096, 11008), (11008, 4096)
+//   30M / 200M presets: tokens 32768 (64 x 512); qkv, o, w1 (= w2), down of d = 640 / 1280.
+// Each case is timed per call between CUDA events (median of --iters), with L2 flushed before
+// each call (a 256 MiB memset outside the timed region) unless --no-flush. TOP/s counts
+// 2 * tokens * K * N operations for every column, quantization included where it is timed.
+// Columns: bf16 = Blas::matmul_forward; int8 = lowbit_quantize + LowbitGemm::forward (kInt8),
+// with its parts (quant, IMMA sums, scale pass) timed alone; fp8 = lowbit_quantize +
+// LowbitGemm::forward (kFp8) and its product alone (only for bits <= 4).
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "ops/cuda_ops.h"
+#include "quant/cuda/lowbit_gemm.h"
+#include "quant/quant_spec.h"
+
+namespace {
+
+using quest::cuda::bf16;
+using quest::cuda::LowbitGemm;
+using quest::cuda::LowbitQuant;
+using quest::cuda::LowbitRoute;
+
+#define CK(call) QUEST_CUDA_CHECK(call)
+
+struct Case {
+  const char* name;
+  int64_t tokens, K, N;
+};
+
+struct Options {
+  int bits = 4, iters = 30, warmup = 5;
+  bool autotune = false, flush = true;
+  std::string only;
+  size_t scratch_mib = 256;
+};
+
+template <class T>
+T* dalloc(size_t n) {
+  void* p = nullptr;
+  CK(cudaMalloc(&p, n * sizeof(T)));
+  return static_cast<T*>(p);
+}
+
+__global__ void fill_bf16(bf16* p, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = (uint64_t(i) + seed) * 0x9E3779B97F4A7C15ull;
+    z ^= z >> 29, z *= 0xBF58476D1CE4E5B9ull, z ^= z >> 32;
+    // Sum of 4 uniforms: roughly normal, non-zero.
+    float s = 0.f;
+    for (int k = 0; k < 4; ++k) s += float((z >> (16 * k)) & 0xffff) / 65536.f - 0.5f;
+    p[i] = __float2bfloat16_rn(s * scale * 1.7f);
+  }
+}
+__global__ void fill_f32(float* p, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = (uint64_t(i) + seed) * 0x9E3779B97F4A7C15ull;
+    z ^= z >> 29, z *= 0xBF58476D1CE4E5B9ull, z ^= z >> 32;
+    float s = 0.f;
+    for (int k = 0; k < 4; ++k) s += float((z >> (16 * k)) & 0xffff) / 65536.f - 0.5f;
+    p[i] = s * scale * 1.7f;
+  }
+}
+
+class Timer {
+ public:
+  Timer(const Options& o, void* flush_buf, size_t flush_bytes)
+      : o_(o), flush_(flush_buf), flush_bytes_(flush_bytes) {
+    CK(cudaEventCreate(&e0_));
+    CK(cudaEventCreate(&e1_));
+  }
+  ~Timer() {
+    cudaEventDestroy(e0_);
+    cudaEventDestroy(e1_);
+  }
+  // Median milliseconds of one call of f.
+  double time(const std::function<void()>& f) {
+    for (int i = 0; i < o_.warmup; ++i) f();
+    std::vector<float> ms;
+    for (int i = 0; i < o_.iters; ++i) {
+      if (o_.flush) CK(cudaMemsetAsync(flush_, i & 0xff, flush_bytes_, nullptr));
+      CK(cudaEventRecord(e0_, nullptr));
+      f();
+      CK(cudaEventRecord(e1_, nullptr));
+      CK(cudaEventSynchronize(e1_));
+      float t = 0.f;
+      CK(cudaEventElapsedTime(&t, e0_, e1_));
+      ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  }
+
+ private:
+  const Options& o_;
+  void* flush_;
+  size_t flush_bytes_;
+  cudaEvent_t e0_, e1_;
+};
+
+void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& blas,
+              LowbitGemm& gemm) {
+  const int64_t T = c.tokens, K = c.K, N = c.N;
+  bf16* x = dalloc<bf16>(size_t(T * K));
+  float* w = dalloc<float>(size_t(N * K));
+  bf16* wb = dalloc<bf16>(size_t(N * K));
+  bf16* y = dalloc<bf16>(size_t(T * N));
+  int8_t* xc = dalloc<int8_t>(size_t(T * K));
+  int8_t* wc8 = dalloc<int8_t>(size_t(N * K));
+  int8_t* wcf = dalloc<int8_t>(size_t(N * K));
+  int32_t* acc = dalloc<int32_t>(size_t(T * N));
+  float* sx = dalloc<float>(size_t(T));
+  float* sw8 = dalloc<float>(size_t(N));
+  float* swf = dalloc<float>(size_t(N));
+  fill_bf16<<<1024, 256>>>(x, T * K, 1, 1.0f);
+  fill_f32<<<1024, 256>>>(w, N * K, 2, 0.02f);
+  quest::cuda::to_bf16(wb, w, N * K, nullptr);
+  const LowbitQuant q = LowbitQuant::from_spec(
+      quest::QuantSpec::parse("hadamard-trust:" + std::to_string(o.bits)));
+  const bool fp8 = quest::cuda::lowbit_supported(LowbitRoute::kFp8, o.bits);
+  quest::cuda::lowbit_quantize(w, wc8, sw8, nullptr, N, K, q, LowbitRoute::kInt8, nullptr);
+  if (fp8) quest::cuda::lowbit_quantize(w, wcf, swf, nullptr, N, K, q, LowbitRoute::kFp8, nullptr);
+  CK(cudaDeviceSynchronize());
+
+  const double ops = 2.0 * double(T) * double(K) * double(N);
+  auto tops = [&](double ms) { return ops / (ms * 1e-3) / 1e12; };
+
+  const double t_bf16 = timer.time([&] { blas.matmul_forward(y, x, wb, T, K, N, nullptr); });
+  const double t_q8 = timer.time([&] {
+    quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
+  });
+  const double t_imma = timer.time([&] { gemm.int8_sums(acc, xc, wc8, T, K, N, nullptr); });
+  const double t_scale =
+      timer.time([&] { quest::cuda::lowbit_scale_int32(y, acc, sx, sw8, T, N, nullptr); });
+  const double t_int8 = timer.time([&] {
+    quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
+    gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
+  });
+  double t_fp8 = 0, t_fp8_gemm = 0;
+  std::string fp8_error;
+  if (fp8) try {
+    quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kFp8, nullptr);
+    t_fp8_gemm = timer.time(
+        [&] { gemm.forward(y, xc, sx, wcf, swf, T, K, N, LowbitRoute::kFp8, nullptr); });
+    t_fp8 = timer.time([&] {
+      quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kFp8, nullptr);
+      gemm.forward(y, xc, sx, wcf, swf, T, K, N, LowbitRoute::kFp8, nullptr);
+    });
+  } catch (const std::exception& e) {
+    fp8_error = e.what();
+  }
+  CK(cudaDeviceSynchronize());
+
+  std::printf("| %-14s | %5lld | %5lld | %5lld | %7.3f %6.0f | %7.3f %6.0f %5.2fx | %6.3f %6.3f %6.3f |",
+              c.name, (long long)T, (long long)K, (long long)N, t_bf16, tops(t_bf16), t_int8,
+              tops(t_int8), t_bf16 / t_int8, t_q8, t_imma, t_scale);
+  if (fp8 && fp8_error.empty())
+    std::printf(" %7.3f %6.0f %5.2fx | %6.3f %6.0f |\n", t_fp8, tops(t_fp8), t_bf16 / t_fp8,
+                t_fp8_gemm, tops(t_fp8_gemm));
+  else
+    std::printf("       -      -     - |      -      - |\n");
+  if (!fp8_error.empty()) std::printf("  fp8 route: %s\n", fp8_error.c_str());
+  std::fflush(stdout);
+
+  for (void* p : std::initializer_list<void*>{x, w, wb, y, xc, wc8, wcf, acc, sx, sw8, swf})
+    cudaFree(p);
+}
+
+// --probe: which FP8 configurations cuBLASLt offers for y^T[M,N] = op_T(A[K,M]) . B[K,N] on this
+// device (heuristic status and number of algorithms), to see what the kFp8 route can use.
+void probe() {
+  cublasLtHandle_t lt;
+  cublasLtCreate(&lt);
+  const int64_t M = 4096, N = 4096, K = 4096;
+  void* dummy = dalloc<float>(size_t(N + M));
+  for (int scale_mode : {-1, int(CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F),
+                         int(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F)})
+    for (cudaDataType_t out : {CUDA_R_16BF, CUDA_R_32F})
+      for (int8_t fast : {int8_t(0), int8_t(1)})
+        for (bool ptrs : {false, true}) {
+          cublasLtMatmulDesc_t op;
+          cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+          const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+          cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
+          cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
+          cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast));
+          cublasStatus_t set = CUBLAS_STATUS_SUCCESS;
+          if (scale_mode >= 0) {
+            const int32_t m = scale_mode;
+            set = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &m, sizeof(m));
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &m, sizeof(m));
+          }
+          if (ptrs) {
+            const void* pa = dummy;
+            const void* pb = static_cast<float*>(dummy) + M;
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &pa, sizeof(pa));
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &pb, sizeof(pb));
+          }
+          cublasLtMatrixLayout_t a, b, d;
+          cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, K, M, K);
+          cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, K, N, K);
+          cublasLtMatrixLayoutCreate(&d, out, M, N, M);
+          cublasLtMatmulPreference_t pref;
+          cublasLtMatmulPreferenceCreate(&pref);
+          const uint64_t ws = 32u << 20;
+          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                               sizeof(ws));
+          cublasLtMatmulHeuristicResult_t r[8];
+          int n = 0;
+          const cublasStatus_t st =
+              cublasLtMatmulAlgoGetHeuristic(lt, op, a, b, d, d, pref, 8, r, &n);
+          std::printf("probe fp8: scale %-9s out %-4s fast_accum %d scale ptrs %-3s: set %d, "
+                      "heuristic %d (%s), %d algorithms\n",
+                      scale_mode < 0 ? "none" : scale_mode == 0 ? "scalar" : "outer_vec",
+                      out == CUDA_R_16BF ? "bf16" : "f32", int(fast), ptrs ? "yes" : "no",
+                      int(set), int(st), cublasLtGetStatusString(st), n);
+          cublasLtMatmulPreferenceDestroy(pref);
+          cublasLtMatrixLayoutDestroy(a), cublasLtMatrixLayoutDestroy(b);
+          cublasLtMatrixLayoutDestroy(d), cublasLtMatmulDescDestroy(op);
+        }
+  int v = 0;
+  v = int(cublasLtGetVersion());
+  std::printf("cuBLASLt version %d\n", v);
+  cudaFree(dummy);
+  cublasLtDestroy(lt);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&] {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return std::string(argv[++i]);
+    };
+    if (a == "--bits") o.bits = std::stoi(next());
+    else if (a == "--iters") o.iters = std::stoi(next());
+    else if (a == "--warmup") o.warmup = std::stoi(next());
+    else if (a == "--autotune") o.autotune = true;
+    else if (a == "--no-flush") o.flush = false;
+    else if (a == "--only") o.only = next();
+    else if (a == "--probe") {
+      probe();
+      return 0;
+    } else if (a == "--scratch-mib") o.scratch_mib = size_t(std::stoul(next()));
+    else {
+      std::fprintf(stderr,
+                   "usage: bench_lowbit_linear [--bits 4] [--iters 30] [--warmup 5] [--autotune] "
+                   "[--no-flush] [--only 7b|presets] [--scratch-mib 256]\n");
+      return 2;
+    }
+  }
+  if (o.bits < 1 || o.bits > quest::cuda::kLowbitMaxBitsInt8 || o.iters < 1) {
+    std::fprintf(stderr, "bench_lowbit_linear: --bits must be 1..7 (8-bit codes have no integer "
+                         "route: the layer stays bf16), --iters >= 1\n");
+    return 2;
+  }
+  try {
+    cudaDeviceProp prop{};
+    CK(cudaGetDeviceProperties(&prop, 0));
+    std::printf("device: %s (%d SMs, L2 %d MiB); W%dA%d hadamard-trust; median of %d calls, L2 %s\n",
+                prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, o.bits, o.bits,
+                o.iters, o.flush ? "flushed" : "warm");
+    std::printf("int8 route: %s; fp8 route: %s%s\n\n",
+                quest::cuda::lowbit_route_name(LowbitRoute::kInt8),
+                quest::cuda::lowbit_route_name(LowbitRoute::kFp8),
+                o.autotune ? "; cuBLASLt algorithms autotuned" : "");
+    std::printf("| case           | M tok |     K |     N |  bf16 ms  TOP/s | int8 ms  TOP/s vs bf16 | quant   IMMA   scale |  fp8 ms  TOP/s vs bf16 | fp8 GEMM TOP/s |\n");
+    std::printf("|----------------|-------|-------|-------|----------------|------------------------|----------------------|------------------------|----------------|\n");
+    const size_t flush_bytes = size_t(256) << 20;
+    void* flush_buf = dalloc<uint8_t>(flush_bytes);
+    Timer timer(o, flush_buf, flush_bytes);
+    quest::cuda::Blas blas;
+    LowbitGemm gemm(o.scratch_mib << 20);
+    gemm.set_autotune(o.autotune);
+    const std::vector<Case> b7 = {{"7B qkv/o", 4096, 4096, 4096},
+                                  {"7B up/gate", 4096, 4096, 11008},
+                                  {"7B down", 4096, 11008, 4096}};
+    const std::vector<Case> presets = {
+        {"30M qkv", 32768, 640, 1920},    {"30M o", 32768, 640, 640},
+        {"30M w1/w2", 32768, 640, 1792},  {"30M down", 32768, 1792, 640},
+        {"200M qkv", 32768, 1280, 3840},  {"200M o", 32768, 1280, 1280},
+        {"200M w1/w2", 32768, 1280, 3584}, {"200M down", 32768, 3584, 1280}};
+    if (o.only != "presets")
+      for (const Case& c : b7) run_case(c, o, timer, blas, gemm);
+    if (o.only != "7b")
+      for (const Case& c : presets) run_case(c, o, timer, blas, gemm);
+    cudaFree(flush_buf);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_lowbit_linear: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,127 @@
+#pragma once
+// The low-precision forward product of a quantized linear layer (issue 9 item 1; QUEST_SPEC.md
+// sections 3 and 8), as a standalone piece: integer codes instead of dequantized bf16 values.
+//
+// A grid quantizer (ste / clip / trust, with or without the Hadamard transform) maps entry k of row
+// r to xq = (q - 1/2) * step[r] with q an integer in [1 - 2^(b-1), 2^(b-1)]. The odd integer
+// c = 2q - 1 in [-(2^b - 1), 2^b - 1] is the stored code, so for x [N, K] and w [M, K]
+//     y[n, m] = (step_x[n] / 2) * (step_w[m] / 2) * sum_k cx[n, k] * cw[m, k]
+// where the sum is an exact integer (|sum| <= K * (2^b - 1)^2 < 2^31 for b <= 7, K < 133,000).
+//
+// Two steps:
+//  1. lowbit_quantize: one fused pass per operand (Hadamard transform of the 128-blocks, row RMS,
+//     grid, codes, per-row step, optionally the gradient mask). On the same input it produces
+//     bit for bit the steps and masks of DeviceQuantizer::forward (same spec, Half form), and codes
+//     whose dequantized values are bit for bit that forward's xq (the test checks all three).
+//  2. LowbitGemm::forward: the integer product with both row scales applied, bf16 out.
+//
+// Routes (LowbitRoute), both through cuBLASLt:
+//  - kInt8 (bits 1..7): int8 codes, IMMA tensor cores with int32 accumulation (exact), int32 into a
+//    scratch buffer owned by LowbitGemm, then one scaling kernel -> bf16. The int32 round trip is
+//    the route's overhead; the product is done in row chunks so that scratch stays bounded.
+//  - kFp8 (bits 1..3): the same odd codes stored as fp8 e4m3, FP8 tensor cores with cuBLASLt's
+//    per-row ("outer vector") fp32 scales applied in its epilogue and bf16 written directly; fast
+//    accumulation OFF. e4m3 holds 4-bit codes exactly (|c| <= 15), but on the H100 (cuBLASLt
+//    13.1) the FP8 tensor cores still drop low bits of large partial sums: 4-bit codes all +15
+//    over K = 11008 sum to 2,474,050 instead of 2,476,800. 1..3-bit codes pass every worst case
+//    (tests/cuda/test_cuda_lowbit_gemm.cu, CudaLowbitFp8WorstCase), so the route stops at 3 bits;
+//    4-bit codes take kInt8.
+//  - 8-bit codes (up to +-255) fit neither: lowbit_supported(route, 8) is false and the caller
+//    keeps the bf16 product of the dequantized operands (DeviceQuantizer + Blas).
+//
+// Conventions (those of src/ops/cuda_ops.h): device pointers, row-major, asynchronous on `stream`,
+// host-side argument checks throwing quest::Error. Requirements: K % 128 == 0 (the quantizer works
+// on 128-chunks; the model presets guarantee it), pointers 16-byte aligned (cudaMalloc'ed buffers
+// and row offsets that are multiples of 16 bytes).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "quant/quant_spec.h"
+
+namespace quest::cuda {
+
+using bf16 = __nv_bfloat16;
+
+enum class LowbitRoute : int { kInt8 = 0, kFp8 = 1 };
+
+inline constexpr int kLowbitMaxBitsInt8 = 7;  // |c| <= 127
+inline constexpr int kLowbitMaxBitsFp8 = 3;   // exact sums on the H100 (see above)
+
+// True when `bits`-bit codes are exact in the route's code type.
+inline bool lowbit_supported(LowbitRoute route, int bits) {
+  return bits >= 1 && bits <= (route == LowbitRoute::kInt8 ? kLowbitMaxBitsInt8 : kLowbitMaxBitsFp8);
+}
+const char* lowbit_route_name(LowbitRoute route);
+
+// The quantizer of one operand: the grid family of QUEST_SPEC.md section 3 (DeviceQuantizer's Grid
+// family), with the mask rule already resolved (QuantSpec::mask_rule()).
+struct LowbitQuant {
+  int bits = 4;
+  bool hadamard = true;
+  int rule = 2;          // 0: no mask (ste), 1: clip |x| <= factor * scale, 2: trust |xq - x| <= factor * rms
+  double factor = 0.0;   // rule 1: float(factor) * scale; rule 2: float(factor * rms) (as DeviceQuantizer)
+  // ste / clip / trust and their hadamard- forms; throws quest::Error for other kinds and for bits
+  // outside 1..8 (bits 8 is accepted here; the product then has no route).
+  static LowbitQuant from_spec(const QuantSpec& spec);
+};
+
+// codes[rows, cols] (one byte each: int8 for kInt8, e4m3 for kFp8) = 2q - 1 of each entry;
+// step[rows] = the row's grid step (DeviceQuantizer::row_steps()); mask [rows, (cols + 63) / 64]
+// (MaskBits layout, SET = gradient zeroed) when not null and q.rule != 0. cols % 128 == 0,
+// lowbit_supported(route, q.bits). x: the layer input (bf16) or the fp32 master weight.
+void lowbit_quantize(const bf16* x, void* codes, float* step, uint64_t* mask, int64_t rows,
+                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream);
+void lowbit_quantize(const float* x, void* codes, float* step, uint64_t* mask, int64_t rows,
+                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream);
+
+// The integer product. Owns a cuBLASLt handle, its workspace and (kInt8) an int32 scratch of
+// int32_scratch_bytes; plans (descriptors + algorithm) are cached per (route, shape, alignment).
+// Calls on one LowbitGemm must be serialized (one per stream), like Blas.
+class LowbitGemm {
+ public:
+  explicit LowbitGemm(size_t int32_scratch_bytes = size_t(64) << 20,
+                      size_t workspace_bytes = size_t(32) << 20);
+  ~LowbitGemm();
+  LowbitGemm(const LowbitGemm&) = delete;
+  LowbitGemm& operator=(const LowbitGemm&) = delete;
+
+  // y[N, M] = (sx[n] / 2) * (sw[m] / 2) * sum_k xc[n, k] * wc[m, k], bf16 (overwritten).
+  // xc [N, K], wc [M, K]: codes of `route` (lowbit_quantize); sx [N], sw [M]: the steps.
+  // kInt8: the rows of y go in chunks of max(16, int32_scratch_bytes / (4 M)) rows (rounded down
+  // to a multiple of 16), each an IMMA product into the scratch and a scaling pass.
+  void forward(bf16* y, const void* xc, const float* sx, const void* wc, const float* sw,
+               int64_t N, int64_t K, int64_t M, LowbitRoute route, cudaStream_t stream);
+
+  // Test and benchmark hooks: the raw sums, no scales.
+  // acc[N, M] = sum_k xc * wc exactly (int32; one IMMA product, no chunking).
+  void int8_sums(int32_t* acc, const int8_t* xc, const int8_t* wc, int64_t N, int64_t K, int64_t M,
+                 cudaStream_t stream);
+  // acc[N, M] = sum_k xc * wc through the FP8 route's kernel family (e4m3 codes, fp32 out, outer
+  // vector scales sx, sw, alpha = 1; pass vectors of ones for the plain sums).
+  void fp8_sums(float* acc, const void* xc, const float* sx, const void* wc, const float* sw,
+                int64_t N, int64_t K, int64_t M, cudaStream_t stream);
+
+  // Autotuning (off by default): the first call of each (route, shape) times the heuristic's
+  // candidate algorithms on the real operands (synchronizes the stream once; not inside a CUDA
+  // graph capture) and keeps the fastest.
+  void set_autotune(bool on);
+
+  size_t int32_scratch_bytes() const { return scratch_bytes_; }
+
+ private:
+  void* impl_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  int32_t* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
+};
+
+// y[N, M] = bf16(acc[n, m] * (0.25 * sx[n]) * sw[m]) (the kInt8 route's scaling pass; exposed for
+// the benchmark's breakdown). M % 4 == 0.
+void lowbit_scale_int32(bf16* y, const int32_t* acc, const float* sx, const float* sw, int64_t N,
+                        int64_t M, cudaStream_t stream);
+
+}  // namespace quest::cuda
