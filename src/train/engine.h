@@ -51,6 +51,9 @@ class Engine {
   virtual std::vector<float> params() = 0;
   // Mask statistics of the last step (mask_stats.h's JSON), null when nothing masks.
   virtual nlohmann::json mask_statistics() = 0;
+  // Waits for the device's queued work (for timing) and adds its device times to the op profile
+  // when that is enabled (ops/op_profile.h). The CPU's work is done when a call returns.
+  virtual void synchronize() {}
 
   // Data-parallel training (ZeRO-1) over comm's ranks, each engine on its slice of the batch:
   // from then on step() sums the gradients over the ranks, clips by the norm of the whole
