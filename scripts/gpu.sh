@@ -7,6 +7,8 @@
 #   QUEST_GPU_STAGES   comma list of stages (default build,test,bench,fidelity)
 #   QUEST_DATA         folder with train-00.jsonl.zst and val.jsonl.zst (default ../shared/data/gutenberg)
 #   QUEST_REFERENCE    the reference implementation (e.g. ../shared/baseline): run side by side
+#   QUEST_BUILD_DIR    where the build is (default build-gpu)
+#   QUEST_WORK         prepared data, runs and checkpoints (default OUTDIR/work)
 #   QUEST_GPT2         folder with encoder.json + vocab.bpe (default: the set-up cache)
 #   QUEST_GTEST_SRC    GoogleTest sources or a .tar.xz of them, when libgtest-dev is not installed
 #   QUEST_FID_STEPS    steps of each fidelity run (default 1000)
@@ -24,7 +26,10 @@ cd "$(dirname "$0")/.."
 STAGES=",${QUEST_GPU_STAGES:-build,test,bench,fidelity},"
 DATA=${QUEST_DATA:-../shared/data/gutenberg}
 GPT2=${QUEST_GPT2:-}
-BUILD=build-gpu
+BUILD=${QUEST_BUILD_DIR:-build-gpu}
+# Prepared data, checkpoints and runs (large) go to WORK; logs and the summary to OUT.
+WORK=${QUEST_WORK:-$OUT/work}
+mkdir -p "$WORK"
 SUMMARY="$OUT/summary.md"
 echo "# quest GPU run $(date -u +%Y-%m-%dT%H:%MZ)" >"$SUMMARY"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>"$SUMMARY" 2>&1
@@ -57,12 +62,12 @@ fi
 
 # Gutenberg with GPT-2 BPE, end-of-text before each book: train from train-00, val from val.
 prepare_data() {
-  [[ -f "$OUT/../gutenberg-gpt2/meta.json" ]] && return 0
+  [[ -f "$WORK/gutenberg-gpt2/meta.json" ]] && return 0
   local tok=gpt2; [[ -n "$GPT2" ]] && tok="gpt2:$GPT2"
   "$QUEST" prepare "$DATA/train-00.jsonl.zst" --val-inputs "$DATA/val.jsonl.zst" --tokenizer "$tok" \
-    --out "$OUT/../gutenberg-gpt2" --no-progress >"$OUT/prepare.log" 2>&1
+    --out "$WORK/gutenberg-gpt2" --no-progress >"$OUT/prepare.log" 2>&1
 }
-DATADIR="$OUT/../gutenberg-gpt2"
+DATADIR="$WORK/gutenberg-gpt2"
 
 # Throughput on synthetic tokens (`quest bench`), 64 x 512 micro-batches, with the per-op profile
 # of one step; one JSON line per run in bench.jsonl.
@@ -92,8 +97,9 @@ if stage fidelity; then
     esac
     "$QUEST" train --device cuda --preset 30M --data "$DATADIR" --batch-size 64 --steps "$steps" \
       --lr 1.2e-3 --seed "${QUEST_FID_SEED:-0}" --log-every 100 --eval-every 0 --sample-tokens 0 "${qargs[@]}" \
-      --out "$OUT/runs/fid-$m" >"$OUT/fid-$m.log" 2>&1
-    loss=$(grep -o '"val_loss":[0-9.]*' "$OUT/runs/fid-$m/log.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
+      --out "$WORK/runs/fid-$m" >"$OUT/fid-$m.log" 2>&1
+    cp "$WORK/runs/fid-$m/log.jsonl" "$OUT/fid-$m.jsonl" 2>/dev/null
+    loss=$(grep -o '"val_loss":[0-9.]*' "$OUT/fid-$m.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
     log "fidelity 30M $m ($steps steps): val loss ${loss:-failed}"
   done
 fi

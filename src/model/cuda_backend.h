@@ -81,11 +81,12 @@ struct CudaBackend {
         master_(master),
         copy_(copy),
         rms_scratch(cuda::rmsnorm_backward_scratch(batch * seq_len, d)),
-        attn_scratch(cuda::attention_backward_scratch(batch, seq_len, n_head, head_dim)) {}
+        attn_scratch(cuda::attention_backward_scratch(batch, seq_len, n_head, head_dim)),
+        embedding_scratch((cuda::embedding_backward_scratch_bytes(batch * seq_len) + 3) / 4) {}
 
   cudaStream_t stream;
   cuda::Blas& blas;
-  DeviceBuffer<float> rms_scratch, attn_scratch;
+  DeviceBuffer<float> rms_scratch, attn_scratch, embedding_scratch;
 
   DeviceBuffer<Act> alloc_act(int64_t n) { return DeviceBuffer<Act>(n); }
   DeviceBuffer<Res> alloc_res(int64_t n) { return DeviceBuffer<Res>(n); }
@@ -98,7 +99,7 @@ struct CudaBackend {
   }
   void embedding_backward(float* dtable, const Res* dout, const int32_t* tok, int64_t N, int64_t d) {
     QUEST_DEVICE_PROFILE("embedding_backward", stream);
-    cuda::embedding_backward(dtable, dout, tok, N, d, stream);
+    cuda::embedding_backward(dtable, dout, tok, N, d, embedding_scratch, stream);
   }
   void rmsnorm_forward(Act* out, float* rstd, const Res* x, const Weight* w, int64_t N, int64_t d, float eps) {
     QUEST_DEVICE_PROFILE("rmsnorm_forward", stream);

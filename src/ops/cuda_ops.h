@@ -34,9 +34,11 @@ void add(float* out, const float* a, const bf16* b, int64_t n, cudaStream_t stre
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N, int64_t d,
                        cudaStream_t stream);
 // dtable[tokens[n], :] += dout[n, :] (fp32 accumulation, rows in order: deterministic, bitwise the
-// CPU's sums; no atomics)
+// CPU's sums; no atomics). scratch: at least embedding_backward_scratch_bytes(N) bytes, 16-byte
+// aligned (a stable sort of the tokens).
+int64_t embedding_backward_scratch_bytes(int64_t N);
 void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t N, int64_t d,
-                        cudaStream_t stream);
+                        void* scratch, cudaStream_t stream);
 
 // ---- RMSNorm ---------------------------------------------------------------------------------
 // x: the fp32 residual stream; w: the fp32 master weight; out: bf16 (a linear layer's input).

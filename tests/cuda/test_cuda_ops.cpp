@@ -155,9 +155,9 @@ TEST(CudaEmbedding, ForwardCopiesRows) {
   }
 }
 
-// Many repeated tokens (64 distinct ids over 1024 rows, so repeats span the kernel's 256-row
-// chunks): the deterministic scatter-add sums in the CPU's row order, so the result is bitwise
-// the CPU's, and accumulates onto a non-zero table.
+// Many repeated tokens (64 distinct ids over 1024 rows: long runs of one token after the sort):
+// the deterministic scatter-add sums in the CPU's row order, so the result is bitwise the CPU's,
+// and accumulates onto a non-zero table.
 TEST(CudaEmbedding, BackwardMatchesCpuBitwise) {
   QUEST_REQUIRE_CUDA();
   Rng rng(5);
@@ -169,7 +169,9 @@ TEST(CudaEmbedding, BackwardMatchesCpuBitwise) {
     auto g_dtable = upload(dtable);
     auto g_dout = upload(dout);
     auto g_tok = upload(tokens);
-    gpu::embedding_backward(g_dtable, g_dout, g_tok, N, d, kStream);
+    DeviceBuffer<float> scratch((gpu::embedding_backward_scratch_bytes(N) + 3) / 4);
+    scratch.fill_nan();
+    gpu::embedding_backward(g_dtable, g_dout, g_tok, N, d, scratch, kStream);
     sync();
     cpu::embedding_backward(dtable.data(), dout.data(), tokens.data(), N, d);
     EXPECT_TRUE(bit_equal(download(g_dtable), dtable, "d=" + std::to_string(d)));
@@ -192,7 +194,8 @@ TEST(CudaEmbedding, NegativeIdsGiveNanRowsAndNoGradient) {
   auto g_dout = upload(dout);
   DeviceBuffer<float> dtable(rows * d);
   dtable.zero();
-  gpu::embedding_backward(dtable, g_dout, g_tok, N, d, kStream);
+  DeviceBuffer<float> scratch((gpu::embedding_backward_scratch_bytes(N) + 3) / 4);
+  gpu::embedding_backward(dtable, g_dout, g_tok, N, d, scratch, kStream);
   sync();
   const auto o = download(out), dt = download(dtable);
   for (int64_t j = 0; j < d; ++j) {

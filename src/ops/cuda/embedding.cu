@@ -3,6 +3,8 @@
 // Token ids live on the device, so they cannot be validated on the host: a NEGATIVE id gives a
 // row of NaN in the forward (loud downstream) and is skipped in the backward; ids past the end of
 // the table (whose row count is not passed) are the caller's to prevent, as on the CPU.
+#include <cub/device/device_radix_sort.cuh>
+
 #include "ops/cuda/common.cuh"
 
 namespace quest::cuda {
@@ -33,60 +35,53 @@ __global__ void embedding_forward_kernel(float* out, const int32_t* tokens, cons
   }
 }
 
-// Backward. One block of kThreads per row n0 (grid N). The block of a token's FIRST occurrence
-// owns table row tokens[n0]; blocks of later occurrences see the token in tokens[0, n0) and exit.
-// The owner walks rows m >= n0 in chunks of kThreads: the rows whose token matches are compacted,
-// in increasing order, into shared memory (warp ballots + fixed warp offsets), then each thread
-// adds those rows to its own columns (VEC at a time: 8 with d % 8 == 0 and aligned pointers, else
-// 1) as acc = dtable; acc += dout[m1]; acc += dout[m2]; ... in fp32. That is exactly the CPU's
-// order, so the result is bitwise the CPU's and does not depend on scheduling.
-// Cost: each block reads tokens[0, N) once (N^2 int loads over the grid, from L2; fine for the
-// micro-batch sizes used, N of a few thousand).
+// Backward, after a stable sort of (token, row) pairs by token: the rows of each token are
+// contiguous in `rows`, in increasing order. One block of kThreads per sorted position i; the
+// block whose position starts a run of equal tokens owns table row tokens[i] and adds the run's
+// dout rows to it in order, VEC columns per thread (8 with d % 8 == 0 and aligned pointers, else
+// 1): acc = dtable; acc += dout[m1]; acc += dout[m2]; ... in fp32, exactly the CPU's order, so
+// the result is bitwise the CPU's and does not depend on scheduling. Other blocks exit at once.
+// Negative ids (sorted first) are skipped.
 constexpr int kThreads = 256;
 
 template <int VEC>
 __global__ void __launch_bounds__(kThreads)
-    embedding_backward_kernel(float* dtable, const float* dout, const int32_t* tokens, int64_t N,
-                              int64_t d) {
-  __shared__ int64_t rows[kThreads];
-  __shared__ int warp_count[kThreads / 32];
-  const int64_t n0 = blockIdx.x;
-  const int32_t tok = tokens[n0];
-  if (tok < 0) return;  // uniform over the block
-  bool earlier = false;
-  for (int64_t m = threadIdx.x; m < n0; m += kThreads) earlier |= tokens[m] == tok;
-  if (__syncthreads_or(earlier)) return;
-
+    embedding_backward_kernel(float* dtable, const float* dout, const int32_t* sorted_tokens,
+                              const int32_t* rows, int64_t N, int64_t d) {
+  const int64_t i = blockIdx.x;
+  const int32_t tok = sorted_tokens[i];
+  if (tok < 0 || (i > 0 && sorted_tokens[i - 1] == tok)) return;  // uniform over the block
+  int64_t end = i + 1;
+  while (end < N && sorted_tokens[end] == tok) ++end;
   float* dst = dtable + int64_t(tok) * d;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int64_t base = n0; base < N; base += kThreads) {  // uniform loop: all threads iterate
-    const int64_t m = base + threadIdx.x;
-    const bool match = m < N && tokens[m] == tok;
-    const unsigned ballot = __ballot_sync(kFullMask, match);
-    if (lane == 0) warp_count[warp] = __popc(ballot);
-    __syncthreads();
-    int offset = 0, total = 0;
-    for (int w = 0; w < kThreads / 32; ++w) {
-      offset += w < warp ? warp_count[w] : 0;
-      total += warp_count[w];
-    }
-    if (match) rows[offset + __popc(ballot & ((1u << lane) - 1u))] = m;
-    __syncthreads();
-    if (total > 0) {
-      for (int64_t c = int64_t(threadIdx.x) * VEC; c < d; c += int64_t(kThreads) * VEC) {
-        float acc[VEC];
-        load<VEC>(dst + c, acc);
-        for (int r = 0; r < total; ++r) {
-          float f[VEC];
-          load<VEC>(dout + rows[r] * d + c, f);
+  for (int64_t c = int64_t(threadIdx.x) * VEC; c < d; c += int64_t(kThreads) * VEC) {
+    float acc[VEC];
+    load<VEC>(dst + c, acc);
+    for (int64_t r = i; r < end; ++r) {
+      float f[VEC];
+      load<VEC>(dout + int64_t(rows[r]) * d + c, f);
 #pragma unroll
-          for (int k = 0; k < VEC; ++k) acc[k] += f[k];
-        }
-        store<VEC>(dst + c, acc);
-      }
+      for (int k = 0; k < VEC; ++k) acc[k] += f[k];
     }
-    __syncthreads();  // rows and warp_count are rewritten by the next chunk
+    store<VEC>(dst + c, acc);
   }
+}
+
+__global__ void iota_kernel(int32_t* out, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = int32_t(i);
+}
+
+// Scratch layout: sorted tokens [N], row ids [N], sorted row ids [N] (int32, each padded to 16
+// bytes), then CUB's temporary storage.
+int64_t padded(int64_t n) { return (n * 4 + 15) / 16 * 16; }
+
+size_t sort_temp_bytes(int64_t N) {
+  size_t bytes = 0;
+  cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const int32_t*>(nullptr),
+                                  static_cast<int32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                  static_cast<int32_t*>(nullptr), int(N));
+  return bytes;
 }
 
 }  // namespace
@@ -103,15 +98,30 @@ void embedding_forward(float* out, const int32_t* tokens, const float* table, in
   QUEST_CUDA_LAUNCH_CHECK("embedding_forward_kernel");
 }
 
+int64_t embedding_backward_scratch_bytes(int64_t N) {
+  return N <= 0 ? 0 : 3 * padded(N) + int64_t(sort_temp_bytes(N));
+}
+
 void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t N, int64_t d,
-                        cudaStream_t stream) {
+                        void* scratch, cudaStream_t stream) {
   QUEST_CUDA_REQUIRE(N >= 0 && d >= 0, "cuda::embedding_backward: negative shape N=", N, " d=", d);
   QUEST_CUDA_REQUIRE(N <= INT32_MAX, "cuda::embedding_backward: too many rows N=", N);
   if (N == 0 || d == 0) return;
+  auto* base = static_cast<char*>(scratch);
+  auto* sorted = reinterpret_cast<int32_t*>(base);
+  auto* rows = reinterpret_cast<int32_t*>(base + padded(N));
+  auto* sorted_rows = reinterpret_cast<int32_t*>(base + 2 * padded(N));
+  size_t temp_bytes = sort_temp_bytes(N);
+  iota_kernel<<<grid_for(N, 256), 256, 0, stream>>>(rows, N);
+  QUEST_CUDA_LAUNCH_CHECK("iota_kernel");
+  // LSD radix sort: stable, so each token's rows stay in increasing order.
+  check(cub::DeviceRadixSort::SortPairs(base + 3 * padded(N), temp_bytes, tokens, sorted, rows, sorted_rows,
+                                        int(N), 0, 32, stream),
+        "cub::DeviceRadixSort::SortPairs", __FILE__, __LINE__);
   if (d % 8 == 0 && aligned16(dtable) && aligned16(dout)) {
-    embedding_backward_kernel<8><<<unsigned(N), kThreads, 0, stream>>>(dtable, dout, tokens, N, d);
+    embedding_backward_kernel<8><<<unsigned(N), kThreads, 0, stream>>>(dtable, dout, sorted, sorted_rows, N, d);
   } else {
-    embedding_backward_kernel<1><<<unsigned(N), kThreads, 0, stream>>>(dtable, dout, tokens, N, d);
+    embedding_backward_kernel<1><<<unsigned(N), kThreads, 0, stream>>>(dtable, dout, sorted, sorted_rows, N, d);
   }
   QUEST_CUDA_LAUNCH_CHECK("embedding_backward_kernel");
 }

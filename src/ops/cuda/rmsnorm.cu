@@ -13,8 +13,10 @@ using namespace detail;
 
 constexpr int kRowThreads = 256;           // 8 warps, one row each
 constexpr int kRowsPerBlock = kRowThreads / 32;
-constexpr int64_t kDwRows = 16;            // rows per dw partial (one scratch row per segment)
-constexpr int kDwThreads = 32;             // threads per dw-partial block (one warp)
+// dw: rows per partial (one scratch row per segment). 256 keeps the final sum short (N / 256
+// partials per column) while the partial blocks still cover the GPU (d / 256 x N / 256 blocks).
+constexpr int64_t kDwRows = 256;
+constexpr int kDwThreads = 256;            // threads per dw-partial block (8 warps)
 
 int64_t dw_segments(int64_t N) { return (N + kDwRows - 1) / kDwRows; }
 
@@ -87,28 +89,44 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-// Backward, dw partials. Grid (ceil(d / (32 VEC)), segments): block (bx, p) sums rows
-// [16p, 16p + 16) for its 32 * VEC columns; each thread owns VEC columns and adds the rows in
-// order, dout * (x * r) in fp32, then writes partial[p, columns] (no accumulation: every
-// (p, column) of the scratch is written by exactly one thread).
+// Backward, dw partials. Grid (ceil(d / (32 VEC)), segments), kDwThreads = 8 warps per block:
+// block (bx, p) owns columns [32 VEC bx, 32 VEC (bx + 1)) of rows [kDwRows p, kDwRows (p + 1));
+// lane l of warp w owns VEC columns and adds rows w, w + 8, ... of the segment in order
+// (dout * x * r in fp32); the 8 warps' sums are then added in warp order through shared memory
+// and written to partial[p, columns] (no accumulation: every (p, column) of the scratch is
+// written by exactly one thread). Fixed orders throughout: deterministic.
 template <int VEC>
 __global__ void __launch_bounds__(kDwThreads)
     rmsnorm_dw_partial_kernel(float* partial, const bf16* dout, const float* x, const float* rstd,
                               int64_t N, int64_t d) {
-  const int64_t c = (int64_t(blockIdx.x) * kDwThreads + threadIdx.x) * VEC;
-  if (c >= d) return;
+  __shared__ float sums[kDwThreads / 32][32 * VEC];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t c = (int64_t(blockIdx.x) * 32 + lane) * VEC;
   const int64_t p = blockIdx.y;
   const int64_t n0 = p * kDwRows, n1 = min(N, n0 + kDwRows);
   float acc[VEC] = {};
-  for (int64_t n = n0; n < n1; ++n) {
-    float g[VEC], f[VEC];
-    load<VEC>(dout + n * d + c, g);
-    load<VEC>(x + n * d + c, f);
-    const float r = rstd[n];
+  if (c < d) {
+    for (int64_t n = n0 + warp; n < n1; n += kDwThreads / 32) {
+      float g[VEC], f[VEC];
+      load<VEC>(dout + n * d + c, g);
+      load<VEC>(x + n * d + c, f);
+      const float r = rstd[n];
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) acc[k] += g[k] * (f[k] * r);
+      for (int k = 0; k < VEC; ++k) acc[k] += g[k] * (f[k] * r);
+    }
   }
-  store<VEC>(partial + p * d + c, acc);
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) sums[warp][lane * VEC + k] = acc[k];
+  __syncthreads();
+  if (warp == 0 && c < d) {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      float t = sums[0][lane * VEC + k];
+      for (int w = 1; w < kDwThreads / 32; ++w) t += sums[w][lane * VEC + k];
+      acc[k] = t;
+    }
+    store<VEC>(partial + p * d + c, acc);
+  }
 }
 
 // Backward, dw. Grid-stride over columns, one per thread: dw[j] += sum_p partial[p, j], p in
@@ -152,12 +170,12 @@ void rmsnorm_backward(float* dx, bf16* dx_copy, float* dw, const bf16* dout, con
   if (vec) {
     rmsnorm_backward_dx_kernel<8><<<grid, kRowThreads, 0, stream>>>(dx, dx_copy, dout, x, w, rstd, N, d);
     QUEST_CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
-    const dim3 pgrid(unsigned((d / 8 + kDwThreads - 1) / kDwThreads), unsigned(segments));
+    const dim3 pgrid(unsigned((d / 8 + 31) / 32), unsigned(segments));
     rmsnorm_dw_partial_kernel<8><<<pgrid, kDwThreads, 0, stream>>>(scratch, dout, x, rstd, N, d);
   } else {
     rmsnorm_backward_dx_kernel<1><<<grid, kRowThreads, 0, stream>>>(dx, dx_copy, dout, x, w, rstd, N, d);
     QUEST_CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
-    const dim3 pgrid(unsigned((d + kDwThreads - 1) / kDwThreads), unsigned(segments));
+    const dim3 pgrid(unsigned((d + 31) / 32), unsigned(segments));
     rmsnorm_dw_partial_kernel<1><<<pgrid, kDwThreads, 0, stream>>>(scratch, dout, x, rstd, N, d);
   }
   QUEST_CUDA_LAUNCH_CHECK("rmsnorm_dw_partial_kernel");
