@@ -8,7 +8,7 @@
 //   B::Act      activation element (float | bf16)     B::Weight  weight element the ops read
 //   B::Res      the residual stream and its gradient (float on both backends)
 //   B::Linear   a linear layer's product with its quantizer slot (quant/linear_op.h semantics)
-//   B::Buffer   RAII storage from alloc_act / alloc_f32
+//   B::Buffer   RAII storage from alloc_act / alloc_res / alloc_f32
 // Every activation is planned in the constructor for micro-batches of up to [batch, seq_len]
 // tokens, so forward and backward allocate nothing.
 #include <algorithm>
