@@ -14,20 +14,12 @@ namespace {
 
 // Small, but with the GPU kernels' shapes: d = 128 (one Hadamard block), head_dim 64, H = 512.
 TrainConfig gpu_config(const test::TempDir& dir, const std::string& device, const char* quant) {
-  TrainConfig c;
-  c.model.preset = "custom";
-  c.model.n_layer = 2;
+  TrainConfig c = test::byte_train_config(dir);
   c.model.d_model = 128;
   c.model.head_dim = 64;
-  c.model.vocab_size = 256;
   c.model.seq_len = 64;
-  c.batch_size = 8;
   c.steps = 40;
-  c.schedule.peak_lr = 3e-3;
-  c.eval_every = 0;
   c.eval_windows = 32;
-  c.log_every = 1000;
-  c.data = dir.path();
   c.out_dir = dir / ("run-" + device);
   c.device = device;
   c.quant = QuantConfig::parse(quant);

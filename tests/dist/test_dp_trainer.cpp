@@ -19,20 +19,11 @@ namespace {
 using test::world;
 
 TrainConfig tiny_config(const test::TempDir& dir, const std::string& quant = "") {
-  TrainConfig c;
-  c.model.preset = "custom";
+  TrainConfig c = test::byte_train_config(dir);
   c.model.n_layer = 1;
-  c.model.d_model = 32;
-  c.model.head_dim = 16;
-  c.model.vocab_size = 256;
   c.model.seq_len = 16;
   c.steps = 6;
-  c.schedule.peak_lr = 3e-3;
-  c.eval_every = 0;
   c.eval_windows = 8;
-  c.log_every = 1000;
-  c.data = dir.path();
-  c.out_dir = dir / "run";
   if (!quant.empty()) c.quant = QuantConfig::parse(quant);
   return c;
 }

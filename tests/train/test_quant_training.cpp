@@ -28,24 +28,16 @@ namespace {
 using test::write_byte_shards;
 
 TrainConfig quant_config(const test::TempDir& dir, const std::string& quant) {
-  TrainConfig c;
-  c.model.preset = "custom";
+  TrainConfig c = test::byte_train_config(dir);
   c.model.n_layer = 1;
   c.model.d_model = 128;
   c.model.head_dim = 64;
   c.model.hidden = 256;
-  c.model.vocab_size = 256;
-  c.model.seq_len = 32;
   c.quant = QuantConfig::parse(quant);
   c.batch_size = 4;
   c.steps = 6;
   c.seed = 7;
-  c.schedule.peak_lr = 3e-3;
-  c.eval_every = 0;
   c.eval_windows = 8;
-  c.log_every = 1000;
-  c.data = dir.path();
-  c.out_dir = dir / "run";
   return c;
 }
 

@@ -18,29 +18,10 @@ namespace {
 
 using test::write_byte_shards;
 
-TrainConfig byte_config(const test::TempDir& dir) {
-  TrainConfig c;
-  c.model.preset = "custom";
-  c.model.n_layer = 2;
-  c.model.d_model = 32;
-  c.model.head_dim = 16;
-  c.model.vocab_size = 256;
-  c.model.seq_len = 32;
-  c.batch_size = 8;
-  c.steps = 80;
-  c.schedule.peak_lr = 3e-3;
-  c.eval_every = 0;
-  c.eval_windows = 16;
-  c.log_every = 1000;
-  c.data = dir.path();
-  c.out_dir = dir / "run";
-  return c;
-}
-
 using TrainerTest = test::ByteCorpusTest<200'000>;
 
 TEST_F(TrainerTest, LossFallsWellBelowItsStart) {
-  TrainConfig c = byte_config(dir_);
+  TrainConfig c = test::byte_train_config(dir_);
   Trainer trainer(c);
   const double start = trainer.evaluate().loss;
   EXPECT_NEAR(start, std::log(256.0), 0.3);
@@ -53,7 +34,7 @@ TEST_F(TrainerTest, LossFallsWellBelowItsStart) {
 }
 
 TEST_F(TrainerTest, ResumeContinuesBitForBit) {
-  TrainConfig c = byte_config(dir_);
+  TrainConfig c = test::byte_train_config(dir_);
   c.steps = 8;
   c.grad_accum = 2;
   c.out_dir = dir_ / "straight";
@@ -80,13 +61,13 @@ TEST_F(TrainerTest, ResumeContinuesBitForBit) {
 }
 
 TEST_F(TrainerTest, BadInputIsAClearError) {
-  TrainConfig c = byte_config(dir_);
+  TrainConfig c = test::byte_train_config(dir_);
   c.data = dir_ / "nowhere";
   EXPECT_THROW(Trainer{c}, Error);
-  c = byte_config(dir_);
+  c = test::byte_train_config(dir_);
   c.resume = dir_.write("bad.ck", "garbage");
   EXPECT_THROW(Trainer{c}, Error);
-  c = byte_config(dir_);
+  c = test::byte_train_config(dir_);
   c.batch_size = 0;
   EXPECT_THROW(Trainer{c}, Error);
 }
