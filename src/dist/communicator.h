@@ -20,6 +20,8 @@ class Communicator {
   virtual int size() const = 0;
   virtual int local_rank() const = 0;      // rank among the processes of this node
   virtual std::string backend() const = 0;  // "single", "mpi", "nccl"
+  // Seconds a collective may wait for its peers before it throws (0: no limit).
+  virtual double timeout_s() const { return 0.0; }
 
   // data[i] = sum over ranks of data[i], on every rank.
   virtual void all_reduce_sum(float* data, int64_t count) = 0;

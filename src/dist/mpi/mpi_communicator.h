@@ -18,6 +18,7 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   int local_rank() const override { return local_rank_; }
   std::string backend() const override { return "mpi"; }
+  double timeout_s() const override { return timeout_s_; }
   void all_reduce_sum(float* data, int64_t count) override;
   void all_reduce_sum(double* data, int64_t count) override;
   void reduce_scatter_sum(const float* in, float* out, int64_t count) override;

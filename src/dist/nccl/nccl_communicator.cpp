@@ -1,6 +1,7 @@
 #include "dist/nccl/nccl_communicator.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "core/error.h"
@@ -99,6 +100,7 @@ void NcclCommunicator::abort(int code) {
   if (comm_) ncclCommAbort(comm_);
   comm_ = nullptr;
   bootstrap_.abort(code);
+  std::abort();  // not reached: the bootstrap's abort ends the process
 }
 
 }  // namespace quest

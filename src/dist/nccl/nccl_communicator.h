@@ -1,8 +1,9 @@
 #pragma once
 // The communicator over NCCL for data parallelism on GPUs: float collectives take *device*
 // buffers and run on one CUDA stream; byte broadcasts and barriers take host memory and go
-// through the bootstrap communicator (MPI), which also carries the NCCL id from rank 0 to the
-// others. Built only with CUDA, MPI and NCCL; not yet used by the CUDA engine.
+// through the bootstrap communicator (MPI in a job, or one process), which also carries the NCCL
+// id from rank 0 to the others. Built with CUDA and NCCL; the CUDA engine's data-parallel step
+// (cuda_zero_adamw.h) runs its collectives.
 //
 // A collective that does not finish within the timeout (or that NCCL reports as failed) aborts
 // the NCCL communicator, so the stream is released, and throws quest::Error.
@@ -23,6 +24,7 @@ class NcclCommunicator final : public Communicator {
   int size() const override { return bootstrap_.size(); }
   int local_rank() const override { return bootstrap_.local_rank(); }
   std::string backend() const override { return "nccl"; }
+  double timeout_s() const override { return timeout_s_; }
   void all_reduce_sum(float* data, int64_t count) override;
   void all_reduce_sum(double* data, int64_t count) override;
   void reduce_scatter_sum(const float* in, float* out, int64_t count) override;
