@@ -1,6 +1,7 @@
-// `quest eval MODEL [--data DIR] [--hellaswag FILE]`: validation loss, perplexity and bits per
-// byte of a checkpoint or packed export on a prepared split; HellaSwag zero-shot accuracy; for an
-// export, its size raw and zstd-compressed.
+// `quest eval MODEL [--data DIR] [--hellaswag FILE] [--device D]`: validation loss, perplexity and
+// bits per byte of a checkpoint or packed export on a prepared split; HellaSwag zero-shot accuracy;
+// for an export, its size raw and zstd-compressed. On the CPU the loaded model computes; on the GPU
+// an engine takes its weights (Engine::load_model), and both feed the same evaluation code.
 #include <omp.h>
 
 #include <chrono>
@@ -18,20 +19,23 @@
 #include "eval/data_check.h"
 #include "eval/hellaswag.h"
 #include "export/model_file.h"
+#include "train/engine.h"
 #include "train/evaluate.h"
 
 namespace quest::cli {
 
 namespace {
 struct EvalOptions {
-  std::string model, data, split = "val", hellaswag, tokenizer, json;
+  std::string model, data, split = "val", hellaswag, tokenizer, json, device = "auto";
   int64_t batch = 8, windows = 0, limit = 0;
   int zstd_level = 19;
   bool prepend_eot = false;
 };
 
 void run_eval(const EvalOptions& o) {
-  ModelFile f = load_model_file(o.model, o.batch);
+  const bool gpu = resolve_device(o.device) == "cuda";
+  // On the GPU the CPU model only carries the weights to the engine: planned for one sequence.
+  ModelFile f = load_model_file(o.model, gpu ? 1 : o.batch);
   Model& model = *f.loaded.model;
   const bool exported = f.kind == ModelFileKind::PackedExport;
   QUEST_CHECK(!o.data.empty() || !o.hellaswag.empty() || exported,
@@ -50,13 +54,25 @@ void run_eval(const EvalOptions& o) {
     items = read_hellaswag(o.hellaswag, o.limit);
   }
 
+  std::unique_ptr<Engine> engine;
+  if (gpu) {
+    engine = make_engine("cuda", model.config(), f.loaded.quant, AdamWConfig{}, o.batch);
+    engine->load_model(model);
+  }
+  // Per-token losses (when `losses` is not null) and their sum, on the chosen device.
+  auto forward_loss = [&](const int32_t* x, const int32_t* y, int64_t B, int64_t T, float* losses) {
+    return engine ? engine->forward_loss(x, y, B, T, losses) : model.forward_loss(x, y, B, T, losses);
+  };
+  const std::string device = engine ? engine->device() : "cpu";
+
   nlohmann::json out = {{"model", o.model},
+                        {"device", device},
                         {"kind", exported ? "packed export" : "checkpoint"},
                         {"step", f.loaded.step},
                         {"quant", f.loaded.quant.to_string()},
                         {"tokenizer", f.loaded.tokenizer}};
-  fmt::print("model: {} ({}, step {}, tokenizer {})\nquantization: {}\n", o.model, out["kind"].get<std::string>(),
-             f.loaded.step, f.loaded.tokenizer, f.loaded.quant.describe());
+  fmt::print("model: {} ({}, step {}, tokenizer {})\nquantization: {}\ndevice: {}\n", o.model,
+             out["kind"].get<std::string>(), f.loaded.step, f.loaded.tokenizer, f.loaded.quant.describe(), device);
   if (exported) {
     const ArtifactSize s = artifact_size(o.model, o.zstd_level, omp_get_max_threads());
     fmt::print("artifact: {} bytes raw, {} bytes zstd -{} ({:.1f}%)\n", s.raw, s.zstd, s.level,
@@ -71,7 +87,7 @@ void run_eval(const EvalOptions& o) {
     int64_t done = 0;
     const EvalResult r = evaluate_split(
         [&](const int32_t* x, const int32_t* y, int64_t B, int64_t len) {
-          const double loss = model.forward_loss(x, y, B, len);
+          const double loss = forward_loss(x, y, B, len, nullptr);
           done += B;
           const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
           log_progress("{} {:>6}/{} windows | ETA {}", o.split, done, total,
@@ -87,7 +103,9 @@ void run_eval(const EvalOptions& o) {
     if (r.bits_per_byte) out["split"]["bits_per_byte"] = *r.bits_per_byte;
   }
   if (tokenizer) {
-    ModelScorer scorer(model, o.batch);
+    ModelScorer scorer([&](const int32_t* x, const int32_t* y, int64_t B, int64_t T,
+                           float* losses) { forward_loss(x, y, B, T, losses); },
+                       o.batch, model.config().seq_len);
     HellaswagOptions ho;
     ho.items_per_call = std::max<int64_t>(1, o.batch);
     ho.prepend_eot = o.prepend_eot;
@@ -108,11 +126,13 @@ void run_eval(const EvalOptions& o) {
 void add_eval_command(CLI::App& app) {
   auto o = std::make_shared<EvalOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "eval", "Evaluate a checkpoint or packed export: validation loss / bits per byte, HellaSwag, size");
+      "eval", "Evaluate a checkpoint or packed export on the CPU or GPU: validation loss / bits per byte, HellaSwag, size");
   cmd->add_option("model", o->model, "Checkpoint (checkpoint.bin) or packed export (.safetensors)")->required();
   cmd->add_option("--data", o->data, "Prepared data directory or shard pattern");
   cmd->add_option("--split", o->split, "Split name")->capture_default_str();
   cmd->add_option("--batch-size", o->batch, "Sequences per forward pass")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu, cuda, or auto (the GPU when one is present)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
   cmd->add_option("--windows", o->windows, "Evaluate the first N windows of the split (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->add_option("--hellaswag", o->hellaswag, "HellaSwag JSONL (ctx, endings, label; .zst allowed)")->check(CLI::ExistingFile);
   cmd->add_option("--limit", o->limit, "HellaSwag: the first N items (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();

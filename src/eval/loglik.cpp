@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 #include <string>
+#include <utility>
 
 #include "core/error.h"
 
@@ -25,16 +26,23 @@ LoglikRequest encode_request(const Tokenizer& tokenizer, std::string_view contex
   return r;
 }
 
-ModelScorer::ModelScorer(Model& model, int64_t batch) : model_(model), batch_(batch) {
-  QUEST_CHECK(batch >= 1 && batch <= model.batch(), "scorer: batch {} out of [1, {}]", batch, model.batch());
-  const int64_t T = model.config().seq_len;
-  x_.resize(size_t(batch * T));
-  y_.resize(size_t(batch * T));
-  losses_.resize(size_t(batch * T));
+ModelScorer::ModelScorer(TokenLosses losses, int64_t batch, int64_t seq_len)
+    : token_losses_(std::move(losses)), batch_(batch), seq_len_(seq_len) {
+  QUEST_CHECK(batch >= 1 && seq_len >= 1, "scorer: bad batch {} or sequence length {}", batch, seq_len);
+  x_.resize(size_t(batch * seq_len));
+  y_.resize(size_t(batch * seq_len));
+  losses_.resize(size_t(batch * seq_len));
+}
+
+ModelScorer::ModelScorer(Model& model, int64_t batch)
+    : ModelScorer([&model](const int32_t* x, const int32_t* y, int64_t B, int64_t T,
+                           float* losses) { model.forward_loss(x, y, B, T, losses); },
+                  batch, model.config().seq_len) {
+  QUEST_CHECK(batch <= model.batch(), "scorer: batch {} out of [1, {}]", batch, model.batch());
 }
 
 std::vector<double> ModelScorer::score(const std::vector<LoglikRequest>& requests) {
-  const int64_t T_max = model_.config().seq_len;
+  const int64_t T_max = seq_len_;
   // Each request as (tokens after truncation, continuation targets counted from the end).
   struct Seq {
     size_t index;
@@ -69,7 +77,7 @@ std::vector<double> ModelScorer::score(const std::vector<LoglikRequest>& request
       std::copy(s.begin(), s.begin() + len, x_.begin() + int64_t(b) * T);
       std::copy(s.begin() + 1, s.end(), y_.begin() + int64_t(b) * T);
     }
-    model_.forward_loss(x_.data(), y_.data(), int64_t(n), T, losses_.data());
+    token_losses_(x_.data(), y_.data(), int64_t(n), T, losses_.data());
     for (size_t b = 0; b < n; ++b) {
       const Seq& s = seqs[order[first + b]];
       const int64_t len = int64_t(s.tokens.size()) - 1;

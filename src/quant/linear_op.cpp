@@ -42,6 +42,7 @@ void LinearOp::set_quant(const QuantConfig& quant) {
   if (xq_) xq_->reserve(max_rows_, in_);
   w_ = x_ = nullptr;
   n_ = 0;
+  product_weight_fixed_ = false;
 }
 
 TensorQuantizer* LinearOp::domain_quantizer(const std::unique_ptr<TensorQuantizer>& q) const {
@@ -50,6 +51,7 @@ TensorQuantizer* LinearOp::domain_quantizer(const std::unique_ptr<TensorQuantize
 }
 
 void LinearOp::prepare_weight(const float* w) {
+  product_weight_fixed_ = false;
   if (!wq_ && !half_) {
     w_ = w;
     return;
@@ -69,6 +71,7 @@ void LinearOp::set_product_weight(const float* w) {
   if (w_buf_.empty()) w_buf_.resize(size_t(out_ * in_));  // a plain layer owns no copy otherwise
   std::memcpy(w_buf_.data(), w, sizeof(float) * size_t(out_ * in_));
   w_ = w_buf_.data();
+  product_weight_fixed_ = true;
 }
 
 void LinearOp::forward(const float* x, float* y, int64_t N) {

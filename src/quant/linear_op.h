@@ -86,6 +86,9 @@ class LinearOp {
 
   // The weight the product uses ([out, in]; in the Hadamard domain in the half form).
   const float* product_weight() const { return w_; }
+  // True while the product weight is one given to set_product_weight() (a packed export's), which
+  // another backend must install as it stands rather than quantize the master weight again.
+  bool product_weight_is_fixed() const { return product_weight_fixed_; }
 
  private:
   TensorQuantizer* domain_quantizer(const std::unique_ptr<TensorQuantizer>& q) const;
@@ -100,6 +103,7 @@ class LinearOp {
   const float* w_ = nullptr;   // the weight used by the product (W itself or w_buf_)
   const float* x_ = nullptr;   // the input saved for backward (x itself or x_buf_)
   int64_t n_ = 0;              // rows of the last forward
+  bool product_weight_fixed_ = false;  // w_ came from set_product_weight()
 };
 
 }  // namespace quest

@@ -9,7 +9,7 @@ namespace quest {
 
 CpuEngine::CpuEngine(const ModelConfig& config, const QuantConfig& quant, const AdamWConfig& adamw,
                      int64_t batch)
-    : model_(config, batch, quantized_linear_factory(quant)) {
+    : model_(config, batch, quantized_linear_factory(quant)), quant_(quant) {
   std::vector<ParamGroup>& groups = groups_;
   for (const auto& t : model_.layout()) {
     if (!groups.empty() && groups.back().decay == t.weight_decay() &&
@@ -115,6 +115,20 @@ void CpuEngine::restore(const Checkpoint& ck, bool with_quant_state) {
       for (auto& lp : op->learned_params()) std::fill(lp.value.begin(), lp.value.end(), 0.0f);
   }
   model_.prepare_weights();
+}
+
+void CpuEngine::load_model(Model& src) {
+  check_loadable(src, model_.config(), quant_);
+  const auto from = src.params();
+  std::copy(from.begin(), from.end(), model_.params().begin());
+  auto src_ops = src.named_linears(), ops = model_.named_linears();
+  for (size_t i = 0; i < ops.size(); ++i) {
+    auto src_lp = src_ops[i].op->learned_params(), lp = ops[i].op->learned_params();
+    for (size_t k = 0; k < lp.size(); ++k) std::copy(src_lp[k].value.begin(), src_lp[k].value.end(), lp[k].value.begin());
+  }
+  model_.prepare_weights();
+  for (size_t i = 0; i < ops.size(); ++i)
+    if (src_ops[i].op->product_weight_is_fixed()) ops[i].op->set_product_weight(src_ops[i].op->product_weight());
 }
 
 }  // namespace quest

@@ -14,13 +14,15 @@ class CpuEngine final : public Engine {
   void init_weights(uint64_t seed) override { model_.init_weights(seed); }
   void zero_grads() override { model_.zero_grads(); }
   double forward_backward(const int32_t* x, const int32_t* y, int64_t B, int64_t T, float grad_scale) override;
-  double forward_loss(const int32_t* x, const int32_t* y, int64_t B, int64_t T) override {
-    return model_.forward_loss(x, y, B, T);
+  double forward_loss(const int32_t* x, const int32_t* y, int64_t B, int64_t T,
+                      float* losses = nullptr) override {
+    return model_.forward_loss(x, y, B, T, losses);
   }
   double step(double lr) override;
   int64_t adam_steps() const override;
   std::vector<StateArray> state() override;
   void restore(const Checkpoint& ck, bool with_quant_state) override;
+  void load_model(Model& model) override;
   std::vector<float> params() override { return {model_.params().begin(), model_.params().end()}; }
   nlohmann::json mask_statistics() override { return mask_stats_.snapshot(model_); }
   void set_communicator(Communicator& comm) override;
@@ -30,6 +32,7 @@ class CpuEngine final : public Engine {
  private:
   bool has_uninitialized_quant_params();
   Model model_;
+  QuantConfig quant_;
   std::vector<ParamGroup> groups_;   // every trainable array, in optimizer-state order
   std::unique_ptr<AdamW> adamw_;     // one process: the whole optimizer state
   std::unique_ptr<ZeroAdamW> zero_;  // data parallel: this rank's shard of it (adamw_ is null)

@@ -2,6 +2,7 @@
 #ifdef QUEST_HAVE_CUDA
 #include "train/cuda_engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -106,11 +107,55 @@ class CudaEngine final : public Engine {
     return loss_sum(B * T);
   }
 
-  double forward_loss(const int32_t* x, const int32_t* y, int64_t B, int64_t T) override {
+  double forward_loss(const int32_t* x, const int32_t* y, int64_t B, int64_t T,
+                      float* losses = nullptr) override {
     upload_tokens(x, y, B * T);
     graph_->forward(params_bf16_, x_, B, T);
     graph_->head(params_bf16_, nullptr, y_, B * T, 0.0f, losses_);
-    return loss_sum(B * T);
+    const double sum = loss_sum(B * T);
+    if (losses) std::copy_n(host_losses_.begin(), B * T, losses);
+    return sum;
+  }
+
+  void load_model(Model& model) override {
+    check_loadable(model, config_, quant_);
+    const auto src = model.named_linears();
+    const auto ops = named_ops();
+    QUEST_CHECK(src.size() == ops.size(), "load_model: {} linear layers, the engine has {}", src.size(), ops.size());
+    // The learned quantizer parameters first: preparing the weights would initialize a weight
+    // quantizer's (still 0) from the weights instead.
+    const auto names = named_learned();
+    size_t i = 0;
+    for (const auto& [name, op] : src)
+      for (const auto& lp : op->learned_params()) {
+        QUEST_CHECK(i < names.size() && names[i] == std::pair(name, lp.name),
+                    "load_model: learned quantizer parameter {}.{} has no place on the device", name, lp.name);
+        upload(learned_[i++].value, lp.value.data(), 1);
+      }
+    QUEST_CHECK(i == learned_.size(), "load_model: {} learned quantizer parameters, the engine has {}", i,
+                learned_.size());
+    upload_params(model.params());
+    // Fixed product weights (a packed export's codes, decoded on the CPU) go in as they stand,
+    // rounded to bf16 as every product operand is, replacing what prepare_weights computed.
+    int64_t largest = 0;
+    for (const auto& [name, op] : src)
+      if (op->product_weight_is_fixed()) largest = std::max(largest, op->in_features() * op->out_features());
+    if (largest == 0) return;
+    DeviceBuffer<float> w32(largest);
+    DeviceBuffer<bf16> w16(largest);
+    for (size_t k = 0; k < src.size(); ++k) {
+      const LinearOp& from = *src[k].op;
+      if (!from.product_weight_is_fixed()) continue;
+      cuda::CudaLinearOp& to = ops[k].second->op();
+      QUEST_CHECK(to.half_form() == from.half_form(),
+                  "load_model: layer {} multiplies in the {} form on the device, the {} form on the CPU", src[k].name,
+                  to.half_form() ? "half" : "full", from.half_form() ? "half" : "full");
+      const int64_t n = from.in_features() * from.out_features();
+      upload(w32.get(), from.product_weight(), n);
+      cuda::to_bf16(w16, w32, n, stream_);
+      to.set_product_weight(w16, stream_);  // a copy on the stream, before the next layer reuses w16
+    }
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));  // before w32 and w16 are freed
   }
 
   double step(double lr) override {
@@ -214,17 +259,9 @@ class CudaEngine final : public Engine {
   // The device masks copied into host MaskBits (layout-identical), then the CPU's statistics.
   nlohmann::json mask_statistics() override {
     std::vector<LayerMasks> layers;
-    int64_t l = 0;
-    for (auto& lin : graph_->linears()) {
-      const std::string p = "layers." + std::to_string(l++) + ".";
-      const std::pair<const char*, CudaLinear*> ops[] = {
-          {"wqkv", &lin.qkv}, {"wo", &lin.wo}, {"w1", &lin.w1}, {"w2", &lin.w2}, {"w3", &lin.w3}};
-      for (auto& [n, op] : ops) {
-        const std::string name = p + n;
-        layers.push_back({name, download_mask(op->op().weight_quantizer(), host_masks_[name + ".w"]),
-                          download_mask(op->op().input_quantizer(), host_masks_[name + ".x"])});
-      }
-    }
+    for (auto& [name, op] : named_ops())
+      layers.push_back({name, download_mask(op->op().weight_quantizer(), host_masks_[name + ".w"]),
+                        download_mask(op->op().input_quantizer(), host_masks_[name + ".x"])});
     return mask_stats_.snapshot(layers);
   }
 
@@ -233,16 +270,22 @@ class CudaEngine final : public Engine {
     float* value;
     float* grad;
   };
-  std::vector<std::pair<std::string, std::string>> named_learned() {
-    std::vector<std::pair<std::string, std::string>> out;
+  // Every linear layer with its parameter name ("layers.3.w1"), in layout order (as Model's).
+  std::vector<std::pair<std::string, CudaLinear*>> named_ops() {
+    std::vector<std::pair<std::string, CudaLinear*>> out;
     int64_t l = 0;
     for (auto& lin : graph_->linears()) {
       const std::string p = "layers." + std::to_string(l++) + ".";
       const std::pair<const char*, CudaLinear*> ops[] = {
           {"wqkv", &lin.qkv}, {"wo", &lin.wo}, {"w1", &lin.w1}, {"w2", &lin.w2}, {"w3", &lin.w3}};
-      for (auto& [n, op] : ops)
-        for (auto& lp : op->op().learned_params()) out.push_back({p + n, lp.name});
+      for (auto& [n, op] : ops) out.push_back({p + n, op});
     }
+    return out;
+  }
+  std::vector<std::pair<std::string, std::string>> named_learned() {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (auto& [name, op] : named_ops())
+      for (auto& lp : op->op().learned_params()) out.push_back({name, lp.name});
     return out;
   }
 

@@ -18,6 +18,8 @@
 
 namespace quest {
 
+class Model;
+
 // A host copy of one state array, as the checkpoint stores it.
 struct StateArray {
   std::string name;  // "params", "adam.m", "adam.v", "quant.<layer>.<param>"
@@ -35,8 +37,10 @@ class Engine {
   // gradients; returns the sum of token losses.
   virtual double forward_backward(const int32_t* x, const int32_t* y, int64_t B, int64_t T,
                                   float grad_scale) = 0;
-  // The sum of token losses, without gradients.
-  virtual double forward_loss(const int32_t* x, const int32_t* y, int64_t B, int64_t T) = 0;
+  // The sum of token losses, without gradients; with `losses` also each token's loss there
+  // ([B, T], host memory). Any B <= batch and T <= seq_len (evaluation pads to the longest request).
+  virtual double forward_loss(const int32_t* x, const int32_t* y, int64_t B, int64_t T,
+                              float* losses = nullptr) = 0;
   // Clips the global gradient norm, updates the weights with AdamW at `lr` and re-quantizes
   // them; returns the norm before clipping.
   virtual double step(double lr) = 0;
@@ -47,6 +51,12 @@ class Engine {
   // Restores the parameters and the optimizer's moments (and, when with_quant_state, the learned
   // quantizer parameters and their moments).
   virtual void restore(const Checkpoint& ck, bool with_quant_state) = 0;
+  // Takes a trained model (a checkpoint's or a packed export's, export/model_file.h) for inference:
+  // its parameters and learned quantizer parameters, and, for each layer whose product weight was
+  // installed as it stands (LinearOp::product_weight_is_fixed: a packed export's codes), that
+  // weight instead of the master weight quantized again. The model must have this engine's
+  // configuration and quantization. The optimizer state is left as it is.
+  virtual void load_model(Model& model) = 0;
   // The flat fp32 parameters (parameter_layout order), copied to the host.
   virtual std::vector<float> params() = 0;
   // Mask statistics of the last step (mask_stats.h's JSON), null when nothing masks.
@@ -69,5 +79,11 @@ std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig
                                     const QuantConfig& quant, const AdamWConfig& adamw,
                                     int64_t batch);
 bool cuda_available();
+// The device "cpu", "cuda" or "auto" stands for here: "cpu" or "cuda". Throws a clear error for
+// "cuda" without a GPU or without the CUDA backend, and for an unknown name.
+std::string resolve_device(const std::string& device);
+// Throws unless `model` has `config` and every linear layer's quantization is `quant` (what
+// Engine::load_model needs).
+void check_loadable(Model& model, const ModelConfig& config, const QuantConfig& quant);
 
 }  // namespace quest

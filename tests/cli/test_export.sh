@@ -69,11 +69,20 @@ cmp -s "$T/m32.safetensors" "$T/again.safetensors" || fail "re-exporting an expo
 s32=$(stat -c %s "$T/m32.safetensors"); s16=$(stat -c %s "$T/m.safetensors"); s8=$(stat -c %s "$T/m8.safetensors")
 ((s8 < s16 && s16 < s32)) || fail "sizes not ordered int8 < bf16 < f32: $s8 $s16 $s32"
 
-# The f32 export evaluates exactly like the checkpoint; the others print their sizes.
-expect 0 "bits per byte" -- "$QUEST" eval "$CK" --data "$T/sp"
+# The f32 export evaluates exactly like the checkpoint (on the CPU); the others print their sizes.
+expect 0 "device: cpu" -- "$QUEST" eval "$CK" --data "$T/sp" --device cpu
 ck_loss=$(grep '^loss' "$T/stdout")
-expect 0 "artifact: $s32 bytes raw" -- "$QUEST" eval "$T/m32.safetensors" --data "$T/sp" --zstd-level 3
+expect 0 "artifact: $s32 bytes raw" -- "$QUEST" eval "$T/m32.safetensors" --data "$T/sp" --zstd-level 3 --device cpu
 [[ $(grep '^loss' "$T/stdout") == "$ck_loss" ]] || fail "export loss $(grep '^loss' "$T/stdout") != checkpoint $ck_loss"
+# --device cuda runs on the GPU where there is one, else says why not (no device, or no CUDA backend).
+if "$QUEST" eval "$CK" --data "$T/sp" --device cuda >"$T/stdout" 2>"$T/stderr"; then
+  grep -q '^device: cuda' "$T/stdout" || fail "--device cuda did not run on the GPU: $(cat "$T/stdout")"
+else
+  rc=$?
+  ((rc < 128)) || fail "--device cuda crashed (exit $rc)"
+  grep -q "^error: --device cuda: .*\(no CUDA device\|without the CUDA backend\)" "$T/stderr" ||
+    fail "--device cuda without a GPU: no clear error: $(cat "$T/stderr")"
+fi
 expect 0 "zstd -3" -- "$QUEST" eval "$T/m8.safetensors" --data "$T/sp" --zstd-level 3 --json "$T/e.json"
 grep -q '"bits_per_byte"' "$T/e.json" || fail "no bits_per_byte in the JSON results"
 expect 0 "hellaswag: 3 items" -- "$QUEST" eval "$T/m.safetensors" --hellaswag "$T/hs.jsonl" --tokenizer "$T/tok.model" --zstd-level 1

@@ -32,11 +32,12 @@ class NoDataParallel final : public Engine {
   void init_weights(uint64_t) override {}
   void zero_grads() override {}
   double forward_backward(const int32_t*, const int32_t*, int64_t, int64_t, float) override { return 0; }
-  double forward_loss(const int32_t*, const int32_t*, int64_t, int64_t) override { return 0; }
+  double forward_loss(const int32_t*, const int32_t*, int64_t, int64_t, float* = nullptr) override { return 0; }
   double step(double) override { return 0; }
   int64_t adam_steps() const override { return 0; }
   std::vector<StateArray> state() override { return {}; }
   void restore(const Checkpoint&, bool) override {}
+  void load_model(Model&) override {}
   std::vector<float> params() override { return {}; }
   nlohmann::json mask_statistics() override { return nullptr; }
 };

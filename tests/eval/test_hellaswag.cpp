@@ -12,6 +12,7 @@
 #include "data/temp_dir.h"
 #include "eval/byte_tokenizer.h"
 #include "eval/hellaswag.h"
+#include "train/cpu_engine.h"
 
 namespace quest {
 namespace {
@@ -197,6 +198,29 @@ TEST_F(HellaswagTest, ModelScorerMatchesAnIndependentComputation) {
   }
   EXPECT_EQ(r.correct, correct);
   EXPECT_EQ(r.correct_norm, correct_norm);
+}
+
+// The scorer over a per-token-loss function (here the CPU engine's, which loaded the model) gives
+// exactly the scores of the scorer over the Model.
+TEST_F(HellaswagTest, ScorerOverAnEngineEqualsTheModels) {
+  Model model(byte_model(), 4);
+  model.init_weights(12);
+  CpuEngine engine(byte_model(), QuantConfig::none(), AdamWConfig{}, 4);
+  engine.load_model(model);
+  ModelScorer over_model(model, 3);
+  ModelScorer over_engine([&](const int32_t* x, const int32_t* y, int64_t B, int64_t T,
+                              float* losses) { engine.forward_loss(x, y, B, T, losses); },
+                          3, byte_model().seq_len);
+  std::string text = kThreeItems;
+  text += R"({"ctx": "A very long context that does not fit in thirty-two tokens at all, surely", "endings": ["yes", "no", "maybe so"], "label": 2})";
+  const auto items = read_hellaswag(dir_.write("hs.jsonl", text));
+  const HellaswagResult a = evaluate_hellaswag(items, tok_, over_model), b = evaluate_hellaswag(items, tok_, over_engine);
+  ASSERT_EQ(a.scores.size(), b.scores.size());
+  for (size_t i = 0; i < a.scores.size(); ++i) {
+    EXPECT_EQ(b.scores[i].loglik, a.scores[i].loglik) << i;
+    EXPECT_EQ(b.scores[i].predicted, a.scores[i].predicted) << i;
+    EXPECT_EQ(b.scores[i].predicted_norm, a.scores[i].predicted_norm) << i;
+  }
 }
 
 }  // namespace
