@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The GPU script: builds quest with CUDA, runs the GPU tests, the benchmarks and the fidelity runs,
-# and writes logs and a summary to OUTDIR. Reproduces docs/PERF.md on any CUDA machine.
+# exports and re-evaluates the fidelity models, and writes logs and a summary to OUTDIR.
+# Reproduces docs/PERF.md and docs/GPU_RESULTS.md on any CUDA machine.
 #
 #   scripts/gpu.sh OUTDIR
 # Environment:
-#   QUEST_GPU_STAGES   comma list of stages (default build,test,bench,fidelity)
+#   QUEST_GPU_STAGES   comma list of stages (default build,test,bench,fidelity,export)
 #   QUEST_DATA         folder with train-00.jsonl.zst and val.jsonl.zst (default ../shared/data/gutenberg)
 #   QUEST_REFERENCE    the reference implementation (e.g. ../shared/baseline): run side by side
 #   QUEST_BUILD_DIR    where the build is (default build-gpu)
@@ -14,16 +15,20 @@
 #   QUEST_FID_STEPS    steps of each fidelity run (default 1000)
 #   QUEST_FID_METHODS  fidelity methods (default "bf16 quest4 lsq4 ste4 quest2 quest1")
 #   QUEST_FID_SEED     seed of the fidelity runs (default 0)
+#   QUEST_HELLASWAG    HellaSwag validation JSONL for `export` (default
+#                      ../shared/data/hellaswag/hellaswag_val.jsonl.zst; skipped when missing)
+#   QUEST_HELLASWAG_LIMIT  evaluate the first N HellaSwag items only (default: all)
 #   QUEST_BENCH_PRESETS, QUEST_BENCH_METHODS, QUEST_BENCH_STEPS  what `bench` measures
 #                      (default "30M 200M", "bf16 quest4 quest1", 30)
-# Stages run in the order build, test, bench, fidelity, reference (the reference's benchmarks
-# after ours, in the same call, so the ratios compare one machine in one state).
+# Stages run in the order build, test, bench, fidelity, export, reference (the reference's
+# benchmarks after ours, in the same call, so the ratios compare one machine in one state).
+# `export` needs the fidelity runs' checkpoints in QUEST_WORK (from this call or an earlier one).
 set -uo pipefail
 OUT=${1:?usage: scripts/gpu.sh OUTDIR}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.."
-STAGES=",${QUEST_GPU_STAGES:-build,test,bench,fidelity},"
+STAGES=",${QUEST_GPU_STAGES:-build,test,bench,fidelity,export},"
 DATA=${QUEST_DATA:-../shared/data/gutenberg}
 GPT2=${QUEST_GPT2:-}
 BUILD=${QUEST_BUILD_DIR:-build-gpu}
@@ -101,6 +106,56 @@ if stage fidelity; then
     cp "$WORK/runs/fid-$m/log.jsonl" "$OUT/fid-$m.jsonl" 2>/dev/null
     loss=$(grep -o '"val_loss":[0-9.]*' "$OUT/fid-$m.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
     log "fidelity 30M $m ($steps steps): val loss ${loss:-failed}"
+  done
+fi
+
+# The compressed models: each fidelity checkpoint exported (packed; f32 float tensors, so that the
+# round trip is exact) and both evaluated on the GPU (validation loss, bits per byte, HellaSwag):
+# eval-<method>-{checkpoint,export}.json and one summary line per method.
+if stage export; then
+  prepare_data || { log "prepare failed"; tail "$OUT/prepare.log"; }
+  HS=${QUEST_HELLASWAG:-../shared/data/hellaswag/hellaswag_val.jsonl.zst}
+  hs=()
+  if [[ -f "$HS" ]]; then
+    hs=(--hellaswag "$HS")
+    [[ -n "${QUEST_HELLASWAG_LIMIT:-}" ]] && hs+=(--limit "$QUEST_HELLASWAG_LIMIT")
+  else
+    log "export: no HellaSwag file at $HS (set QUEST_HELLASWAG); validation loss only"
+  fi
+  for m in ${QUEST_FID_METHODS:-bf16 quest4 lsq4 ste4 quest2 quest1}; do
+    run="$WORK/runs/fid-$m"
+    if [[ ! -f "$run/checkpoint.bin" ]]; then log "export $m: no checkpoint in $run"; continue; fi
+    if ! "$QUEST" export "$run/checkpoint.bin" -o "$run/model.safetensors" --float-format f32 >"$OUT/export-$m.log" 2>&1; then
+      log "export $m: failed ($(tail -1 "$OUT/export-$m.log"))"
+      continue
+    fi
+    for kind in checkpoint export; do
+      file="$run/checkpoint.bin"; [[ $kind == export ]] && file="$run/model.safetensors"
+      "$QUEST" eval "$file" --device cuda --data "$DATADIR" "${hs[@]}" --batch-size 64 \
+        --json "$OUT/eval-$m-$kind.json" >"$OUT/eval-$m-$kind.log" 2>&1 ||
+        log "eval $m $kind: failed ($(tail -1 "$OUT/eval-$m-$kind.log"))"
+    done
+    log "$(python3 - "$m" "$OUT/eval-$m-checkpoint.json" "$OUT/eval-$m-export.json" <<'PY'
+import json, sys
+m, paths = sys.argv[1], sys.argv[2:]
+try:
+    ck, ex = (json.load(open(p)) for p in paths)
+except (OSError, ValueError) as e:
+    print(f"export {m}: no results ({e})")
+    sys.exit()
+a, b = ck["split"]["loss"], ex["split"]["loss"]
+line = f"export {m}: val loss checkpoint {a:.6f} export {b:.6f} (rel diff {abs(b - a) / a:.2e})"
+line += f", bpb {ex['split'].get('bits_per_byte', float('nan')):.4f}"
+if "hellaswag" in ex:
+    h = ex["hellaswag"]
+    line += f", hellaswag {h['items']} items acc {h['acc']:.4f} acc_norm {h['acc_norm']:.4f}"
+    if "hellaswag" in ck:
+        line += f" (checkpoint {ck['hellaswag']['acc']:.4f}/{ck['hellaswag']['acc_norm']:.4f})"
+art = ex.get("artifact", {})
+line += f", artifact {art.get('raw_bytes')} B raw, {art.get('zstd_bytes')} B zstd -{art.get('zstd_level')} (f32 floats)"
+print(line)
+PY
+)"
   done
 fi
 
