@@ -119,6 +119,7 @@ if stage export; then
   if [[ -f "$HS" ]]; then
     hs=(--hellaswag "$HS")
     [[ -n "${QUEST_HELLASWAG_LIMIT:-}" ]] && hs+=(--limit "$QUEST_HELLASWAG_LIMIT")
+    [[ -n "$GPT2" ]] && hs+=(--tokenizer "gpt2:$GPT2")  # where prepare found the BPE files
   else
     log "export: no HellaSwag file at $HS (set QUEST_HELLASWAG); validation loss only"
   fi
