@@ -66,7 +66,7 @@ TEST_P(CudaEvalLosses, PerTokenLossesMatchTheCpu) {
   LoadedModel m = test::make_test_model(GetParam(), 4, 1, c);
   test::token_losses(*m.model, test::random_tokens(c, 4, 9));  // initializes LSQ's input steps
   auto engine = gpu_engine(m, 4);
-  const double atol = std::string(GetParam()).empty() ? 0.03 : 0.15;
+  const double atol = std::string(GetParam()).empty() ? 0.03 : 0.2;
   for (const auto& [B, T] : {std::pair<int64_t, int64_t>{3, 77}, {4, 128}, {2, 65}, {1, 1}}) {
     const auto b = tokens(c, B, T, uint64_t(B * 1000 + T));
     std::vector<float> cpu(size_t(B * T)), gpu(size_t(B * T), NAN);
@@ -185,7 +185,7 @@ TEST_P(CudaEvalExport, GivesTheCheckpointsLoss) {
   test::token_losses(*m.model, test::random_tokens(c, 4, 9));  // LSQ's input steps, as training sets them
   const std::string path = dir / "m.safetensors";
   export_packed(m, path, {FloatFormat::F32, ""});
-  LoadedModel r = load_packed(path, 1);
+  LoadedModel r = load_packed(path, 4);
   auto checkpoint = gpu_engine(m, 4), exported = gpu_engine(r, 4);
 
   double ck_sum = 0, ex_sum = 0, cpu_sum = 0;
