@@ -9,9 +9,13 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "model/cuda_backend.h"
+#ifdef QUEST_HAVE_NCCL
+#include "dist/nccl/nccl_communicator.h"
+#endif
 #include "ops/cuda/device_profile.h"
 #include "model/llama.h"
 #include "model/llama_graph.h"
+#include "train/cuda_zero_adamw.h"
 #include "train/mask_stats.h"
 #include "train/model_io.h"
 
@@ -36,14 +40,17 @@ class CudaEngine final : public Engine {
         layout_(parameter_layout(config)),
         n_params_(layout_.back().offset + layout_.back().numel()) {
     QUEST_CUDA_CHECK(cudaStreamCreate(&stream_));
+    int device = 0;
+    QUEST_CUDA_CHECK(cudaGetDevice(&device));
     cudaDeviceProp prop{};
-    QUEST_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    QUEST_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     device_name_ = std::string("cuda:") + prop.name;
     check_memory();
     blas_ = std::make_unique<cuda::Blas>();
-    params_ = DeviceBuffer<float>(n_params_);
+    // The flat weights and gradients end in kRankSlack zeros: the padding of the ZeRO-1 blocks.
+    params_ = DeviceBuffer<float>(n_params_ + kRankSlack);
     params_bf16_ = DeviceBuffer<bf16>(n_params_);
-    grads_ = DeviceBuffer<float>(n_params_);
+    grads_ = DeviceBuffer<float>(n_params_ + kRankSlack);
     m_ = DeviceBuffer<float>(n_params_);
     v_ = DeviceBuffer<float>(n_params_);
     const int64_t N = batch * config.seq_len;
@@ -99,7 +106,58 @@ class CudaEngine final : public Engine {
     for (auto& l : learned_) QUEST_CUDA_CHECK(cudaMemsetAsync(l.grad, 0, sizeof(float), stream_));
   }
 
+  // Data parallel (ZeRO-1 over NCCL, cuda_zero_adamw.h): `comm` is the job's communicator (MPI),
+  // the bootstrap of an NCCL communicator over the ranks' GPUs; an NCCL communicator is used as it
+  // is (the one-GPU tests). This process's GPU must be the one the engine was built on
+  // (make_engine's local_rank).
+  void set_communicator(Communicator& comm) override {
+    if (zero_) return;
+    Communicator* device_comm = &comm;
+    if (comm.backend() != "nccl") {
+      if (comm.size() == 1) return;  // one process: the unsharded AdamW
+#ifdef QUEST_HAVE_NCCL
+      int device = 0;
+      QUEST_CUDA_CHECK(cudaGetDevice(&device));
+      QUEST_CHECK(device == comm.local_rank(), "rank {}: the CUDA engine was built on GPU {}, but this rank's GPU is {}",
+                  comm.rank(), device, comm.local_rank());
+      own_comm_ = std::make_unique<NcclCommunicator>(comm, comm.timeout_s() > 0 ? comm.timeout_s() : 300.0);
+      device_comm = own_comm_.get();
+#else
+      fail("data-parallel training on GPUs needs NCCL, and this quest was built without it: rebuild where "
+           "NCCL is installed (CUDA's nccl.h and libnccl), or train on the CPU (--device cpu)");
+#endif
+    }
+    QUEST_CHECK(device_comm->size() - 1 <= kRankSlack, "data parallel over {} GPUs: at most {} are supported",
+                device_comm->size(), kRankSlack + 1);
+    host_comm_ = &comm;
+    std::vector<CudaZeroAdamW::Group> groups;
+    for (const auto& g : groups_) groups.push_back({g.offset, g.size, g.decay});
+    std::vector<CudaZeroAdamW::Learned> learned;
+    for (const auto& l : learned_) learned.push_back({l.value, l.grad});
+    auto zero = std::make_unique<CudaZeroAdamW>(adamw_, std::move(groups), n_params_, std::move(learned),
+                                                *device_comm, stream_);
+    // The state so far (normally none) carries over into this rank's block; the whole moments go.
+    std::vector<float> m = download(m_, n_params_), v = download(v_, n_params_);
+    const auto lm = download(learned_m_, int64_t(learned_.size()));
+    const auto lv = download(learned_v_, int64_t(learned_.size()));
+    m.insert(m.end(), lm.begin(), lm.end());
+    v.insert(v.end(), lv.begin(), lv.end());
+    zero->set_moments(m, v, true);
+    zero->set_step_count(t_);
+    zero_ = std::move(zero);
+    m_ = {};
+    v_ = {};
+  }
+
   double forward_backward(const int32_t* x, const int32_t* y, int64_t B, int64_t T, float scale) override {
+    // Learned quantizer parameters (LSQ, PACT) initialize from the first inputs they see: in a job,
+    // every rank from rank 0's micro-batch (a forward without gradients), as one process would.
+    if (zero_ && host_comm_->size() > 1 && has_uninitialized_learned()) {
+      std::vector<int32_t> x0(x, x + B * T), y0(y, y + B * T);
+      host_comm_->broadcast(x0.data(), int64_t(x0.size() * sizeof(int32_t)), 0);
+      host_comm_->broadcast(y0.data(), int64_t(y0.size() * sizeof(int32_t)), 0);
+      forward_loss(x0.data(), y0.data(), B, T);
+    }
     upload_tokens(x, y, B * T);
     graph_->forward(params_bf16_, x_, B, T);
     graph_->head(params_bf16_, grads_, y_, B * T, scale, losses_);
@@ -159,6 +217,15 @@ class CudaEngine final : public Engine {
   }
 
   double step(double lr) override {
+    if (zero_) {
+      double norm = 0;
+      {
+        QUEST_DEVICE_PROFILE("zero_adamw", stream_);
+        norm = zero_->step(lr, params_, params_bf16_, grads_);
+      }
+      graph_->prepare_weights(params_bf16_);
+      return norm;
+    }
     // Global norm: the flat gradients on the device, the few learned-parameter ones on the host.
     {
       QUEST_DEVICE_PROFILE("grad_norm", stream_);
@@ -200,7 +267,7 @@ class CudaEngine final : public Engine {
     return norm;
   }
 
-  int64_t adam_steps() const override { return t_; }
+  int64_t adam_steps() const override { return zero_ ? zero_->step_count() : t_; }
 
   void synchronize() override {
     QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -211,11 +278,18 @@ class CudaEngine final : public Engine {
 
   std::vector<StateArray> state() override {
     // Same order as the CPU engine: the moments hold the model's parameters, then the learned ones.
-    std::vector<float> m = download(m_, n_params_), v = download(v_, n_params_);
-    const auto lm = download(learned_m_, int64_t(learned_.size()));
-    const auto lv = download(learned_v_, int64_t(learned_.size()));
-    m.insert(m.end(), lm.begin(), lm.end());
-    v.insert(v.end(), lv.begin(), lv.end());
+    std::vector<float> m, v;
+    if (zero_) {
+      // Collective; the gradients (consumed by the last step) serve as the gathering buffer.
+      m = zero_->gather_m(grads_);
+      v = zero_->gather_v(grads_);
+    } else {
+      m = download(m_, n_params_), v = download(v_, n_params_);
+      const auto lm = download(learned_m_, int64_t(learned_.size()));
+      const auto lv = download(learned_v_, int64_t(learned_.size()));
+      m.insert(m.end(), lm.begin(), lm.end());
+      v.insert(v.end(), lv.begin(), lv.end());
+    }
     std::vector<StateArray> out = {{"params", params()}, {"adam.m", m}, {"adam.v", v}};
     size_t i = 0;
     for (const auto& [name, lp] : named_learned()) {
@@ -234,14 +308,21 @@ class CudaEngine final : public Engine {
       QUEST_CHECK(it != ck.arrays.end() && int64_t(it->second.size()) >= n_params_,
                   "the checkpoint has no matching optimizer state '{}'", name);
       const bool is_m = std::string(name) == "adam.m";
-      upload(is_m ? m_.get() : v_.get(), it->second.data(), n_params_);
-      if (with_quant_state && n_learned > 0) {
+      if (with_quant_state && n_learned > 0)
         QUEST_CHECK(int64_t(it->second.size()) == n_params_ + n_learned,
                     "the checkpoint's optimizer state '{}' does not match the quantizers", name);
+      if (zero_) continue;
+      upload(is_m ? m_.get() : v_.get(), it->second.data(), n_params_);
+      if (with_quant_state && n_learned > 0)
         upload(is_m ? learned_m_.get() : learned_v_.get(), it->second.data() + n_params_, n_learned);
-      }
     }
     t_ = ck.header.at("adam_step").get<int64_t>();
+    if (zero_) {  // this rank's block of the moments; the learned ones whole
+      const size_t keep = size_t(with_quant_state ? n_params_ + n_learned : n_params_);
+      zero_->set_moments(std::span(ck.arrays.at("adam.m")).first(keep), std::span(ck.arrays.at("adam.v")).first(keep),
+                         with_quant_state);
+      zero_->set_step_count(t_);
+    }
     if (with_quant_state) {
       size_t i = 0;
       for (const auto& [name, lp] : named_learned()) {
@@ -287,6 +368,16 @@ class CudaEngine final : public Engine {
     for (auto& [name, op] : named_ops())
       for (auto& lp : op->op().learned_params()) out.push_back({name, lp.name});
     return out;
+  }
+
+  bool has_uninitialized_learned() {
+    for (const auto& l : learned_) {
+      float value = 0;
+      QUEST_CUDA_CHECK(cudaMemcpyAsync(&value, l.value, sizeof(float), cudaMemcpyDeviceToHost, stream_));
+      QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      if (value == 0.0f) return true;
+    }
+    return false;
   }
 
   const MaskBits* download_mask(const cuda::DeviceQuantizer* q, MaskBits& host) {
@@ -364,6 +455,11 @@ class CudaEngine final : public Engine {
   std::map<std::string, MaskBits> host_masks_;
   MaskStatistics mask_stats_;
   int64_t t_ = 0;
+  // Data parallel: the job's communicator, the NCCL one built over it, the sharded optimizer.
+  static constexpr int64_t kRankSlack = 1023;
+  Communicator* host_comm_ = nullptr;
+  std::unique_ptr<Communicator> own_comm_;
+  std::unique_ptr<CudaZeroAdamW> zero_;
 };
 
 }  // namespace
@@ -396,7 +492,11 @@ int64_t cuda_engine_bytes(const ModelConfig& c, const QuantConfig& quant, int64_
 }
 
 std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& model, const QuantConfig& quant,
-                                         const AdamWConfig& adamw, int64_t batch) {
+                                         const AdamWConfig& adamw, int64_t batch, int local_rank) {
+  const int count = cuda_device_count();
+  QUEST_CHECK(local_rank >= 0 && local_rank < count,
+              "local rank {} has no GPU of its own ({} on this node): start at most one rank per GPU", local_rank, count);
+  QUEST_CUDA_CHECK(cudaSetDevice(local_rank));
   return std::make_unique<CudaEngine>(model, quant, adamw, batch);
 }
 

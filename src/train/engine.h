@@ -74,10 +74,11 @@ class Engine {
   virtual void set_communicator(Communicator& comm);
 };
 
-// "cpu", "cuda" or "auto" (the GPU when one is present).
+// "cpu", "cuda" or "auto" (the GPU when one is present); on the GPU, GPU `local_rank` of this
+// node (a data-parallel job runs one rank per GPU).
 std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig& model,
                                     const QuantConfig& quant, const AdamWConfig& adamw,
-                                    int64_t batch);
+                                    int64_t batch, int local_rank = 0);
 bool cuda_available();
 // The device "cpu", "cuda" or "auto" stands for here: "cpu" or "cuda". Throws a clear error for
 // "cuda" without a GPU or without the CUDA backend, and for an unknown name.
