@@ -1,12 +1,18 @@
 // Causal attention backward, flash-attention style (FlashAttention-2's backward algorithm), in
-// three deterministic kernels (no atomics: the same inputs give bit-identical gradients):
-//   1. D[bh, t] = sum_d dO[t, d] * O[t, d]        (fp32, into the caller's scratch)
-//   2. per key tile: dV = P^T dO and dK = scale * dS^T Q, accumulated in registers while the
-//      query tiles stream through shared memory,
-//   3. per query tile: dQ = scale * dS K, accumulated in registers while the key tiles stream,
+// two deterministic kernels (no atomics: the same inputs give bit-identical gradients):
+//   1. per block of 128 queries: D[t] = sum_d dO[t, d] * O[t, d] (fp32, into the caller's
+//      scratch, for kernel 2), then dQ = scale * dS K, accumulated in registers while the key
+//      tiles stream through shared memory,
+//   2. per block of 128 keys: dV = P^T dO and dK = scale * dS^T Q, accumulated in registers while
+//      the query tiles stream,
 // with P = exp(scale * q.k - lse) recomputed from the forward's lse (exactly the softmax, no
 // rescaling) and dS = P * (dP - D), dP = dO v^T. Scores never reach memory. Recomputing S and dP
-// in kernel 3 costs two more products than dQ by atomics; it keeps the result deterministic.
+// in kernel 1 costs two more products than dQ by atomics; it keeps the result deterministic.
+// In both kernels a (query block, key block) pair is done in two phases (bwd_scores, then the
+// accumulating products): 8 warps compute S and dP in 32 x 32 sub-tiles (every fragment read
+// from shared memory feeds two or four mma), P and dS go to shared memory as bf16 (the precision
+// the products use anyway), and after a barrier each warp multiplies its own 32 rows of the
+// result (keys for dK/dV, queries for dQ) by half of the head dimension.
 // Fragment layouts, ldmatrix patterns and the shared-row padding: see attention_common.cuh.
 #include <cmath>
 #include <cstring>
@@ -18,334 +24,421 @@
 namespace quest::cuda {
 namespace attn {
 
-// ---- 1. D = rowsum(dO * O) ---------------------------------------------------------------------
-// One half-warp per (b, t, h) row: lane i of the half takes the 16-byte chunk i (head_dim <= 128
-// is at most 16 chunks), then a 4-step butterfly inside the half. Rows are enumerated in memory
-// order r = (b * T + t) * n_head + h, whose data start at r * hd in out and dout.
-__global__ void attention_bwd_dot_kernel(float* __restrict__ D, const __nv_bfloat16* __restrict__ dout,
-                                         const __nv_bfloat16* __restrict__ out, int64_t rows, int T,
-                                         int n_head, int hd) {
-  const int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 16;
-  const int c = threadIdx.x % 16;
-  float acc = 0.f;
-  if (r < rows && c < hd / 8) {
-    const int4 a = *reinterpret_cast<const int4*>(dout + r * hd + c * 8);
-    const int4 o = *reinterpret_cast<const int4*>(out + r * hd + c * 8);
-    __nv_bfloat162 a2[4], o2[4];
-    memcpy(a2, &a, sizeof(a2));
-    memcpy(o2, &o, sizeof(o2));
+constexpr int kBwdWarps = 8, kBwdThreads = 32 * kBwdWarps;
+
+// S, dP (C fragments of a warp's 32 x 32 sub-tile: two m16 strips x four n8 tiles; lane (g, tq)
+// holds rows qrow + 16 i + g (+ 8) and keys key0 + 8 nt + 2 tq (+ 1)) -> P = 2^(S scale log2e -
+// lse log2e) in s and dS = P (dP - D) in dp. MASK: P = 0 where the key passes the query or the
+// query is >= T. l_s, d_s: lse and D, indexed by the row in the block (qr + ...).
+template <bool MASK>
+__device__ __forceinline__ void p_and_ds(float (&s)[2][4][4], float (&dp)[2][4][4],
+                                         const float* l_s, const float* d_s, int qrow, int key0,
+                                         int qr, int T, float scale_log2, int lane) {
+  const int g = lane >> 2, tq = lane & 3;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 fa = __bfloat1622float2(a2[i]), fo = __bfloat1622float2(o2[i]);
-      acc = fmaf(fa.x, fo.x, acc);
-      acc = fmaf(fa.y, fo.y, acc);
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int r = 16 * i + g + 8 * hr;  // the row in the sub-tile
+      const float nl = -l_s[qr + r] * kLog2e, Dq = d_s[qr + r];
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int e1 = 0; e1 < 2; ++e1) {
+          const int e = 2 * hr + e1;
+          float p = ex2(fmaf(s[i][nt][e], scale_log2, nl));
+          if (MASK && (key0 + nt * 8 + 2 * tq + e1 > qrow + r || qrow + r >= T)) p = 0.f;
+          s[i][nt][e] = p;
+          dp[i][nt][e] = p * (dp[i][nt][e] - Dq);
+        }
     }
-  }
-#pragma unroll
-  for (int k = 8; k >= 1; k >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, k);
-  if (r < rows && c == 0) {
-    const int64_t bt = r / n_head, h = r % n_head, b = bt / T, t = bt % T;
-    D[(b * n_head + h) * T + t] = acc;
-  }
 }
 
-// ---- 2. dK, dV ---------------------------------------------------------------------------------
-// Grid (B * n_head, ceil(T / 64)); block 128 threads = 4 warps. Block (bh, kt) owns keys
-// k0 = 64 kt .. k0 + 63 (key tile 0 has the most queries and comes first); warp w owns keys
-// kw0 = k0 + 16w .. kw0 + 15 and accumulates their dK[16][HDP] and dV[16][HDP] (fp32 registers).
-// Query tiles of 32 rows, i = k0 / 32 .. ceil(T / 32) - 1 (earlier queries see none of these
-// keys), stream through double-buffered shared stages; each warp takes a tile as two slices of 16
-// queries, one after the other (fewer live registers next to the 128 of dK and dV), and per slice
-// computes in registers
-//   S^T = K_w Q^T and dP^T = V_w dO^T (16 x 16), P^T = exp2(S^T scale log2e - lse log2e),
-//   dS^T = P^T (dP^T - D), then dV += P^T dO and dK += dS^T Q (P^T, dS^T as bf16 A fragments).
-// A warp skips a slice whose queries all precede its keys (P = 0 there). The causal mask
-// (query < key -> P = 0) and the tail mask (query >= T) are applied on the slices that reach into
-// the warp's keys or past T. Keys >= T are zero-filled and never stored.
-// Shared memory (bf16 rows of SROW = HDP + 8): sK[64][SROW], sV[64][SROW] (loaded once; the
-// warps' A fragments are read from there each tile), sQ[2][32][SROW], sdO[2][32][SROW],
-// sL[2][32], sD[2][32] (fp32 lse and D of the tile's queries; zero-filled past T). At the end the
-// 64 rows of sQ[0..1] stage dK and those of sdO[0..1] stage dV for coalesced stores.
+// ---- P and dS of one (query block, key block) pair -------------------------------------------
+// QM queries (q0..) x KN keys (k0..), the 8 warps in a (QM / 32) x (KN / 32) grid: warp w takes
+// queries 32 wm .. + 31 (wm = w % (QM / 32)) and keys 32 wn .. + 31 (wn = w / (QM / 32)), as two
+// m16 strips x four n8 tiles of S = Q K^T and dP = dO V^T (Q, dO fragments via ldmatrix A, K, V
+// via the N-major B pattern). Then P = 2^(S scale log2e - lse log2e), masked to 0 where the key
+// passes the query or the query is >= T, and dS = P (dP - D); both rounded to bf16 and written to
+// sP (if STORE_P) and sdS, rows of KN + 8. A sub-tile whose keys all pass its queries is written
+// as zeros without computing it. Q, dO: tiles of QM rows at q_s, do_s; K, V: KN rows at k_s, v_s
+// (shared addresses, row stride HDP + 8); l_s, d_s: lse and D of the QM queries (0 past T).
+// The caller brackets it with barriers (inputs landed before; sP/sdS read after).
+template <int HDP, int QM, int KN, bool STORE_P>
+__device__ __forceinline__ void bwd_scores(__nv_bfloat16* sP, __nv_bfloat16* sdS, uint32_t q_s,
+                                           uint32_t do_s, uint32_t k_s, uint32_t v_s,
+                                           const float* l_s, const float* d_s, int q0, int k0,
+                                           int T, float scale_log2, int warp, int lane) {
+  constexpr int SROW = Tile<HDP>::kSrow, PROW = KN + 8, WM = QM / 32;
+  static_assert(WM * (KN / 32) == kBwdWarps, "one 32 x 32 sub-tile per warp");
+  const int wm = warp % WM, wn = warp / WM, g = lane >> 2, tq = lane & 3;
+  const int qr = 32 * wm, kc = 32 * wn;  // the sub-tile's corner in the block
+
+  float s[2][4][4], dp[2][4][4];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[i][nt][e] = dp[i][nt][e] = 0.f;
+  const bool skip = k0 + kc > q0 + qr + 31;  // every key after every query: P = dS = 0
+  if (!skip) {
+    const uint32_t la = lane_a<SROW>(lane), ln = lane_n<SROW>(lane);
+    // S and dP in one k loop: 16 independent accumulator tiles between two uses of each (8 would
+    // leave the tensor pipe waiting on the previous mma's result).
+#pragma unroll
+    for (int ks = 0; ks < HDP / 16; ++ks) {
+      uint32_t qa[2][4], kb[2][4], oa[2][4], vb[2][4];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        ldsm_a<SROW>(qa[i], q_s + la, qr + 16 * i, 16 * ks);
+        ldsm_a<SROW>(oa[i], do_s + la, qr + 16 * i, 16 * ks);
+      }
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj) {
+        ldsm_bn<SROW>(kb[jj], k_s + ln, kc + 16 * jj, 16 * ks);
+        ldsm_bn<SROW>(vb[jj], v_s + ln, kc + 16 * jj, 16 * ks);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int jj = 0; jj < 2; ++jj) {
+          mma16816(s[i][2 * jj], qa[i], kb[jj][0], kb[jj][1]);
+          mma16816(dp[i][2 * jj], oa[i], vb[jj][0], vb[jj][1]);
+          mma16816(s[i][2 * jj + 1], qa[i], kb[jj][2], kb[jj][3]);
+          mma16816(dp[i][2 * jj + 1], oa[i], vb[jj][2], vb[jj][3]);
+        }
+    }
+    // The mask only where a key may pass a query or a query may be >= T (a branch per warp: the
+    // unmasked code has no per-element tests).
+    if (k0 + kc + 31 > q0 + qr || q0 + qr + 31 >= T)
+      p_and_ds<true>(s, dp, l_s, d_s, q0 + qr, k0 + kc, qr, T, scale_log2, lane);
+    else
+      p_and_ds<false>(s, dp, l_s, d_s, q0 + qr, k0 + kc, qr, T, scale_log2, lane);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int r = qr + 16 * i + g + 8 * hr;
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int c = kc + nt * 8 + 2 * tq;
+        if constexpr (STORE_P)
+          *reinterpret_cast<uint32_t*>(sP + r * PROW + c) =
+              pack_bf16(s[i][nt][2 * hr], s[i][nt][2 * hr + 1]);
+        *reinterpret_cast<uint32_t*>(sdS + r * PROW + c) =
+            pack_bf16(dp[i][nt][2 * hr], dp[i][nt][2 * hr + 1]);
+      }
+    }
+}
+
+// ---- 1. D and dQ -------------------------------------------------------------------------------
+// Grid B * n_head * n_qt (n_qt = ceil(T / 128)); block 256 threads = 8 warps, one block per SM.
+// Block x owns (batch, head) bh = x / n_qt and the query tile qt = n_qt - 1 - x % n_qt (longest
+// rows first), rows q0 = 128 qt .. q0 + 127: the tiles of one head run together and share its
+// K and V through L2 (see the forward).
+// Prologue: Q, dO and O of the tile (O in stage 1 of the K/V buffers, free until tile 1), lse;
+// D = rowsum(dO * O) by thread pairs (fp32), kept in sD and written to the scratch for kernel 2.
+// Key tiles j = 0 .. min(2 qt + 2, ceil(T / 64)) - 1 of 64 keys stream through two stages
+// (one barrier per tile, as in the forward: after it tile j has landed and tile j - 1's stage is
+// free for tile j + 1). Per tile: bwd_scores (128 x 64: 4 x 2 warps) -> sdS, a barrier, then
+// warp w accumulates dQ for rows 32 (w / 2) .. + 31 and head-dim columns (w % 2) HDP / 2 .. in
+// fp32 registers: dQ += dS K (dS via ldmatrix A, K via the K-major B pattern). A warp skips the
+// product when all its rows precede the tile's keys.
+// Shared memory: sQ[128][SROW], sdO[128][SROW], sKV[2][K, V][64][SROW], sdS[128][64 + 8],
+// sL[128], sD[128]; sQ stages dQ at the end.
 template <int HDP>
-struct BwdKVCfg {
-  static constexpr int kBN = 64, kBM = 32, kSrow = Tile<HDP>::kSrow;
+struct BwdQCfg {
+  static constexpr int kQM = 128, kKN = 64, kSrow = Tile<HDP>::kSrow, kProw = kKN + 8;
+  static constexpr int kKV = kKN * kSrow;  // bf16 per K or V tile
   static constexpr size_t kSmem =
-      size_t(2 * kBN + 4 * kBM) * kSrow * sizeof(__nv_bfloat16) + 4 * kBM * sizeof(float);
-  static_assert(kBN == 16 * kWarps && kBN == 2 * kBM, "one m16 strip per warp; staging fits");
-  static_assert(2 * kBM <= kThreads, "lse and D copies: one thread per value");
+      (2 * size_t(kQM) * kSrow + 4 * size_t(kKV) + size_t(kQM) * kProw) * sizeof(__nv_bfloat16) +
+      2 * kQM * sizeof(float);
+  static_assert(kQM == 2 * kKN, "key tiles 2 qt and 2 qt + 1 are the diagonal ones; O fits stage 1");
+  static_assert(kQM <= kBwdThreads && 2 * kQM == kBwdThreads, "lse copies, D by thread pairs");
 };
 
 template <int HDP>
-__global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_kernel(
+__global__ void __launch_bounds__(kBwdThreads, 1) attention_bwd_dq_kernel(
+    __nv_bfloat16* __restrict__ dqkv, float* __restrict__ Dsum,
+    const __nv_bfloat16* __restrict__ dout, const __nv_bfloat16* __restrict__ out,
+    const __nv_bfloat16* __restrict__ qkv, const float* __restrict__ lse, int T, int n_head, int hd,
+    float scale, float scale_log2) {
+  using Cfg = BwdQCfg<HDP>;
+  constexpr int QM = Cfg::kQM, KN = Cfg::kKN, SROW = Cfg::kSrow, PROW = Cfg::kProw, KV = Cfg::kKV;
+  constexpr int NT = kBwdThreads;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [QM][SROW]
+  __nv_bfloat16* sdO = sQ + QM * SROW;                              // [QM][SROW]
+  __nv_bfloat16* sKV = sdO + QM * SROW;                             // [2][K, V][KN][SROW]
+  __nv_bfloat16* sdS = sKV + 4 * KV;                                // [QM][PROW]
+  float* sL = reinterpret_cast<float*>(sdS + QM * PROW);           // [QM]
+  float* sD = sL + QM;                                              // [QM]
+
+  const int n_qt = (T + QM - 1) / QM;
+  const int bh = int(blockIdx.x) / n_qt, b = bh / n_head, h = bh % n_head;
+  const int qt = n_qt - 1 - int(blockIdx.x) % n_qt;
+  const int q0 = qt * QM;
+  const int n_kt = min(2 * qt + 2, (T + KN - 1) / KN);
+  const int64_t C = int64_t(n_head) * hd, ld = 3 * C;
+  const __nv_bfloat16* gq = qkv + int64_t(b) * T * ld + int64_t(h) * hd;
+  const __nv_bfloat16* gk = gq + C;
+  const __nv_bfloat16* gv = gq + 2 * C;
+  const int64_t orow = int64_t(b) * T * C + int64_t(h) * hd;  // dO and O of this head, row 0
+  const float* lse_bh = lse + int64_t(bh) * T;
+  const int hd_chunks = hd / 8;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+
+  load_tile<QM, HDP, NT>(sQ, gq, ld, q0, T, hd_chunks);
+  load_tile<QM, HDP, NT>(sdO, dout + orow, C, q0, T, hd_chunks);
+  load_tile<QM, HDP, NT>(sKV + 2 * KV, out + orow, C, q0, T, hd_chunks);  // O -> stage 1
+  load_tile<KN, HDP, NT>(sKV, gk, ld, 0, T, hd_chunks);
+  load_tile<KN, HDP, NT>(sKV + KV, gv, ld, 0, T, hd_chunks);
+  if (tid < QM) {
+    const bool valid = q0 + tid < T;
+    cp_async4(smem_addr(sL + tid), valid ? lse_bh + q0 + tid : lse_bh, valid);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  {  // D: thread pair (2r, 2r + 1) sums row r, half a row each (zero-filled past T and hd).
+    const int r = tid >> 1, c0 = (tid & 1) * (HDP / 2);
+    const __nv_bfloat16* a = sdO + r * SROW + c0;
+    const __nv_bfloat16* o = sKV + 2 * KV + r * SROW + c0;
+    float acc = 0.f;
+#pragma unroll
+    for (int c = 0; c < HDP / 2; c += 8) {
+      const int4 av = *reinterpret_cast<const int4*>(a + c);
+      const int4 ov = *reinterpret_cast<const int4*>(o + c);
+      __nv_bfloat162 a2[4], o2[4];
+      memcpy(a2, &av, sizeof(a2));
+      memcpy(o2, &ov, sizeof(o2));
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float2 fa = __bfloat1622float2(a2[k]), fo = __bfloat1622float2(o2[k]);
+        acc = fmaf(fa.x, fo.x, acc);
+        acc = fmaf(fa.y, fo.y, acc);
+      }
+    }
+    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+    if ((tid & 1) == 0) {
+      sD[r] = acc;
+      if (q0 + r < T) Dsum[int64_t(bh) * T + q0 + r] = acc;
+    }
+  }
+  // (The loop's first barrier publishes sD and frees stage 1.)
+
+  const int wq = warp >> 1, cb = (warp & 1) * (HDP / 2);  // dQ rows 32 wq .., columns cb ..
+  float dq[2][HDP / 16][4];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int dt = 0; dt < HDP / 16; ++dt) dq[i][dt][0] = dq[i][dt][1] = dq[i][dt][2] = dq[i][dt][3] = 0.f;
+  const uint32_t q_s = smem_addr(sQ), do_s = smem_addr(sdO), kv_base = smem_addr(sKV);
+  const uint32_t ds_a = smem_addr(sdS) + lane_a<PROW>(lane);
+
+  for (int j = 0; j < n_kt; ++j) {
+    cp_async_wait<0>();
+    __syncthreads();
+    if (j + 1 < n_kt) {
+      __nv_bfloat16* nxt = sKV + ((j + 1) & 1) * 2 * KV;
+      load_tile<KN, HDP, NT>(nxt, gk, ld, (j + 1) * KN, T, hd_chunks);
+      load_tile<KN, HDP, NT>(nxt + KV, gv, ld, (j + 1) * KN, T, hd_chunks);
+      cp_async_commit();
+    }
+    const uint32_t k_s = kv_base + (j & 1) * (2 * KV * 2);
+    bwd_scores<HDP, QM, KN, false>(nullptr, sdS, q_s, do_s, k_s, k_s + KV * 2, sL, sD, q0, j * KN, T,
+                                   scale_log2, warp, lane);
+    __syncthreads();
+    if (q0 + 32 * wq + 31 >= j * KN) {  // some row of the warp reaches a key of the tile
+      const uint32_t k_a = k_s + lane_a<SROW>(lane);
+#pragma unroll
+      for (int kk = 0; kk < KN / 16; ++kk) {
+        uint32_t a[2][4];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) ldsm_a<PROW>(a[i], ds_a, 32 * wq + 16 * i, 16 * kk);
+#pragma unroll
+        for (int dd = 0; dd < HDP / 32; ++dd) {
+          uint32_t kb[4];
+          ldsm_bk<SROW>(kb, k_a, 16 * kk, cb + 16 * dd);
+#pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            mma16816(dq[i][2 * dd], a[i], kb[0], kb[1]);
+            mma16816(dq[i][2 * dd + 1], a[i], kb[2], kb[3]);
+          }
+        }
+      }
+    }
+  }
+
+  // sQ is free: its last reader, bwd_scores of the last tile, is behind the last barrier.
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+    stage_frags<SROW, HDP / 16>(sQ, 32 * wq + 16 * i, cb, dq[i], scale, scale, lane);
+  __syncthreads();
+  store_tile<QM, HDP, NT>(dqkv + int64_t(b) * T * ld + int64_t(h) * hd, ld, q0, T, hd_chunks, sQ);
+}
+
+// ---- 2. dK, dV ---------------------------------------------------------------------------------
+// Grid B * n_head * n_kb (n_kb = ceil(T / 128)); block 256 threads = 8 warps, one block per SM.
+// Block x owns (batch, head) bh = x / n_kb and keys k0 = 128 (x % n_kb) .. k0 + 127 (key block 0
+// has the most queries and comes first; the blocks of one head share its Q and dO through L2);
+// K and V stay in shared memory. Query tiles i = k0 / 64 .. ceil(T / 64) - 1 of 64 rows (earlier queries
+// see none of these keys) stream through two stages (Q, dO, lse, D; one barrier per tile). Per
+// tile: bwd_scores (64 x 128: 2 x 4 warps) -> sP, sdS, a barrier, then warp w accumulates dV and
+// dK for keys 32 (w / 2) .. + 31 and head-dim columns (w % 2) HDP / 2 .. in fp32 registers:
+// dV += P^T dO, dK += dS^T Q (P^T, dS^T via the transposed-A pattern, dO and Q via the K-major
+// B pattern). A warp skips the products when all its keys pass the tile's queries. Keys >= T are
+// zero-filled and never stored.
+// Shared memory: sK[128][SROW], sV[128][SROW], sQD[2][Q, dO][64][SROW], sP[64][128 + 8],
+// sdS[64][128 + 8], sL[2][64], sD[2][64]; sK and sV stage dK and dV at the end.
+template <int HDP>
+struct BwdKVCfg {
+  static constexpr int kKN = 128, kQM = 64, kSrow = Tile<HDP>::kSrow, kProw = kKN + 8;
+  static constexpr int kQT = kQM * kSrow;  // bf16 per Q or dO tile
+  static constexpr size_t kSmem = (2 * size_t(kKN) * kSrow + 4 * size_t(kQT) +
+                                   2 * size_t(kQM) * kProw) * sizeof(__nv_bfloat16) +
+                                  4 * kQM * sizeof(float);
+  static_assert(kKN % kQM == 0, "a key block starts on a query tile");
+  static_assert(2 * kQM <= kBwdThreads, "lse and D copies: one thread per value");
+};
+
+template <int HDP>
+__global__ void __launch_bounds__(kBwdThreads, 1) attention_bwd_dkdv_kernel(
     __nv_bfloat16* __restrict__ dqkv, const __nv_bfloat16* __restrict__ dout,
     const __nv_bfloat16* __restrict__ qkv, const float* __restrict__ lse,
     const float* __restrict__ Dsum, int T, int n_head, int hd, float scale, float scale_log2) {
   using Cfg = BwdKVCfg<HDP>;
-  constexpr int BM = Cfg::kBM, BN = Cfg::kBN, SROW = Cfg::kSrow;
+  constexpr int QM = Cfg::kQM, KN = Cfg::kKN, SROW = Cfg::kSrow, PROW = Cfg::kProw, QT = Cfg::kQT;
+  constexpr int NT = kBwdThreads;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [BN][SROW]
-  __nv_bfloat16* sV = sK + BN * SROW;                               // [BN][SROW]
-  __nv_bfloat16* sQ = sV + BN * SROW;                               // [2][BM][SROW]
-  __nv_bfloat16* sdO = sQ + 2 * BM * SROW;                          // [2][BM][SROW]
-  float* sL = reinterpret_cast<float*>(sdO + 2 * BM * SROW);       // [2][BM]
-  float* sD = sL + 2 * BM;                                          // [2][BM]
+  __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [KN][SROW]
+  __nv_bfloat16* sV = sK + KN * SROW;                               // [KN][SROW]
+  __nv_bfloat16* sQD = sV + KN * SROW;                              // [2][Q, dO][QM][SROW]
+  __nv_bfloat16* sP = sQD + 4 * QT;                                 // [QM][PROW]
+  __nv_bfloat16* sdS = sP + QM * PROW;                              // [QM][PROW]
+  float* sL = reinterpret_cast<float*>(sdS + QM * PROW);           // [2][QM]
+  float* sD = sL + 2 * QM;                                          // [2][QM]
 
-  const int bh = blockIdx.x, b = bh / n_head, h = bh % n_head;
-  const int k0 = int(blockIdx.y) * BN;
+  const int n_kb = (T + KN - 1) / KN;
+  const int bh = int(blockIdx.x) / n_kb, b = bh / n_head, h = bh % n_head;
+  const int k0 = int(blockIdx.x) % n_kb * KN;
   const int64_t C = int64_t(n_head) * hd, ld = 3 * C;
   const __nv_bfloat16* gq = qkv + int64_t(b) * T * ld + int64_t(h) * hd;
   const __nv_bfloat16* gdo = dout + int64_t(b) * T * C + int64_t(h) * hd;
   const float* lse_bh = lse + int64_t(bh) * T;
   const float* D_bh = Dsum + int64_t(bh) * T;
   const int hd_chunks = hd / 8;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, tq = lane & 3;
-  const int kw0 = k0 + warp * 16;
-  const int i_begin = k0 / BM, n_qt = (T + BM - 1) / BM;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int i_begin = k0 / QM, n_qt = (T + QM - 1) / QM;
 
   const auto load_queries = [&](int i, int st) {
-    const int q0 = i * BM;
-    load_tile<BM, HDP>(sQ + st * BM * SROW, gq, ld, q0, T, hd_chunks);
-    load_tile<BM, HDP>(sdO + st * BM * SROW, gdo, C, q0, T, hd_chunks);
-    if (tid < BM) {
+    const int q0 = i * QM;
+    load_tile<QM, HDP, NT>(sQD + st * 2 * QT, gq, ld, q0, T, hd_chunks);
+    load_tile<QM, HDP, NT>(sQD + st * 2 * QT + QT, gdo, C, q0, T, hd_chunks);
+    if (tid < QM) {
       const bool valid = q0 + tid < T;
-      cp_async4(smem_addr(sL + st * BM + tid), valid ? lse_bh + q0 + tid : lse_bh, valid);
-    } else if (tid < 2 * BM) {
-      const bool valid = q0 + tid - BM < T;
-      cp_async4(smem_addr(sD + st * BM + tid - BM), valid ? D_bh + q0 + tid - BM : D_bh, valid);
+      cp_async4(smem_addr(sL + st * QM + tid), valid ? lse_bh + q0 + tid : lse_bh, valid);
+    } else if (tid < 2 * QM) {
+      const bool valid = q0 + tid - QM < T;
+      cp_async4(smem_addr(sD + st * QM + tid - QM), valid ? D_bh + q0 + tid - QM : D_bh, valid);
     }
   };
 
-  load_tile<BN, HDP>(sK, gq + C, ld, k0, T, hd_chunks);
-  load_tile<BN, HDP>(sV, gq + 2 * C, ld, k0, T, hd_chunks);
+  load_tile<KN, HDP, NT>(sK, gq + C, ld, k0, T, hd_chunks);
+  load_tile<KN, HDP, NT>(sV, gq + 2 * C, ld, k0, T, hd_chunks);
   load_queries(i_begin, 0);
   cp_async_commit();
 
-  float dk[HDP / 8][4], dv[HDP / 8][4];
+  const int wk = warp >> 1, cb = (warp & 1) * (HDP / 2);  // dK/dV keys 32 wk .., columns cb ..
+  float dk[2][HDP / 16][4], dv[2][HDP / 16][4];
 #pragma unroll
-  for (int dt = 0; dt < HDP / 8; ++dt)
+  for (int i = 0; i < 2; ++i)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) dk[dt][e] = dv[dt][e] = 0.f;
+    for (int dt = 0; dt < HDP / 16; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dk[i][dt][e] = dv[i][dt][e] = 0.f;
+  const uint32_t k_s = smem_addr(sK), v_s = smem_addr(sV), qd_base = smem_addr(sQD);
+  const uint32_t p_n = smem_addr(sP) + lane_n<PROW>(lane), ds_n = smem_addr(sdS) + lane_n<PROW>(lane);
 
   for (int i = i_begin; i < n_qt; ++i) {
     const int st = (i - i_begin) & 1;
-    if (i + 1 < n_qt) {  // prefetch the next query tile into the other stage
+    cp_async_wait<0>();
+    __syncthreads();
+    if (i + 1 < n_qt) {
       load_queries(i + 1, st ^ 1);
       cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
     }
+    const int q0 = i * QM;
+    const uint32_t q_s = qd_base + st * (2 * QT * 2), do_s = q_s + QT * 2;
+    bwd_scores<HDP, QM, KN, true>(sP, sdS, q_s, do_s, k_s, v_s, sL + st * QM, sD + st * QM, q0, k0,
+                                  T, scale_log2, warp, lane);
     __syncthreads();
-    const int q0 = i * BM;
-    const __nv_bfloat16* q_s = sQ + st * BM * SROW;
-    const __nv_bfloat16* do_s = sdO + st * BM * SROW;
-    const float* l_s = sL + st * BM;
-    const float* d_s = sD + st * BM;
-    // The tile in 16-query slices (one k-step of the dV/dK products each), one after the other
-    // to keep the transient registers few next to the 128 of dK and dV.
-#pragma unroll 1
-    for (int c0 = 0; c0 < BM; c0 += 16) {
-      const int qs0 = q0 + c0;  // the slice's first query
-      if (qs0 + 16 <= kw0) continue;  // every query of the slice precedes this warp's keys
-      // S^T = K_w Q_s^T, dP^T = V_w dO_s^T: 16 keys x 16 queries (nt: queries qs0 + 8nt ..).
-      float sT[2][4], dpT[2][4];
+    if (k0 + 32 * wk <= q0 + QM - 1) {  // some key of the warp is reached by a query of the tile
+      const uint32_t q_a = q_s + lane_a<SROW>(lane), do_a = do_s + lane_a<SROW>(lane);
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt)
+      for (int kk = 0; kk < QM / 16; ++kk) {
+        uint32_t pa[2][4], da[2][4];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) sT[nt][e] = dpT[nt][e] = 0.f;
-#pragma unroll 2  // (no register array is indexed by ks)
-      for (int ks = 0; ks < HDP / 16; ++ks) {
-        uint32_t ka[4], va[4], qb[4], ob[4];
-        ldsm_a<SROW>(ka, sK, warp * 16, ks * 16, lane);
-        ldsm_a<SROW>(va, sV, warp * 16, ks * 16, lane);
-        ldsm_bn<SROW>(qb, q_s, c0, ks * 16, lane);
-        ldsm_bn<SROW>(ob, do_s, c0, ks * 16, lane);
-        mma16816(sT[0], ka, qb[0], qb[1]);
-        mma16816(sT[1], ka, qb[2], qb[3]);
-        mma16816(dpT[0], va, ob[0], ob[1]);
-        mma16816(dpT[1], va, ob[2], ob[3]);
-      }
-      // P^T and dS^T; lane (g, tq) holds keys kw0 + g (+8) and queries qs0 + 8nt + 2tq (+1).
-      const bool mask = qs0 < kw0 + 16 || qs0 + 16 > T;
+        for (int i2 = 0; i2 < 2; ++i2) {
+          ldsm_at<PROW>(pa[i2], p_n, 16 * kk, 32 * wk + 16 * i2);
+          ldsm_at<PROW>(da[i2], ds_n, 16 * kk, 32 * wk + 16 * i2);
+        }
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-        const float2 lv = *reinterpret_cast<const float2*>(l_s + c0 + nt * 8 + 2 * tq);
-        const float2 dvv = *reinterpret_cast<const float2*>(d_s + c0 + nt * 8 + 2 * tq);
+        for (int dd = 0; dd < HDP / 32; ++dd) {
+          uint32_t ob[4], qb[4];
+          ldsm_bk<SROW>(ob, do_a, 16 * kk, cb + 16 * dd);
+          ldsm_bk<SROW>(qb, q_a, 16 * kk, cb + 16 * dd);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int qi = qs0 + nt * 8 + 2 * tq + (e & 1), ki = kw0 + g + (e >> 1) * 8;
-          const float L = (e & 1) ? lv.y : lv.x, Dq = (e & 1) ? dvv.y : dvv.x;
-          float p = exp2f(fmaf(sT[nt][e], scale_log2, -L * kLog2e));
-          if (mask && (qi < ki || qi >= T)) p = 0.f;
-          sT[nt][e] = p;
-          dpT[nt][e] = p * (dpT[nt][e] - Dq);
+          for (int i2 = 0; i2 < 2; ++i2) {
+            mma16816(dv[i2][2 * dd], pa[i2], ob[0], ob[1]);
+            mma16816(dv[i2][2 * dd + 1], pa[i2], ob[2], ob[3]);
+            mma16816(dk[i2][2 * dd], da[i2], qb[0], qb[1]);
+            mma16816(dk[i2][2 * dd + 1], da[i2], qb[2], qb[3]);
+          }
         }
       }
-      // dV += P^T dO_s, dK += dS^T Q_s (the scale is applied at the end).
-      uint32_t pa[4], da[4];
-      a_frag_from_c(pa, sT[0], sT[1]);
-      a_frag_from_c(da, dpT[0], dpT[1]);
-#pragma unroll
-      for (int dd = 0; dd < HDP / 16; ++dd) {
-        uint32_t ob[4], qb[4];
-        ldsm_bk<SROW>(ob, do_s, c0, dd * 16, lane);
-        ldsm_bk<SROW>(qb, q_s, c0, dd * 16, lane);
-        mma16816(dv[2 * dd], pa, ob[0], ob[1]);
-        mma16816(dv[2 * dd + 1], pa, ob[2], ob[3]);
-        mma16816(dk[2 * dd], da, qb[0], qb[1]);
-        mma16816(dk[2 * dd + 1], da, qb[2], qb[3]);
-      }
     }
-    __syncthreads();  // all warps are done with stage st before it is refilled
   }
 
-  // dK (scaled) through sQ[0..1], dV through sdO[0..1]: 64 rows each.
-  stage_strip<HDP>(sQ, warp * 16, dk, scale, scale, lane);
-  stage_strip<HDP>(sdO, warp * 16, dv, 1.f, 1.f, lane);
+  // sK and sV are free: their last reader, bwd_scores of the last tile, is behind the last barrier.
+#pragma unroll
+  for (int i2 = 0; i2 < 2; ++i2) {
+    stage_frags<SROW, HDP / 16>(sK, 32 * wk + 16 * i2, cb, dk[i2], scale, scale, lane);
+    stage_frags<SROW, HDP / 16>(sV, 32 * wk + 16 * i2, cb, dv[i2], 1.f, 1.f, lane);
+  }
   __syncthreads();
   __nv_bfloat16* gdk = dqkv + int64_t(b) * T * ld + int64_t(h) * hd + C;
-  store_tile<BN, HDP>(gdk, ld, k0, T, hd_chunks, sQ);
-  store_tile<BN, HDP>(gdk + C, ld, k0, T, hd_chunks, sdO);
-}
-
-// ---- 3. dQ -------------------------------------------------------------------------------------
-// Grid (B * n_head, ceil(T / 64)); block 128 threads = 4 warps. Block (bh, y) owns the query tile
-// qt = n_qt - 1 - y (longest rows first), rows q0 = 64 qt .. q0 + 63; warp w owns rows
-// q0 + 16w .. q0 + 16w + 15 and accumulates their dQ[16][HDP] (fp32 registers); lane (g, tq)
-// holds rows g and g+8, whose lse (as -lse log2e; -inf past T, so P = 0 there) and D it keeps in
-// registers. Key tiles j = 0..qt of 64 keys (tile qt is the diagonal one and the only one
-// masked) stream through double-buffered stages; per tile each warp computes S = Q K^T and
-// dP = dO V^T (16 x 64), P, dS = P (dP - D) and dQ += dS K (dS as bf16 A fragments, K through
-// ldmatrix.trans).
-// Shared memory (rows of SROW = HDP + 8 bf16): sQ[64][SROW], sdO[64][SROW] (loaded once, A
-// fragments re-read per tile), sK[2][64][SROW], sV[2][64][SROW]; sQ stages dQ at the end.
-template <int HDP>
-struct BwdQCfg {
-  static constexpr int kBM = 64, kBN = 64, kSrow = Tile<HDP>::kSrow;
-  static constexpr int kTile = 64 * kSrow;
-  static constexpr size_t kSmem = 6 * size_t(kTile) * sizeof(__nv_bfloat16);
-  static_assert(kBM == 16 * kWarps && kBM == kBN, "one m16 strip per warp; diagonal tile = qt");
-};
-
-template <int HDP>
-__global__ void __launch_bounds__(kThreads) attention_bwd_dq_kernel(
-    __nv_bfloat16* __restrict__ dqkv, const __nv_bfloat16* __restrict__ dout,
-    const __nv_bfloat16* __restrict__ qkv, const float* __restrict__ lse,
-    const float* __restrict__ Dsum, int T, int n_head, int hd, float scale, float scale_log2) {
-  using Cfg = BwdQCfg<HDP>;
-  constexpr int BM = Cfg::kBM, BN = Cfg::kBN, SROW = Cfg::kSrow, TILE = Cfg::kTile;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [BM][SROW]
-  __nv_bfloat16* sdO = sQ + TILE;                                   // [BM][SROW]
-  __nv_bfloat16* sK = sdO + TILE;                                   // [2][BN][SROW]
-  __nv_bfloat16* sV = sK + 2 * TILE;                                // [2][BN][SROW]
-
-  const int bh = blockIdx.x, b = bh / n_head, h = bh % n_head;
-  const int qt = int(gridDim.y) - 1 - int(blockIdx.y);
-  const int q0 = qt * BM, n_kt = qt + 1;
-  const int64_t C = int64_t(n_head) * hd, ld = 3 * C;
-  const __nv_bfloat16* gq = qkv + int64_t(b) * T * ld + int64_t(h) * hd;
-  const __nv_bfloat16* gk = gq + C;
-  const __nv_bfloat16* gv = gq + 2 * C;
-  const int hd_chunks = hd / 8;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tq = lane & 3;
-  const int row0 = q0 + warp * 16 + g;  // this lane's rows: row0 and row0 + 8
-
-  load_tile<BM, HDP>(sQ, gq, ld, q0, T, hd_chunks);
-  load_tile<BM, HDP>(sdO, dout + int64_t(b) * T * C + int64_t(h) * hd, C, q0, T, hd_chunks);
-  load_tile<BN, HDP>(sK, gk, ld, 0, T, hd_chunks);
-  load_tile<BN, HDP>(sV, gv, ld, 0, T, hd_chunks);
-  cp_async_commit();
-
-  float nl[2], Dr[2];  // -lse * log2(e) and D of rows row0, row0 + 8
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = row0 + 8 * r;
-    nl[r] = row < T ? -lse[int64_t(bh) * T + row] * kLog2e : -INFINITY;
-    Dr[r] = row < T ? Dsum[int64_t(bh) * T + row] : 0.f;
-  }
-  float dq[HDP / 8][4];
-#pragma unroll
-  for (int dt = 0; dt < HDP / 8; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
-
-  for (int j = 0; j < n_kt; ++j) {
-    const int st = j & 1;
-    if (j + 1 < n_kt) {
-      load_tile<BN, HDP>(sK + (st ^ 1) * TILE, gk, ld, (j + 1) * BN, T, hd_chunks);
-      load_tile<BN, HDP>(sV + (st ^ 1) * TILE, gv, ld, (j + 1) * BN, T, hd_chunks);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    const __nv_bfloat16* k_s = sK + st * TILE;
-    const __nv_bfloat16* v_s = sV + st * TILE;
-
-    float s[BN / 8][4], dp[BN / 8][4];
-#pragma unroll
-    for (int nt = 0; nt < BN / 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.f;
-#pragma unroll 1  // (no register array is indexed by ks; unrolling only raises the pressure)
-    for (int ks = 0; ks < HDP / 16; ++ks) {
-      uint32_t qa[4], oa[4];
-      ldsm_a<SROW>(qa, sQ, warp * 16, ks * 16, lane);
-      ldsm_a<SROW>(oa, sdO, warp * 16, ks * 16, lane);
-#pragma unroll
-      for (int jj = 0; jj < BN / 16; ++jj) {
-        uint32_t kb[4], vb[4];
-        ldsm_bn<SROW>(kb, k_s, jj * 16, ks * 16, lane);
-        ldsm_bn<SROW>(vb, v_s, jj * 16, ks * 16, lane);
-        mma16816(s[2 * jj], qa, kb[0], kb[1]);
-        mma16816(s[2 * jj + 1], qa, kb[2], kb[3]);
-        mma16816(dp[2 * jj], oa, vb[0], vb[1]);
-        mma16816(dp[2 * jj + 1], oa, vb[2], vb[3]);
-      }
-    }
-    // dS = P (dP - D), into s.
-#pragma unroll
-    for (int nt = 0; nt < BN / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float p = exp2f(fmaf(s[nt][e], scale_log2, nl[e >> 1]));
-        if (j == qt && j * BN + nt * 8 + 2 * tq + (e & 1) > row0 + (e >> 1) * 8) p = 0.f;
-        s[nt][e] = p * (dp[nt][e] - Dr[e >> 1]);
-      }
-    }
-    // dQ += dS K.
-    mma_strip_times_tile<BN, HDP, SROW>(dq, s, k_s, lane);
-    __syncthreads();  // all warps are done with stage st before it is refilled
-  }
-
-  stage_strip<HDP>(sQ, warp * 16, dq, scale, scale, lane);
-  __syncthreads();
-  store_tile<BM, HDP>(dqkv + int64_t(b) * T * ld + int64_t(h) * hd, ld, q0, T, hd_chunks, sQ);
+  store_tile<KN, HDP, NT>(gdk, ld, k0, T, hd_chunks, sK);
+  store_tile<KN, HDP, NT>(gdk + C, ld, k0, T, hd_chunks, sV);
 }
 
 template <int HDP>
-void launch_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
-                     const float* lse, const float* Dsum, int64_t B, int64_t T, int64_t n_head,
-                     int64_t hd, cudaStream_t stream) {
+void launch_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* out,
+                     const __nv_bfloat16* qkv, const float* lse, float* Dsum, int64_t B, int64_t T,
+                     int64_t n_head, int64_t hd, cudaStream_t stream) {
+  static_assert(BwdQCfg<HDP>::kQM == 128 && BwdKVCfg<HDP>::kKN == 128, "one block count check");
+  QUEST_CUDA_REQUIRE(B * n_head * ((T + 127) / 128) < (int64_t{1} << 31),
+                     "attention_backward: B * n_head * ceil(T / 128) exceeds 2^31 - 1");
   const double scale = 1.0 / std::sqrt(double(hd));
   const float fscale = float(scale), fscale_log2 = float(scale * 1.4426950408889634);
-  const unsigned n64 = unsigned((T + 63) / 64);
-  {
-    using Cfg = BwdKVCfg<HDP>;
-    const auto kernel = attention_bwd_dkdv_kernel<HDP>;
-    QUEST_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(Cfg::kSmem)));
-    kernel<<<dim3(unsigned(B * n_head), n64), kThreads, Cfg::kSmem, stream>>>(
-        dqkv, dout, qkv, lse, Dsum, int(T), int(n_head), int(hd), fscale, fscale_log2);
-    QUEST_CUDA_CHECK(cudaGetLastError());
-  }
   {
     using Cfg = BwdQCfg<HDP>;
     const auto kernel = attention_bwd_dq_kernel<HDP>;
     QUEST_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           int(Cfg::kSmem)));
-    kernel<<<dim3(unsigned(B * n_head), n64), kThreads, Cfg::kSmem, stream>>>(
-        dqkv, dout, qkv, lse, Dsum, int(T), int(n_head), int(hd), fscale, fscale_log2);
+    kernel<<<unsigned(B * n_head * ((T + Cfg::kQM - 1) / Cfg::kQM)), kBwdThreads, Cfg::kSmem, stream>>>(dqkv, Dsum, dout, out, qkv, lse, int(T),
+                                                      int(n_head), int(hd), fscale, fscale_log2);
+    QUEST_CUDA_CHECK(cudaGetLastError());
+  }
+  {
+    using Cfg = BwdKVCfg<HDP>;
+    const auto kernel = attention_bwd_dkdv_kernel<HDP>;
+    QUEST_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(Cfg::kSmem)));
+    kernel<<<unsigned(B * n_head * ((T + Cfg::kKN - 1) / Cfg::kKN)), kBwdThreads, Cfg::kSmem, stream>>>(dqkv, dout, qkv, lse, Dsum, int(T),
+                                                      int(n_head), int(hd), fscale, fscale_log2);
     QUEST_CUDA_CHECK(cudaGetLastError());
   }
 }
@@ -369,15 +462,10 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* out, const bf1
                          aligned(lse, 4) && aligned(scratch, 4),
                      "attention_backward: dqkv, dout, out and qkv must be 16-byte aligned, lse and "
                      "scratch 4-byte aligned");
-  const int64_t rows = B * T * n_head;
-  const int threads = 256;  // 16 rows per block
-  attn::attention_bwd_dot_kernel<<<unsigned((rows + 15) / 16), threads, 0, stream>>>(
-      scratch, dout, out, rows, int(T), int(n_head), int(head_dim));
-  QUEST_CUDA_CHECK(cudaGetLastError());
   if (head_dim <= 64)
-    attn::launch_backward<64>(dqkv, dout, qkv, lse, scratch, B, T, n_head, head_dim, stream);
+    attn::launch_backward<64>(dqkv, dout, out, qkv, lse, scratch, B, T, n_head, head_dim, stream);
   else
-    attn::launch_backward<128>(dqkv, dout, qkv, lse, scratch, B, T, n_head, head_dim, stream);
+    attn::launch_backward<128>(dqkv, dout, out, qkv, lse, scratch, B, T, n_head, head_dim, stream);
 }
 
 }  // namespace quest::cuda

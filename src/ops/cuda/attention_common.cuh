@@ -22,7 +22,7 @@
 //
 // ldmatrix.m8n8.x4: lanes 8i..8i+7 give the row addresses of 8x8 matrix i (16 bytes per row);
 // register i receives matrix i's (row g, cols 2q, 2q+1), or with .trans its (rows 2q, 2q+1; col g).
-// From a row-major shared tile X[rows][SROW] (bf16) three address patterns are used:
+// From a row-major shared tile X[rows][SROW] (bf16) four address patterns are used:
 //   A pattern (ldsm_a): rows r0 + (l & 15), col c0 + (l >> 4) * 8, no trans
 //       -> the A fragment of X[r0..r0+15][c0..c0+15].
 //   "N-major B" (ldsm_bn): rows r0 + (l & 7) + (l >> 4) * 8, col c0 + ((l >> 3) & 1) * 8, no trans
@@ -31,11 +31,14 @@
 //   "K-major B" (ldsm_bk): rows r0 + (l & 15), col c0 + (l >> 4) * 8, with .trans
 //       -> B fragments of B[k][n] = X[k][n] for k in r0..r0+15 and two n-tiles: regs 0,1 for
 //          n = c0..c0+7 and regs 2,3 for n = c0+8..c0+15 (X holds B itself: V for p v).
+//   "transposed A" (ldsm_at): the N-major B addresses with .trans
+//       -> the A fragment of X^T[c0..c0+15][r0..r0+15] (X holds A transposed: P[q][k] for P^T dO).
 //
 // Shared tiles: rows of SROW = HDP + 8 bf16 (HDP = the head dim padded to 64 or 128): the 16-byte
 // pad makes 8 consecutive rows start 4 banks apart, so every ldmatrix phase (8 rows x 16 bytes)
 // and every 16-byte cp.async phase is free of bank conflicts. Each row starts 16-byte aligned
-// (SROW * 2 = 144 or 272 bytes) as ldmatrix and cp.async require.
+// (SROW * 2 = 144 or 272 bytes) as ldmatrix and cp.async require. The backward's P and dS tiles
+// (bf16, 64 or 128 keys a row) use the same + 8 padding for the same reasons.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -44,8 +47,6 @@
 
 namespace quest::cuda::attn {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
 constexpr float kLog2e = 1.4426950408889634f;
 
 template <int HDP>
@@ -104,6 +105,14 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// 2^x (MUFU.EX2; -inf -> +0). The softmax exponents are <= 0 up to rounding, so flushing the
+// subnormal results to zero changes nothing that survives the bf16 rounding of P.
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Two floats -> bf16x2 (round to nearest even), `lo` in the lower half.
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -121,74 +130,75 @@ __device__ __forceinline__ void a_frag_from_c(uint32_t (&a)[4], const float (&c0
   a[3] = pack_bf16(c1[2], c1[3]);
 }
 
-// Address patterns (see the header comment); x = tile base, r0/c0 = the 16x16 block's corner.
+// Address patterns (see the header comment). Each lane's part of an address is computed once
+// (lane_a: the A and K-major B patterns; lane_n: the N-major B and transposed-A patterns) and
+// added to the tile's shared address: `base` = smem_addr(tile) + lane_a or lane_n. The block's
+// corner (r0, c0) is then a constant byte offset once loops are unrolled, which the compiler
+// folds into the instruction instead of keeping an address register per fragment.
 template <int SROW>
-__device__ __forceinline__ void ldsm_a(uint32_t (&a)[4], const __nv_bfloat16* x, int r0, int c0,
-                                       int lane) {
-  ldsm_x4(a[0], a[1], a[2], a[3], smem_addr(x + (r0 + (lane & 15)) * SROW + c0 + (lane >> 4) * 8));
+__device__ __forceinline__ uint32_t lane_a(int lane) {
+  return uint32_t(((lane & 15) * SROW + (lane >> 4) * 8) * 2);
 }
 template <int SROW>
-__device__ __forceinline__ void ldsm_bn(uint32_t (&b)[4], const __nv_bfloat16* x, int r0, int c0,
-                                        int lane) {
-  ldsm_x4(b[0], b[1], b[2], b[3],
-          smem_addr(x + (r0 + (lane & 7) + ((lane >> 4) << 3)) * SROW + c0 + ((lane >> 3) & 1) * 8));
+__device__ __forceinline__ uint32_t lane_n(int lane) {
+  return uint32_t((((lane & 7) + ((lane >> 4) << 3)) * SROW + ((lane >> 3) & 1) * 8) * 2);
 }
 template <int SROW>
-__device__ __forceinline__ void ldsm_bk(uint32_t (&b)[4], const __nv_bfloat16* x, int r0, int c0,
-                                        int lane) {
-  ldsm_x4_trans(b[0], b[1], b[2], b[3],
-                smem_addr(x + (r0 + (lane & 15)) * SROW + c0 + (lane >> 4) * 8));
+__device__ __forceinline__ uint32_t tile_off(int r0, int c0) {
+  return uint32_t((r0 * SROW + c0) * 2);
 }
-
-// acc[16 x HDP] += P . B for one warp: P is the warp's 16 x BN strip held as fp32 C fragments
-// (rounded to bf16 A fragments on the fly), B a BN x HDP bf16 tile in shared memory (row stride
-// SROW), read K-major through ldmatrix.trans. Forward: O += P V; backward: dQ += dS K.
-template <int BN, int HDP, int SROW>
-__device__ __forceinline__ void mma_strip_times_tile(float (&acc)[HDP / 8][4], const float (&p)[BN / 8][4],
-                                                     const __nv_bfloat16* b_s, int lane) {
-#pragma unroll
-  for (int kk = 0; kk < BN / 16; ++kk) {
-    uint32_t pa[4];
-    a_frag_from_c(pa, p[2 * kk], p[2 * kk + 1]);
-#pragma unroll
-    for (int dd = 0; dd < HDP / 16; ++dd) {
-      uint32_t b[4];
-      ldsm_bk<SROW>(b, b_s, kk * 16, dd * 16, lane);
-      mma16816(acc[2 * dd], pa, b[0], b[1]);
-      mma16816(acc[2 * dd + 1], pa, b[2], b[3]);
-    }
-  }
+template <int SROW>  // base: lane_a
+__device__ __forceinline__ void ldsm_a(uint32_t (&a)[4], uint32_t base, int r0, int c0) {
+  ldsm_x4(a[0], a[1], a[2], a[3], base + tile_off<SROW>(r0, c0));
+}
+template <int SROW>  // base: lane_n
+__device__ __forceinline__ void ldsm_bn(uint32_t (&b)[4], uint32_t base, int r0, int c0) {
+  ldsm_x4(b[0], b[1], b[2], b[3], base + tile_off<SROW>(r0, c0));
+}
+template <int SROW>  // base: lane_n
+__device__ __forceinline__ void ldsm_at(uint32_t (&a)[4], uint32_t base, int r0, int c0) {
+  ldsm_x4_trans(a[0], a[1], a[2], a[3], base + tile_off<SROW>(r0, c0));
+}
+template <int SROW>  // base: lane_a
+__device__ __forceinline__ void ldsm_bk(uint32_t (&b)[4], uint32_t base, int r0, int c0) {
+  ldsm_x4_trans(b[0], b[1], b[2], b[3], base + tile_off<SROW>(r0, c0));
 }
 
 // Issues the cp.async copies of ROWS rows x HDP columns: global rows row0..row0+ROWS-1 of `g`
 // (row stride ld elements; `g` points at row 0, column 0 of this head) -> shared `s` (stride
 // SROW). Rows >= T and 16-byte chunks at or past hd_chunks (head dims below HDP) are zero-filled.
-// All kThreads threads must call it (each issues ROWS * kChunks / kThreads copies).
-template <int ROWS, int HDP>
+// All NT threads of the block must call it (each issues ROWS * kChunks / NT copies).
+template <int ROWS, int HDP, int NT>
 __device__ __forceinline__ void load_tile(__nv_bfloat16* s, const __nv_bfloat16* g, int64_t ld,
                                           int row0, int T, int hd_chunks) {
   constexpr int kChunks = Tile<HDP>::kChunks, kSrow = Tile<HDP>::kSrow;
-  static_assert(ROWS * kChunks % kThreads == 0, "tile copies divide evenly");
-#pragma unroll
-  for (int k = 0; k < ROWS * kChunks / kThreads; ++k) {
-    const int i = k * kThreads + threadIdx.x;
-    const int r = i / kChunks, c = i % kChunks;
-    const bool valid = row0 + r < T && c < hd_chunks;
-    const __nv_bfloat16* src = valid ? g + int64_t(row0 + r) * ld + c * 8 : g;
-    cp_async16(smem_addr(s + r * kSrow + c * 8), src, valid);
+  static_assert(NT % kChunks == 0 && ROWS % (NT / kChunks) == 0, "tile copies divide evenly");
+  constexpr int kRowStep = NT / kChunks;  // rows covered by one pass of all threads
+  const int r = threadIdx.x / kChunks, c = threadIdx.x % kChunks;
+  uint32_t dst = smem_addr(s + r * kSrow + c * 8);
+  const __nv_bfloat16* src = g + int64_t(row0 + r) * ld + c * 8;
+  // Not unrolled: the kernels' main loops call this with registers to spare only for one
+  // address pair, not for ROWS * kChunks / NT hoisted ones. (src runs past the tensor on rows
+  // >= T; it is never read there: `g` goes to the zero-filling copy instead.)
+#pragma unroll 1
+  for (int rr = row0 + r; rr < row0 + ROWS; rr += kRowStep) {
+    const bool valid = rr < T && c < hd_chunks;
+    cp_async16(dst, valid ? src : g, valid);
+    dst += kRowStep * kSrow * 2;
+    src += kRowStep * ld;
   }
 }
 
 // Plain 16-byte stores of a shared tile (stride SROW) to global rows row0.. (< T) of `g`,
-// columns < 8 * hd_chunks. Called by all kThreads threads after a __syncthreads.
-template <int ROWS, int HDP>
+// columns < 8 * hd_chunks. Called by all NT threads of the block after a __syncthreads.
+template <int ROWS, int HDP, int NT>
 __device__ __forceinline__ void store_tile(__nv_bfloat16* g, int64_t ld, int row0, int T,
                                            int hd_chunks, const __nv_bfloat16* s) {
   constexpr int kChunks = Tile<HDP>::kChunks, kSrow = Tile<HDP>::kSrow;
-  static_assert(ROWS * kChunks % kThreads == 0, "tile copies divide evenly");
+  static_assert(ROWS * kChunks % NT == 0, "tile copies divide evenly");
 #pragma unroll
-  for (int k = 0; k < ROWS * kChunks / kThreads; ++k) {
-    const int i = k * kThreads + threadIdx.x;
+  for (int k = 0; k < ROWS * kChunks / NT; ++k) {
+    const int i = k * NT + threadIdx.x;
     const int r = i / kChunks, c = i % kChunks;
     if (row0 + r < T && c < hd_chunks)
       *reinterpret_cast<int4*>(g + int64_t(row0 + r) * ld + c * 8) =
@@ -196,18 +206,18 @@ __device__ __forceinline__ void store_tile(__nv_bfloat16* g, int64_t ld, int row
   }
 }
 
-// Writes a warp's 16-row strip of fp32 C tiles acc[HDP/8][4], times `mul`, as bf16 into rows
-// r0..r0+15 of the shared tile s (stride SROW).
-template <int HDP>
-__device__ __forceinline__ void stage_strip(__nv_bfloat16* s, int r0, const float (&acc)[HDP / 8][4],
-                                            float mul0, float mul1, int lane) {
-  constexpr int kSrow = Tile<HDP>::kSrow;
+// Writes a warp's 16-row strip of NTL fp32 C tiles (columns c0 .. c0 + 8 NTL - 1), times `mul`,
+// as bf16 into rows r0..r0+15 of the shared tile s (row stride SROW bf16).
+template <int SROW, int NTL>
+__device__ __forceinline__ void stage_frags(__nv_bfloat16* s, int r0, int c0,
+                                            const float (&acc)[NTL][4], float mul0, float mul1,
+                                            int lane) {
   const int g = lane >> 2, q = lane & 3;
 #pragma unroll
-  for (int dt = 0; dt < HDP / 8; ++dt) {
-    *reinterpret_cast<uint32_t*>(s + (r0 + g) * kSrow + dt * 8 + 2 * q) =
+  for (int dt = 0; dt < NTL; ++dt) {
+    *reinterpret_cast<uint32_t*>(s + (r0 + g) * SROW + c0 + dt * 8 + 2 * q) =
         pack_bf16(acc[dt][0] * mul0, acc[dt][1] * mul0);
-    *reinterpret_cast<uint32_t*>(s + (r0 + g + 8) * kSrow + dt * 8 + 2 * q) =
+    *reinterpret_cast<uint32_t*>(s + (r0 + g + 8) * SROW + c0 + dt * 8 + 2 * q) =
         pack_bf16(acc[dt][2] * mul1, acc[dt][3] * mul1);
   }
 }
