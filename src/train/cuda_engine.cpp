@@ -240,17 +240,9 @@ class CudaEngine final : public Engine {
     double total = sq;
     for (float g : lg) total += double(g) * g;
     const double norm = std::sqrt(total);
-    QUEST_CHECK(std::isfinite(norm), "the gradient norm is not finite ({}): training diverged", norm);
-    const float clip = adamw_.grad_clip > 0 ? float(std::min(1.0, adamw_.grad_clip / (norm + 1e-6))) : 1.0f;
+    const float clip = clip_factor(adamw_, norm);
     QUEST_CUDA_CHECK(cudaMemcpyAsync(clip_.get(), &clip, sizeof(float), cudaMemcpyHostToDevice, stream_));
-    ++t_;
-    cuda::AdamWStep s{};
-    s.lr = float(lr);
-    s.beta1 = float(adamw_.beta1);
-    s.beta2 = float(adamw_.beta2);
-    s.eps = float(adamw_.eps);
-    s.bias1 = float(1.0 - std::pow(adamw_.beta1, double(t_)));
-    s.bias2 = float(1.0 - std::pow(adamw_.beta2, double(t_)));
+    cuda::AdamWStep s = adamw_settings(adamw_, lr, ++t_);
     {
       QUEST_DEVICE_PROFILE("adamw", stream_);
       for (const auto& g : groups_) {

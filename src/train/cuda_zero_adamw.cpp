@@ -9,6 +9,22 @@
 
 namespace quest {
 
+float clip_factor(const AdamWConfig& cfg, double norm) {
+  QUEST_CHECK(std::isfinite(norm), "the gradient norm is not finite ({}): training diverged", norm);
+  return cfg.grad_clip > 0 ? float(std::min(1.0, cfg.grad_clip / (norm + 1e-6))) : 1.0f;
+}
+
+cuda::AdamWStep adamw_settings(const AdamWConfig& cfg, double lr, int64_t t) {
+  cuda::AdamWStep s{};
+  s.lr = float(lr);
+  s.beta1 = float(cfg.beta1);
+  s.beta2 = float(cfg.beta2);
+  s.eps = float(cfg.eps);
+  s.bias1 = float(1.0 - std::pow(cfg.beta1, double(t)));
+  s.bias2 = float(1.0 - std::pow(cfg.beta2, double(t)));
+  return s;
+}
+
 CudaZeroAdamW::CudaZeroAdamW(const AdamWConfig& cfg, std::vector<Group> groups, int64_t n_params,
                              std::vector<Learned> learned, Communicator& device_comm, cudaStream_t stream)
     : cfg_(cfg),
@@ -61,18 +77,9 @@ double CudaZeroAdamW::step(double lr, float* params, cuda::bf16* params_bf16, co
   QUEST_CUDA_CHECK(cudaMemcpy(&squares, norm_sum_.get(), sizeof(double), cudaMemcpyDeviceToHost));
   for (float g : lg) squares += double(g) * g;
   const double norm = std::sqrt(squares);
-  QUEST_CHECK(std::isfinite(norm), "the gradient norm is not finite ({}): training diverged", norm);
-  const float clip = cfg_.grad_clip > 0 ? float(std::min(1.0, cfg_.grad_clip / (norm + 1e-6))) : 1.0f;
+  const float clip = clip_factor(cfg_, norm);
   QUEST_CUDA_CHECK(cudaMemcpyAsync(clip_.get(), &clip, sizeof(float), cudaMemcpyHostToDevice, stream_));
-
-  ++t_;
-  cuda::AdamWStep s{};
-  s.lr = float(lr);
-  s.beta1 = float(cfg_.beta1);
-  s.beta2 = float(cfg_.beta2);
-  s.eps = float(cfg_.eps);
-  s.bias1 = float(1.0 - std::pow(cfg_.beta1, double(t_)));
-  s.bias2 = float(1.0 - std::pow(cfg_.beta2, double(t_)));
+  cuda::AdamWStep s = adamw_settings(cfg_, lr, ++t_);
   // This rank's block of each group, in place in the whole parameters.
   int64_t offset = 0;
   for (const auto& g : groups_) {

@@ -30,6 +30,12 @@
 
 namespace quest {
 
+// The clip factor of a gradient norm (checked finite: a clear error when training diverged) and
+// the AdamW settings of step t (1-based) at `lr` (weight_decay 0: each group sets its own), as
+// train/adamw.cpp computes them; shared by the engine's unsharded step and the sharded one.
+float clip_factor(const AdamWConfig& cfg, double norm);
+cuda::AdamWStep adamw_settings(const AdamWConfig& cfg, double lr, int64_t t);
+
 class CudaZeroAdamW {
  public:
   // A run of the flat parameters with one weight-decay setting.
