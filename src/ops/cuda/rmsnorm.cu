@@ -13,9 +13,10 @@ using namespace detail;
 
 constexpr int kRowThreads = 256;           // 8 warps, one row each
 constexpr int kRowsPerBlock = kRowThreads / 32;
-// dw: rows per partial (one scratch row per segment). 256 keeps the final sum short (N / 256
-// partials per column) while the partial blocks still cover the GPU (d / 256 x N / 256 blocks).
-constexpr int64_t kDwRows = 256;
+// dw: rows per partial (one scratch row per segment). 64: the fused backward runs one block per
+// segment, and N / 64 blocks cover the GPU (512 at 64 x 512 tokens); the final sum then adds
+// N / 64 partials per column.
+constexpr int64_t kDwRows = 64;
 constexpr int kDwThreads = 256;            // threads per dw-partial block (8 warps)
 
 int64_t dw_segments(int64_t N) { return (N + kDwRows - 1) / kDwRows; }
@@ -129,6 +130,83 @@ __global__ void __launch_bounds__(kDwThreads)
   }
 }
 
+// Backward, dx and the dw partials in one pass (rows up to 32 VEC 8 columns wide). Block p owns
+// the segment of kDwRows rows [kDwRows p, kDwRows (p + 1)); warp w takes its rows w, w + 8, ...
+// in order, with the ownership of rmsnorm_backward_dx_kernel (lane l: column groups l, l + 32,
+// ..., at most CHUNKS of them). A row's dout and x stay in registers between the mean and the
+// update, so each is read once; the lane adds dout * x * r of its columns to its warp's dw sums
+// in shared memory (sums[w][d], fp32, rows in order; only that lane touches those entries until
+// the barrier). Then thread t adds the 8 warps' sums in warp order for columns t, t + 256, ...
+// and writes partial[p, :]. dx, dx_copy and m are computed exactly as in
+// rmsnorm_backward_dx_kernel (the same expressions in the same order): only the grouping of the
+// dw sums differs from the separate passes. Fixed orders throughout: deterministic.
+template <int CHUNKS>
+__global__ void __launch_bounds__(kDwThreads)
+    rmsnorm_backward_fused_kernel(float* dx, bf16* dx_copy, float* partial, const bf16* dout, const float* x,
+                                  const float* w, const float* rstd, int64_t N, int64_t d) {
+  constexpr int VEC = 8, kWarps = kDwThreads / 32;
+  extern __shared__ float sums[];  // [kWarps][d]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t p = blockIdx.x, n0 = p * kDwRows, n1 = min(N, n0 + kDwRows);
+  float* mine = sums + warp * d;
+  for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC)
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) mine[c + j] = 0.0f;
+  for (int64_t n = n0 + warp; n < n1; n += kWarps) {
+    const float* xr = x + n * d;
+    const bf16* gr = dout + n * d;
+    const float r = rstd[n];
+    float g[CHUNKS][VEC], f[CHUNKS][VEC];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < CHUNKS; ++k) {
+      const int64_t c = int64_t(lane + 32 * k) * VEC;
+      if (c >= d) break;
+      float wf[VEC];
+      load<VEC>(gr + c, g[k]);
+      load<VEC>(w + c, wf);
+      load<VEC>(xr + c, f[k]);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) s += g[k][j] * wf[j] * (f[k][j] * r);
+    }
+    const float m = warp_reduce(s, Sum{}) / float(d);
+    float* dxr = dx + n * d;
+#pragma unroll
+    for (int k = 0; k < CHUNKS; ++k) {
+      const int64_t c = int64_t(lane + 32 * k) * VEC;
+      if (c >= d) break;
+      float wf[VEC], a[VEC];
+      load<VEC>(w + c, wf);
+      load<VEC>(dxr + c, a);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        a[j] += r * (g[k][j] * wf[j] - f[k][j] * r * m);
+        mine[c + j] += g[k][j] * (f[k][j] * r);
+      }
+      store<VEC>(dxr + c, a);
+      if (dx_copy) store<VEC>(dx_copy + n * d + c, a);
+    }
+  }
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < d; c += kDwThreads) {
+    float t = sums[c];
+    for (int wi = 1; wi < kWarps; ++wi) t += sums[wi * d + c];
+    partial[p * d + c] = t;
+  }
+}
+
+template <int CHUNKS>
+void launch_backward_fused(float* dx, bf16* dx_copy, float* partial, const bf16* dout, const float* x,
+                           const float* w, const float* rstd, int64_t N, int64_t d, cudaStream_t stream) {
+  const size_t smem = size_t(kDwThreads / 32) * size_t(d) * sizeof(float);  // 64 KB at d = 2048
+  if (smem > 48 * 1024)
+    check(cudaFuncSetAttribute(rmsnorm_backward_fused_kernel<CHUNKS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(smem)),
+          "cudaFuncSetAttribute(rmsnorm_backward_fused_kernel)", __FILE__, __LINE__);
+  rmsnorm_backward_fused_kernel<CHUNKS><<<unsigned(dw_segments(N)), kDwThreads, smem, stream>>>(
+      dx, dx_copy, partial, dout, x, w, rstd, N, d);
+}
+
 // Backward, dw. Grid-stride over columns, one per thread: dw[j] += sum_p partial[p, j], p in
 // increasing order (coalesced: neighbouring threads read neighbouring columns).
 __global__ void rmsnorm_dw_final_kernel(float* dw, const float* partial, int64_t segments,
@@ -167,7 +245,17 @@ void rmsnorm_backward(float* dx, bf16* dx_copy, float* dw, const bf16* dout, con
   const bool vec = d % 8 == 0 && aligned16(dx) && (!dx_copy || aligned16(dx_copy)) &&
                    aligned16(dout) && aligned16(x) && aligned16(w) && aligned16(scratch);
   const int64_t segments = dw_segments(N);
-  if (vec) {
+  const int64_t chunks = (d / 8 + 31) / 32;  // 16-byte groups per lane
+  if (vec && chunks <= 8) {
+    if (chunks <= 2)
+      launch_backward_fused<2>(dx, dx_copy, scratch, dout, x, w, rstd, N, d, stream);
+    else if (chunks <= 3)
+      launch_backward_fused<3>(dx, dx_copy, scratch, dout, x, w, rstd, N, d, stream);
+    else if (chunks <= 5)
+      launch_backward_fused<5>(dx, dx_copy, scratch, dout, x, w, rstd, N, d, stream);
+    else
+      launch_backward_fused<8>(dx, dx_copy, scratch, dout, x, w, rstd, N, d, stream);
+  } else if (vec) {
     rmsnorm_backward_dx_kernel<8><<<grid, kRowThreads, 0, stream>>>(dx, dx_copy, dout, x, w, rstd, N, d);
     QUEST_CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
     const dim3 pgrid(unsigned((d / 8 + 31) / 32), unsigned(segments));
@@ -178,7 +266,7 @@ void rmsnorm_backward(float* dx, bf16* dx_copy, float* dw, const bf16* dout, con
     const dim3 pgrid(unsigned((d + 31) / 32), unsigned(segments));
     rmsnorm_dw_partial_kernel<1><<<pgrid, kDwThreads, 0, stream>>>(scratch, dout, x, rstd, N, d);
   }
-  QUEST_CUDA_LAUNCH_CHECK("rmsnorm_dw_partial_kernel");
+  QUEST_CUDA_LAUNCH_CHECK("rmsnorm_backward (dx, dw partials)");
   rmsnorm_dw_final_kernel<<<grid_for(d, 256), 256, 0, stream>>>(dw, scratch, segments, d);
   QUEST_CUDA_LAUNCH_CHECK("rmsnorm_dw_final_kernel");
 }
