@@ -72,83 +72,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The same computation with the row held in registers between the passes, so that the logits are
-// read once (the two-pass kernel reads them twice, and a 100 KB row of the GPT-2 vocabulary does
-// not stay in L2 while the other rows stream). VEC = 8; thread t owns the column groups
-// t + kThreads * g for g < GROUPS (GROUPS * kThreads * 8 >= Vp), loaded up front; the arithmetic,
-// its order and the reductions are cross_entropy_kernel<8>'s, so the results are bit for bit
-// the same. dlogits may alias logits (every group is read before any is written).
-template <int GROUPS>
-__global__ void __launch_bounds__(kThreads)
-    cross_entropy_resident_kernel(bf16* dlogits, float* losses, const bf16* logits, const int32_t* targets,
-                                  int64_t V, int64_t Vp, float grad_scale) {
-  constexpr int VEC = 8;
-  __shared__ float shared[32];
-  const int64_t n = blockIdx.x;
-  const bf16* l = logits + n * Vp;
-  const int32_t y = targets[n];
-  const bool valid = y >= 0 && y < V;
-  float ly = 0.0f;
-  if (threadIdx.x == 0 && valid) ly = __bfloat162float(l[y]);
-
-  uint4 row[GROUPS];
-#pragma unroll
-  for (int g = 0; g < GROUPS; ++g) {
-    const int64_t c = (int64_t(threadIdx.x) + int64_t(g) * kThreads) * VEC;
-    if (c < Vp) row[g] = *reinterpret_cast<const uint4*>(l + c);
-  }
-  float mx = -INFINITY, sum = 0.0f;
-#pragma unroll
-  for (int g = 0; g < GROUPS; ++g) {
-    const int64_t c = (int64_t(threadIdx.x) + int64_t(g) * kThreads) * VEC;
-    if (c >= V) break;
-    float f[VEC];
-    load<VEC>(reinterpret_cast<const bf16*>(&row[g]), f);
-    float gmax = -INFINITY;
-#pragma unroll
-    for (int k = 0; k < VEC; ++k)
-      if (c + k < V) gmax = fmaxf(gmax, f[k]);
-    if (gmax > mx) {
-      sum *= expf(mx - gmax);
-      mx = gmax;
-    }
-#pragma unroll
-    for (int k = 0; k < VEC; ++k)
-      if (c + k < V) sum += expf(f[k] - mx);
-  }
-  const float row_max = block_reduce(mx, Max{}, shared);
-  const float row_sum =
-      block_reduce(mx == -INFINITY ? 0.0f : sum * expf(mx - row_max), Sum{}, shared);
-
-  if (threadIdx.x == 0 && losses)
-    losses[n] = valid ? float(double(row_max) + log(double(row_sum)) - double(ly)) : NAN;
-  if (!dlogits) return;
-
-  const float scale = valid ? float(double(grad_scale) / double(row_sum)) : NAN;
-  bf16* out = dlogits + n * Vp;
-#pragma unroll
-  for (int g = 0; g < GROUPS; ++g) {
-    const int64_t c = (int64_t(threadIdx.x) + int64_t(g) * kThreads) * VEC;
-    if (c >= Vp) break;
-    float f[VEC];
-    load<VEC>(reinterpret_cast<const bf16*>(&row[g]), f);
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      const int64_t j = c + k;
-      f[k] = j < V ? expf(f[k] - row_max) * scale - (j == y ? grad_scale : 0.0f)
-                   : (valid ? 0.0f : NAN);
-    }
-    store<VEC>(out + c, f);
-  }
-}
-
-template <int GROUPS>
-void launch_resident(bf16* dlogits, float* losses, const bf16* logits, const int32_t* targets, int64_t N,
-                     int64_t V, int64_t Vp, float grad_scale, cudaStream_t stream) {
-  cross_entropy_resident_kernel<GROUPS><<<unsigned(N), kThreads, 0, stream>>>(dlogits, losses, logits, targets,
-                                                                              V, Vp, grad_scale);
-}
-
 }  // namespace
 
 void cross_entropy(bf16* dlogits, float* losses, const bf16* logits, const int32_t* targets,
@@ -158,17 +81,7 @@ void cross_entropy(bf16* dlogits, float* losses, const bf16* logits, const int32
   QUEST_CUDA_REQUIRE(N <= INT32_MAX, "cuda::cross_entropy: too many rows N=", N);
   if (N == 0) return;
   const bool vec = Vp % 8 == 0 && aligned16(logits) && (!dlogits || aligned16(dlogits));
-  const int64_t groups = (Vp + kThreads * 8 - 1) / (kThreads * 8);  // 13 for GPT-2's 50304
-  if (vec && groups <= 16) {
-    if (groups <= 4)
-      launch_resident<4>(dlogits, losses, logits, targets, N, V, Vp, grad_scale, stream);
-    else if (groups <= 8)
-      launch_resident<8>(dlogits, losses, logits, targets, N, V, Vp, grad_scale, stream);
-    else if (groups <= 13)
-      launch_resident<13>(dlogits, losses, logits, targets, N, V, Vp, grad_scale, stream);
-    else
-      launch_resident<16>(dlogits, losses, logits, targets, N, V, Vp, grad_scale, stream);
-  } else if (vec)
+  if (vec)
     cross_entropy_kernel<8><<<unsigned(N), kThreads, 0, stream>>>(dlogits, losses, logits, targets,
                                                                  V, Vp, grad_scale);
   else
