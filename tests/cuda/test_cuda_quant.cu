@@ -8,6 +8,8 @@
 //   LSQ, PACT) x bits 1,2,3,4,8 x cols 640, 1792 (+ 200 for the non-Hadamard ones: partial mask
 //   words), both forms: forward codes/masks/steps (fp32 and bf16 in/out), backward (fp32, bf16,
 //   accumulate) and the learned parameters' initialization and gradients;
+// - CudaVecKernels.*: the vectorized kernels (ht_row_quantize.cu, hadamard.cu's ht_mask_vec_kernel)
+//   against the kernels they replace, bit for bit, edge rows included;
 // - CudaLinearOpTest.*: CudaLinearOp against quest::LinearOp at bf16 tolerance, after checking its
 //   product weight and masks exactly.
 #include <gtest/gtest.h>
@@ -17,12 +19,14 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <memory>
 #include <ostream>
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "core/error.h"
@@ -31,6 +35,7 @@
 #include "quant/alpha.h"
 #include "quant/cuda/cuda_linear_op.h"
 #include "quant/cuda/cuda_quant.h"
+#include "quant/cuda/kernels.h"
 #include "quant/factory.h"
 #include "quant/grid.h"
 #include "quant/hadamard.h"
@@ -726,6 +731,195 @@ TEST(CudaLinearOpChecks, ErrorsAndNoStaleState) {
   EXPECT_THROW(op.backward(dy.get(), x.get(), nullptr, 9, nullptr), Error);  // not the forward's N
   cuda_test::sync();
 }
+
+// ---- the vectorized kernels against the kernels they replace, bit for bit ----------------------
+// The grid family with the transform (ht_row_quantize.cu) must give
+// row_quantize_kernel's bits
+// (RowQuantArgs::legacy) everywhere: every bit width and mask rule, both forms, all four type
+// pairs, row widths from one block to the largest they take (and one past it: the fallback),
+// every register slice (RowQuantArgs::vec_variant), row counts that leave CTAs and teams partly
+// idle, in place, and rows that leave the fast arithmetic (NaN, inf) or test it at the extremes
+// (huge, subnormal, zero).
+namespace vec_kernels {
+
+std::vector<float> edge_rows(int64_t rows, int64_t cols, uint64_t seed) {
+  std::vector<float> x = make_input(rows, cols, seed);  // rows 0..2: zero, constant, one entry
+  float* r = x.data();
+  r[3 * cols + cols / 2] = std::numeric_limits<float>::quiet_NaN();
+  r[4 * cols + 1] = std::numeric_limits<float>::infinity();
+  for (int64_t c = 0; c < cols; c += 128) r[5 * cols + c] = c % 256 ? 3.0e38f : -3.0e38f;
+  Rng rng(seed + 1);
+  for (int64_t c = 0; c < cols; ++c) {
+    r[6 * cols + c] = float(rng.normal() * 1e-39);  // subnormal (bf16 keeps some)
+    r[7 * cols + c] = float(rng.normal() * 1e-30);
+  }
+  return x;
+}
+
+template <class TIn, class TOut>
+Count compare_row_kernels(const QuantSpec& spec, const std::vector<float>& x, int64_t rows,
+                          int64_t cols, bool full, int variant, bool in_place = false) {
+  const MaskRule rule = spec.mask_rule();
+  const int64_t wpr = cols / 64, n = rows * cols;
+  auto make_in = [&] {
+    if constexpr (std::is_same_v<TIn, bf16>)
+      return upload_bf16(x);
+    else
+      return upload(x);
+  };
+  DeviceBuffer<TIn> xin = make_in(), xin2 = make_in();
+  DeviceBuffer<TOut> q_old(static_cast<size_t>(n)), q_new(static_cast<size_t>(n));
+  DeviceBuffer<uint64_t> m_old(static_cast<size_t>(rows * wpr)),
+      m_new(static_cast<size_t>(rows * wpr));
+  DeviceBuffer<float> s_old(static_cast<size_t>(rows)), s_new(static_cast<size_t>(rows));
+  q_old.fill_nan(), q_new.fill_nan(), m_old.fill_nan(), m_new.fill_nan();
+  s_old.fill_nan(), s_new.fill_nan();
+  cuda::qdetail::RowQuantArgs a;
+  a.rows = rows, a.cols = cols, a.bits = spec.bits, a.unit = kAlpha[spec.bits];
+  a.rule = rule.type == MaskRule::Type::None ? 0 : rule.type == MaskRule::Type::Clip ? 1 : 2;
+  a.clip_factor = float(rule.factor), a.trust = rule.factor;
+  a.ht_in = true, a.ht_out = full;
+  a.mask = m_old.get(), a.step = s_old.get(), a.legacy = true;
+  cuda::qdetail::launch_row_quantize(cuda::qdetail::RowFamily::Grid, xin.get(), q_old.get(), a,
+                                     nullptr);
+  a.mask = m_new.get(), a.step = s_new.get(), a.legacy = false, a.vec_variant = variant;
+  TOut* out = q_new.get();
+  if constexpr (std::is_same_v<TIn, TOut>)
+    if (in_place) out = xin2.get();
+  cuda::qdetail::launch_row_quantize(cuda::qdetail::RowFamily::Grid, xin2.get(), out, a, nullptr);
+  cuda_test::sync();
+
+  Count diff;
+  auto bits_of = [](const std::vector<TOut>& v, size_t i) {
+    if constexpr (std::is_same_v<TOut, bf16>)
+      return uint32_t(std::bit_cast<uint16_t>(v[i]));
+    else
+      return std::bit_cast<uint32_t>(v[i]);
+  };
+  const auto qo = download(q_old.get(), size_t(n)), qn = download(out, size_t(n));
+  for (size_t i = 0; i < qo.size(); ++i)
+    if (bits_of(qo, i) != bits_of(qn, i))
+      diff.add([&](std::ostream& s) {
+        s << "xq row " << int64_t(i) / cols << " col " << int64_t(i) % cols << ": old "
+          << std::hex << bits_of(qo, i) << " new " << bits_of(qn, i) << std::dec;
+      });
+  const auto so = download(s_old), sn = download(s_new);
+  for (int64_t r = 0; r < rows; ++r)
+    if (std::bit_cast<uint32_t>(so[r]) != std::bit_cast<uint32_t>(sn[r]))
+      diff.add([&](std::ostream& s) {
+        s << "step row " << r << ": old " << so[r] << " new " << sn[r];
+      });
+  if (a.rule != 0) {
+    const auto mo = download(m_old), mn = download(m_new);
+    for (size_t k = 0; k < mo.size(); ++k)
+      if (mo[k] != mn[k])
+        diff.add([&](std::ostream& s) {
+          s << "mask word " << k << " (row " << int64_t(k) / wpr << "): old " << std::hex << mo[k]
+            << " new " << mn[k] << std::dec;
+        });
+  }
+  return diff;
+}
+
+TEST(CudaVecKernels, GridRowsMatchTheRowKernel) {
+  QUEST_REQUIRE_CUDA();
+  std::vector<std::string> specs;
+  for (int b = 1; b <= 8; ++b) specs.push_back("hadamard-trust:" + std::to_string(b));
+  specs.push_back("hadamard-clip:4:c=0.8");
+  specs.push_back("hadamard-ste:3");
+  constexpr int64_t rows = 37;  // not a multiple of the rows per CTA (8, 4, 2, 1)
+  for (const int64_t cols : {128, 256, 384, 640, 1024, 1280, 1792, 3584, 4096, 8320, 11008, 16384,
+                             16512}) {
+    const auto x = edge_rows(rows, cols, 500 + uint64_t(cols));
+    for (const auto& name : specs) {
+      const QuantSpec spec = QuantSpec::parse(name);
+      for (const bool full : {false, true})
+        for (const int vs : {0, 2, 3}) {  // RowQuantArgs::vec_variant
+          SCOPED_TRACE(name + " cols " + std::to_string(cols) + (full ? " full" : " half") +
+                       " variant " + std::to_string(vs));
+          const Count c1 = compare_row_kernels<bf16, bf16>(spec, x, rows, cols, full, vs);
+          EXPECT_EQ(c1.n, 0) << "bf16 -> bf16; first: " << c1.first;
+          const Count c2 = compare_row_kernels<float, float>(spec, x, rows, cols, full, vs);
+          EXPECT_EQ(c2.n, 0) << "fp32 -> fp32; first: " << c2.first;
+          if (name != "hadamard-trust:4") continue;
+          const Count c3 = compare_row_kernels<float, bf16>(spec, x, rows, cols, full, vs);
+          EXPECT_EQ(c3.n, 0) << "fp32 -> bf16; first: " << c3.first;
+          const Count c4 = compare_row_kernels<bf16, float>(spec, x, rows, cols, full, vs);
+          EXPECT_EQ(c4.n, 0) << "bf16 -> fp32; first: " << c4.first;
+          const Count c5 = compare_row_kernels<bf16, bf16>(spec, x, rows, cols, full, vs, true);
+          EXPECT_EQ(c5.n, 0) << "bf16 in place; first: " << c5.first;
+        }
+    }
+  }
+}
+
+// Many rows (many CTAs per SM in turn), also in place.
+TEST(CudaVecKernels, GridRowsManyRows) {
+  QUEST_REQUIRE_CUDA();
+  struct Shape {
+    int64_t rows, cols;
+  };
+  for (const Shape sh : {Shape{9000, 640}, Shape{3000, 1792}, Shape{700, 11008}}) {
+    const auto x = edge_rows(sh.rows, sh.cols, 900 + uint64_t(sh.cols));
+    for (const char* name : {"hadamard-trust:4", "hadamard-clip:2:c=1.1"})
+      for (const int vs : {0, 2, 3}) {
+        SCOPED_TRACE(std::string(name) + " rows " + std::to_string(sh.rows) + " cols " +
+                     std::to_string(sh.cols) + " variant " + std::to_string(vs));
+        const QuantSpec spec = QuantSpec::parse(name);
+        const Count c1 = compare_row_kernels<bf16, bf16>(spec, x, sh.rows, sh.cols, false, vs);
+        EXPECT_EQ(c1.n, 0) << "first: " << c1.first;
+        const Count c2 =
+            compare_row_kernels<bf16, bf16>(spec, x, sh.rows, sh.cols, false, vs, true);
+        EXPECT_EQ(c2.n, 0) << "in place; first: " << c2.first;
+      }
+  }
+}
+
+// The vectorized transform and mask backward against the CPU where the last warp holds one block
+// (an odd number of blocks), and against the one-warp-per-block kernel (legacy) on the same data.
+TEST(CudaVecKernels, MaskBackwardOddBlocks) {
+  QUEST_REQUIRE_CUDA();
+  for (const int64_t rows : {int64_t(1), int64_t(3), int64_t(37)}) {
+    const int64_t cols = 640, n = rows * cols;  // 5 blocks a row
+    SCOPED_TRACE("rows " + std::to_string(rows));
+    const auto x = make_input(rows, cols, 41 + uint64_t(rows));
+    auto dx = upload(x);
+    cuda::hadamard_rows(dx.get(), dx.get(), rows, cols, nullptr);
+    const Count ch = compare_bits(cpu_ht(x, rows, cols), download(dx), cols);
+    EXPECT_EQ(ch.n, 0) << "hadamard_rows; first: " << ch.first;
+
+    Rng rng(rows);
+    std::vector<uint64_t> words(size_t(rows * cols / 64));
+    for (auto& w : words) w = rng.next_u64();
+    auto mask = upload(words);
+    const auto g = randn(n, 77);
+    for (const int variant : {0, 1, 2}) {  // HT after, HT before and after, accumulate
+      cuda::MaskBackward mb;
+      mb.mask = mask.get();
+      mb.ht_before = variant >= 1;
+      mb.ht_after = true;
+      const bool acc = variant == 2;
+      auto src = upload(g);
+      auto d_old = upload(randn(n, 5)), d_new = upload(randn(n, 5));
+      cuda::qdetail::launch_mask_backward(src.get(), d_old.get(), acc, rows, cols, mb, nullptr,
+                                          true);
+      cuda::qdetail::launch_mask_backward(src.get(), d_new.get(), acc, rows, cols, mb, nullptr,
+                                          false);
+      const Count c = compare_bits(download(d_old), download(d_new), cols);
+      EXPECT_EQ(c.n, 0) << "variant " << variant << "; first: " << c.first;
+      auto gb_old = upload_bf16(g), gb_new = upload_bf16(g);
+      mb.ht_before = variant == 1;
+      cuda::qdetail::launch_mask_backward(gb_old.get(), gb_old.get(), false, rows, cols, mb,
+                                          nullptr, true);
+      cuda::qdetail::launch_mask_backward(gb_new.get(), gb_new.get(), false, rows, cols, mb,
+                                          nullptr, false);
+      const Count cb = compare_bits(download_bf16(gb_old), download_bf16(gb_new), cols);
+      EXPECT_EQ(cb.n, 0) << "bf16 in place, variant " << variant << "; first: " << cb.first;
+    }
+  }
+}
+
+}  // namespace vec_kernels
 
 }  // namespace
 }  // namespace quest

@@ -2,18 +2,25 @@
 // (section 3: mask in the transform domain, then HT^T = HT back), on the device.
 //
 // Kernel invariants
-// - hadamard_kernel, ht_mask_kernel: one warp per 128-block; the blocks of a [rows, cols] tensor
+// - hadamard_kernel, ht_mask_kernel (kept for 16-byte misaligned pointers): one warp per 128-block; the blocks of a [rows, cols] tensor
 //   with cols % 128 == 0 are the contiguous 128-chunks of the flat array, block b = row
 //   b / (cols / 128). Lane l holds entries 32k + l (k = 0..3) of its block (fwht128_warp's layout);
 //   the warp reads its block, then writes it: in place is safe (a block has one owner).
 // - ht_mask_kernel reads the two mask words of its block (words 2j, 2j + 1 of the row, j the
 //   block's index in the row): entry 32k + l of the block is bit (k & 1) * 32 + l of word k >> 1.
+// - ht_mask_vec_kernel (the default for transforms; ht_mask_kernel is kept for 16-byte misaligned
+//   pointers and as the benchmark's old path): the same result in vec_fwht.cuh's layout, one
+//   128-block per half-warp, kPairs pairs of adjacent blocks per warp (all loads first). Block b's
+//   mask is bytes 16 b .. 16 b + 15 of the mask (rows of cols / 64 words = cols / 128 * 16
+//   bytes, cols % 128 == 0), so lane h of its half-warp reads byte 16 b + h: its 8 entries. A warp
+//   with only one valid block still transforms both halves (full-mask shuffles) and stores one.
 // - mask_kernel (no transform, any cols): one thread per entry, grid-stride.
 // - Accumulation (dst += result) is only used with fp32 dst and dst != src.
 #include "core/error.h"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/device_math.cuh"
 #include "quant/cuda/kernels.h"
+#include "quant/cuda/vec_fwht.cuh"
 
 namespace quest::cuda {
 
@@ -79,6 +86,50 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+constexpr int kPairs = 2;  // block pairs per warp of ht_mask_vec_kernel
+
+template <class TS, class TD>
+__global__ void __launch_bounds__(kThreads)
+    ht_mask_vec_kernel(const TS* src, TD* dst, const uint8_t* mask, int64_t nblocks,
+                       bool ht_before, bool ht_after, bool accumulate) {
+  const int lane = threadIdx.x & 31, hl = lane & 15, half = lane >> 4;
+  const int64_t first = ((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5) * (2 * kPairs);
+  if (first >= nblocks) return;  // whole warps
+  float v[kPairs][8];
+  unsigned bits[kPairs];
+#pragma unroll
+  for (int p = 0; p < kPairs; ++p) {
+    const int64_t b = first + 2 * p + half;
+    bits[p] = 0;
+    if (b < nblocks) {
+      load8(src + 128 * b + 8 * hl, v[p]);
+      if (mask) bits[p] = mask[16 * b + hl];
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[p][e] = 0.0f;
+    }
+  }
+#pragma unroll
+  for (int p = 0; p < kPairs; ++p) {
+    if (first + 2 * p >= nblocks) break;  // warp-uniform
+    if (ht_before) fwht128_vec(v[p], lane);
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+      if ((bits[p] >> e) & 1u) v[p][e] = 0.0f;
+    if (ht_after) fwht128_vec(v[p], lane);
+    const int64_t b = first + 2 * p + half;
+    if (b >= nblocks) continue;
+    TD* out = dst + 128 * b + 8 * hl;
+    if (accumulate) {
+      float d[8];
+      load8(out, d);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[p][e] = __fadd_rn(d[e], v[p][e]);
+    }
+    store8(out, v[p]);
+  }
+}
+
 template <class TS, class TD>
 __global__ void mask_kernel(const TS* src, TD* dst, const uint64_t* mask, int64_t rows,
                             int64_t cols, int64_t wpr, bool accumulate) {
@@ -122,7 +173,14 @@ void launch_hadamard(const TIn* in, TOut* out, int64_t rows, int64_t cols, cudaS
       "CUDA Hadamard transform: the row length must be a positive multiple of 128, got ", cols);
   const int64_t nblocks = rows * (cols / 128);
   if (nblocks == 0) return;
-  hadamard_kernel<TIn, TOut><<<grid_for_blocks(nblocks), kThreads, 0, stream>>>(in, out, nblocks);
+  if (reinterpret_cast<uintptr_t>(in) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0) {
+    const int64_t warps = (nblocks + 2 * kPairs - 1) / (2 * kPairs);
+    ht_mask_vec_kernel<TIn, TOut><<<grid_for_blocks(warps), kThreads, 0, stream>>>(
+        in, out, nullptr, nblocks, false, true, false);
+  } else {
+    hadamard_kernel<TIn, TOut><<<grid_for_blocks(nblocks), kThreads, 0, stream>>>(in, out,
+                                                                                 nblocks);
+  }
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -130,7 +188,7 @@ void launch_hadamard(const TIn* in, TOut* out, int64_t rows, int64_t cols, cudaS
 
 template <class TS, class TD>
 void launch_mask_backward(const TS* src, TD* dst, bool accumulate, int64_t rows, int64_t cols,
-                          const MaskBackward& mb, cudaStream_t stream) {
+                          const MaskBackward& mb, cudaStream_t stream, bool legacy) {
   QUEST_QUANT_REQUIRE(rows >= 0 && cols > 0, "CUDA mask backward: bad shape [", rows, ", ", cols,
                       "]");
   if (rows == 0) return;
@@ -140,8 +198,16 @@ void launch_mask_backward(const TS* src, TD* dst, bool accumulate, int64_t rows,
                         "CUDA mask backward: the Hadamard transform needs cols % 128 == 0, got ",
                         cols);
     const int64_t bpr = cols / 128, nblocks = rows * bpr;
-    ht_mask_kernel<TS, TD><<<grid_for_blocks(nblocks), kThreads, 0, stream>>>(
-        src, dst, mb.mask, nblocks, bpr, wpr, mb.ht_before, mb.ht_after, accumulate);
+    const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    if (!legacy && aligned(src) && aligned(dst)) {
+      const int64_t warps = (nblocks + 2 * kPairs - 1) / (2 * kPairs);
+      ht_mask_vec_kernel<TS, TD><<<grid_for_blocks(warps), kThreads, 0, stream>>>(
+          src, dst, reinterpret_cast<const uint8_t*>(mb.mask), nblocks, mb.ht_before,
+          mb.ht_after, accumulate);
+    } else {
+      ht_mask_kernel<TS, TD><<<grid_for_blocks(nblocks), kThreads, 0, stream>>>(
+          src, dst, mb.mask, nblocks, bpr, wpr, mb.ht_before, mb.ht_after, accumulate);
+    }
   } else {
     if (!mb.mask && !accumulate && static_cast<const void*>(src) == static_cast<void*>(dst))
       return;  // identity in place
@@ -152,9 +218,9 @@ void launch_mask_backward(const TS* src, TD* dst, bool accumulate, int64_t rows,
 }
 
 template void launch_mask_backward<float, float>(const float*, float*, bool, int64_t, int64_t,
-                                                 const MaskBackward&, cudaStream_t);
+                                                 const MaskBackward&, cudaStream_t, bool);
 template void launch_mask_backward<bf16, bf16>(const bf16*, bf16*, bool, int64_t, int64_t,
-                                               const MaskBackward&, cudaStream_t);
+                                               const MaskBackward&, cudaStream_t, bool);
 
 }  // namespace qdetail
 

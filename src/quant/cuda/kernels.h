@@ -40,12 +40,29 @@ struct RowQuantArgs {
   bool ht_out = false;      // transform back after quantizing (the Full form)
   uint64_t* mask = nullptr;  // [rows, ceil(cols/64)], written when rule != 0 and not null
   float* step = nullptr;     // [rows] or null: the grid step (Fp4: the unit)
+  // Benchmarks and tests only: force the CTA-per-row kernel (legacy), or pick the register slice
+  // of ht_grid_rows_kernel (vec_variant 0: automatic; 1, 2: 4 / 8 vectors a lane; 3: 4 vectors,
+  // two interleaved sum chains).
+  bool legacy = false;
+  int vec_variant = 0;
 };
 // Largest cols the row kernel supports (its row lives in shared memory).
 int64_t row_quantize_max_cols();
+// The row kernel's CTA size for rows of cols entries: it fixes the order of the double row sums,
+// which every kernel that must give the same steps follows.
+int row_kernel_threads(int64_t cols);
+// Dispatches the grid family with the transform to launch_ht_grid_rows (unless a.legacy), the
+// rest to row_quantize_kernel.
 template <class TIn, class TOut>
 void launch_row_quantize(RowFamily family, const TIn* x, TOut* xq, const RowQuantArgs& a,
                          cudaStream_t stream);
+
+// ---- the grid family with the transform at memory speed (ht_row_quantize.cu) --------------------
+// Same bits as row_quantize_kernel. Returns false (launching nothing) where it does not apply:
+// no transform, cols % 128 != 0, rows over 16384 entries, or x / xq not 16-byte aligned. The
+// caller has checked the rest (launch_row_quantize's checks).
+template <class TIn, class TOut>
+bool launch_ht_grid_rows(const TIn* x, TOut* xq, const RowQuantArgs& a, cudaStream_t stream);
 
 // ---- learned quantizers: LSQ and PACT (lsq_pact.cu)
 // ---------------------------------------------- Never with the Hadamard transform. The learned
@@ -74,10 +91,11 @@ void launch_learned_backward(const TS* grad, TD* dst, bool accumulate, const Lea
 
 // ---- transforms and masks (hadamard.cu)
 // ---------------------------------------------------------- dst = [HT] . mask . [HT] (src), or dst
-// += it (accumulate). dst may alias src unless accumulating.
+// += it (accumulate). dst may alias src unless accumulating. legacy (benchmarks): the one-warp-
+// per-block kernel instead of the vectorized one (same bits).
 template <class TS, class TD>
 void launch_mask_backward(const TS* src, TD* dst, bool accumulate, int64_t rows, int64_t cols,
-                          const MaskBackward& mb, cudaStream_t stream);
+                          const MaskBackward& mb, cudaStream_t stream, bool legacy = false);
 
 // A device allocation of n elements (null for n <= 0); the caller frees it with cudaFree.
 template <class T>

@@ -2,6 +2,10 @@
 // sparse 4:8: QUEST_SPEC.md sections 2-4, matching src/quant/{quest_quantizer,fp4,sparse48}.cpp and
 // hadamard_quantizer.cpp operation for operation.
 //
+// The grid family with the transform (the activation quantizers of training) runs on
+// ht_row_quantize.cu's faster kernel, which gives this kernel's bits; this one stays the reference
+// for it (RowQuantArgs::legacy), and runs everything else.
+//
 // Kernel invariants (row_quantize_kernel)
 // - grid = rows CTAs, one per row; blockDim.x = a multiple of 32 in [64, 256]. The CTA owns row r:
 //   it reads x[r, :] (all reads happen before the first __syncthreads, so xq may alias x), writes
@@ -167,14 +171,17 @@ void launch_family(const TIn* x, TOut* xq, const RowQuantArgs& a, cudaStream_t s
   if (smem > 48 * 1024)
     QUEST_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  // About 4 entries per thread, at least 2 and at most 8 warps.
-  int threads = int(((a.cols / 4 + 31) / 32) * 32);
-  threads = threads < 64 ? 64 : (threads > kMaxRowThreads ? kMaxRowThreads : threads);
-  kernel<<<unsigned(a.rows), threads, smem, stream>>>(x, xq, a);
+  kernel<<<unsigned(a.rows), row_kernel_threads(a.cols), smem, stream>>>(x, xq, a);
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace
+
+int row_kernel_threads(int64_t cols) {
+  // About 4 entries per thread, at least 2 and at most 8 warps.
+  const int64_t t = ((cols / 4 + 31) / 32) * 32;
+  return int(t < 64 ? 64 : (t > kMaxRowThreads ? kMaxRowThreads : t));
+}
 
 int64_t row_quantize_max_cols() {
   // Static shared memory of the kernel: red (256 B) + stats (< 64 B); keep 1 KiB of margin.
@@ -195,6 +202,7 @@ void launch_row_quantize(RowFamily family, const TIn* x, TOut* xq, const RowQuan
   QUEST_QUANT_REQUIRE(family == RowFamily::Fp4 || (a.bits >= 1 && a.bits <= 8),
                       "CUDA quantizer: bits ", a.bits, " out of range");
   if (a.rows == 0) return;
+  if (family == RowFamily::Grid && !a.legacy && launch_ht_grid_rows(x, xq, a, stream)) return;
   switch (family) {
     case RowFamily::Grid:
       launch_family<RowFamily::Grid>(x, xq, a, stream);

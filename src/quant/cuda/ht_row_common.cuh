@@ -1,0 +1,129 @@
+#pragma once
+// Device pieces of the memory-speed kernel of the grid family with the transform
+// (ht_row_quantize.cu): the invariants that make its bits row_quantize_kernel's are stated here,
+// next to the code that relies on them.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "quant/cuda/device_math.cuh"
+#include "quant/cuda/kernels.h"
+
+namespace quest::cuda::qdetail {
+
+constexpr int kVecCtaWarps = 8;  // CTA: 8 warps, 8 / P teams of P warps
+
+// Barrier of one team of `warps` warps (named barrier 1 + team; __syncwarp for one warp).
+__device__ __forceinline__ void team_sync(int team, int warps) {
+  if (warps == 1)
+    __syncwarp();
+  else
+    asm volatile("bar.sync %0, %1;" ::"r"(team + 1), "r"(warps * 32) : "memory");
+}
+
+// grid_quantize for finite x and a normal step; y = RN(1 / step), hs = 0.5 * step. Same bits:
+// - no clamp of x before the division: for |x| > scale, clamp(rint(RN(x / step) + 1/2)) is the
+//   extreme q either way (RN(+-scale / step) + 1/2 is within 2^-16 of qmax / qmin, as
+//   step = RN(2 scale / (2^b - 1)), and every step is monotone);
+// - the clamps of q are min/max, equal to clampf's compare-selects on non-NaN values (q = -0
+//   instead of +0 at 1 bit gives the same xq: q * step - hs);
+// - x / step is Markstein's correction of x * y: q0 = RN(x y), rem = x - step q0 (exact by FMA),
+//   RN(q0 + rem y) = RN(x / step) for normal operands (checked exhaustively over all step
+//   significands on the CPU, near-midpoint quotients included). The quotient stays far from
+//   overflow (|x| <= sqrt(cols) rms, so |x / step| < 2^14); where it underflows, both it and the
+//   correction are below 2^-26 and RN(d + 1/2) = 1/2 either way.
+__device__ __forceinline__ float grid_quantize_finite(float x, const DevGrid& g, float y,
+                                                      float hs) {
+  const float q0 = __fmul_rn(x, y);
+  const float d = __fmaf_rn(__fmaf_rn(-g.step, q0, x), y, q0);  // RN(x / step)
+  const float q = fminf(fmaxf(rintf(__fadd_rn(d, 0.5f)), g.qmin), g.qmax);
+  return __fsub_rn(__fmul_rn(q, g.step), hs);
+}
+
+// The row's grid and mask limit (row_quantize_kernel's thread 0), from the ordered double sum.
+// finite: the row has no NaN or inf (then neither has any entry) and the step is normal, so
+// grid_quantize_finite applies.
+struct RowGrid {
+  DevGrid g;
+  float limit, y, hs;
+  bool finite;
+};
+template <bool kClip>
+__device__ __forceinline__ RowGrid row_grid(double total, int cols, const RowQuantArgs& a) {
+  RowGrid rg;
+  const double rms = rms_from_sum(total, cols);
+  rg.g = grid_from_rms(a.bits, a.unit, rms);
+  rg.limit =
+      kClip ? __fmul_rn(a.clip_factor, rg.g.scale) : __double2float_rn(__dmul_rn(a.trust, rms));
+  rg.finite = isfinite(total) && rg.g.step < 0x1p100f;
+  rg.y = __frcp_rn(rg.g.step);
+  rg.hs = __fmul_rn(0.5f, rg.g.step);
+  return rg;
+}
+
+// Quantizes 8 entries in place; returns their mask bits (bit e: entry e masked), the row kernel's
+// quantize_one for the grid family (rule 1: |x| <= limit, else |xq - x| <= limit).
+template <bool kFinite, bool kClip>
+__device__ __forceinline__ unsigned quantize8(float (&v)[8], const RowGrid& rg) {
+  unsigned bits = 0;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const float x = v[e];
+    const float q = kFinite ? grid_quantize_finite(x, rg.g, rg.y, rg.hs) : grid_quantize(x, rg.g);
+    const float dev = kClip ? fabsf(x) : fabsf(__fsub_rn(q, x));
+    bits |= (dev <= rg.limit ? 0u : 1u) << e;
+    v[e] = q;
+  }
+  return bits;
+}
+
+// row_quantize_kernel's double sum of squares of the transformed row `row` (fp32, shared memory,
+// written by the whole team before the call): its CTA of T = row_kernel_threads(cols) threads has
+// thread t sum row[t], row[t + T], ... in that order, reduce each warp by warp_sum's butterflies
+// and add the warp sums to 0.0 in warp order (block_sum). Here "virtual warp" k (its threads
+// 32k .. 32k + 31) is summed by team warp k mod P, lane = the thread's lane, so the butterflies
+// pair the same values; a warp runs G of its virtual warps at a time as independent chains. P = 1
+// adds them in registers in k order, P > 1 through red[8] (shared memory) and one more team
+// barrier. Every lane of the team gets the total. Call from all warps of the team.
+template <int G>
+__device__ __forceinline__ double ordered_row_sum(const float* row, double* red, int cols, int T,
+                                                  int team, int tw, int P, int lane) {
+  const int nvw = T / 32;
+  double total = 0.0;
+  for (int j0 = 0; tw + P * j0 < nvw; j0 += G) {  // warp-uniform
+    double s[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) s[g] = 0.0;
+    for (int base = 0; base < cols; base += T) {
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const int k = tw + P * (j0 + g), i = base + 32 * k + lane;
+        if (k < nvw && i < cols) {
+          const double d = row[i];
+          s[g] = __fma_rn(d, d, s[g]);  // exact product: the CTA kernel's ss += v * v
+        }
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+      for (int g = 0; g < G; ++g)
+        if (tw + P * (j0 + g) < nvw) s[g] += __shfl_xor_sync(kFullMask, s[g], o);  // warp_sum
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const int k = tw + P * (j0 + g);
+      if (k < nvw) {
+        if (P == 1)
+          total += s[g];  // k = j0 + g: in order
+        else if (lane == 0)
+          red[k] = s[g];
+      }
+    }
+  }
+  if (P == 1) return total;
+  team_sync(team, P);
+  for (int k = 0; k < nvw; ++k) total += red[k];
+  return total;
+}
+
+}  // namespace quest::cuda::qdetail
