@@ -78,11 +78,11 @@ struct CudaBackend {
               int64_t seq_len, int64_t d, int64_t n_head, int64_t head_dim)
       : stream(s),
         blas(b),
-        master_(master),
-        copy_(copy),
         rms_scratch(cuda::rmsnorm_backward_scratch(batch * seq_len, d)),
         attn_scratch(cuda::attention_backward_scratch(batch, seq_len, n_head, head_dim)),
-        embedding_scratch((cuda::embedding_backward_scratch_bytes(batch * seq_len) + 3) / 4) {}
+        embedding_scratch((cuda::embedding_backward_scratch_bytes(batch * seq_len) + 3) / 4),
+        master_(master),
+        copy_(copy) {}
 
   cudaStream_t stream;
   cuda::Blas& blas;

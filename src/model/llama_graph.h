@@ -141,14 +141,22 @@ class LlamaGraph {
     }
   }
 
-  // After forward() and head(..., grads): every parameter gradient accumulates into grads.
-  void backward(const Weight* w, float* grads, const int32_t* x, int64_t B, int64_t T) {
+  // A region [offset, offset + count) of the flat gradients whose writes are all issued.
+  using GradsReady = std::function<void(int64_t offset, int64_t count)>;
+
+  // After forward() and head(..., grads): every parameter gradient accumulates into grads. With
+  // grads_ready, each region is announced as soon as its last write is issued, in this order:
+  // the final norm and lm_head, layers n_layer - 1 .. 0 (each its 7 tensors), the embedding (the
+  // regions cover the flat gradients once; a data-parallel engine starts their reduction there).
+  void backward(const Weight* w, float* grads, const int32_t* x, int64_t B, int64_t T,
+                const GradsReady& grads_ready = {}) {
     const int64_t N = B * T, d = c_.d_model, H = c_.hidden_dim(), nh = c_.n_head(), hd = c_.head_dim;
     // Each rmsnorm_backward leaves dres and, in dres_act(), its Act copy that the next linear
     // layer's backward reads (the branch outputs are Act).
     b_.fill_zero(dres_, N * d);
     b_.rmsnorm_backward(dres_, dres_act(), grads + final_norm().offset, dln_, final_res_, w + final_norm().offset,
                         rstdf_, N, d);
+    if (grads_ready) grads_ready(final_norm().offset, layout_.back().offset + layout_.back().numel() - final_norm().offset);
     for (int64_t l = c_.n_layer - 1; l >= 0; --l) {
       const ParamTensor* t = &layout_[1 + 7 * l];
       Layer& a = layers_[l];
@@ -166,8 +174,10 @@ class LlamaGraph {
       b_.rope_backward(dqkv_, B, T, nh, hd, c_.rope_theta, 0);
       lin.qkv.backward(dqkv_, dln_, grads + t[1].offset, N);
       b_.rmsnorm_backward(dres_, dres_act(), grads + t[0].offset, dln_, a.res_in, w + t[0].offset, a.rstd1, N, d);
+      if (grads_ready) grads_ready(t[0].offset, t[6].offset + t[6].numel() - t[0].offset);
     }
     b_.embedding_backward(grads + layout_[0].offset, dres_, x, N, d);
+    if (grads_ready) grads_ready(layout_[0].offset, layout_[0].numel());
   }
 
   // The logits [padded vocab] of row `row` of the last forward() (for generation).

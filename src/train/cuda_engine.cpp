@@ -101,7 +101,13 @@ class CudaEngine final : public Engine {
     upload_params(host);
   }
 
+  void set_micro_batches(int count) override {
+    QUEST_CHECK(count >= 1, "{} micro-batches per step", count);
+    micro_batches_ = count;
+  }
+
   void zero_grads() override {
+    micro_batch_ = 0;
     QUEST_CUDA_CHECK(cudaMemsetAsync(grads_, 0, sizeof(float) * size_t(n_params_), stream_));
     for (auto& l : learned_) QUEST_CUDA_CHECK(cudaMemsetAsync(l.grad, 0, sizeof(float), stream_));
   }
@@ -134,8 +140,12 @@ class CudaEngine final : public Engine {
     for (const auto& g : groups_) groups.push_back({g.offset, g.size, g.decay});
     std::vector<CudaZeroAdamW::Learned> learned;
     for (const auto& l : learned_) learned.push_back({l.value, l.grad});
+    NcclCommunicator* nccl = nullptr;
+#ifdef QUEST_HAVE_NCCL
+    if (device_comm->backend() == "nccl") nccl = static_cast<NcclCommunicator*>(device_comm);
+#endif
     auto zero = std::make_unique<CudaZeroAdamW>(adamw_, std::move(groups), n_params_, std::move(learned),
-                                                *device_comm, stream_);
+                                                *device_comm, stream_, nccl);
     // The state so far (normally none) carries over into this rank's block; the whole moments go.
     std::vector<float> m = download(m_, n_params_), v = download(v_, n_params_);
     const auto lm = download(learned_m_, int64_t(learned_.size()));
@@ -161,7 +171,13 @@ class CudaEngine final : public Engine {
     upload_tokens(x, y, B * T);
     graph_->forward(params_bf16_, x_, B, T);
     graph_->head(params_bf16_, grads_, y_, B * T, scale, losses_);
-    graph_->backward(params_bf16_, grads_, x_, B, T);
+    // In the step's last micro-batch a data-parallel engine reduces each layer's gradients as soon
+    // as they are complete, overlapping the rest of the backward pass.
+    if (zero_ && zero_->can_overlap() && ++micro_batch_ == micro_batches_)
+      graph_->backward(params_bf16_, grads_, x_, B, T,
+                       [this](int64_t offset, int64_t count) { zero_->grads_ready(grads_, offset, count); });
+    else
+      graph_->backward(params_bf16_, grads_, x_, B, T);
     return loss_sum(B * T);
   }
 
@@ -450,6 +466,7 @@ class CudaEngine final : public Engine {
   // Data parallel: the job's communicator, the NCCL one built over it, the sharded optimizer.
   static constexpr int64_t kRankSlack = 1023;
   Communicator* host_comm_ = nullptr;
+  int micro_batches_ = 1, micro_batch_ = 0;  // per step; forward_backward() calls since zero_grads()
   std::unique_ptr<Communicator> own_comm_;
   std::unique_ptr<CudaZeroAdamW> zero_;
 };

@@ -6,6 +6,9 @@
 #include <cmath>
 
 #include "core/error.h"
+#ifdef QUEST_HAVE_NCCL
+#include "dist/nccl/nccl_communicator.h"
+#endif
 
 namespace quest {
 
@@ -26,7 +29,8 @@ cuda::AdamWStep adamw_settings(const AdamWConfig& cfg, double lr, int64_t t) {
 }
 
 CudaZeroAdamW::CudaZeroAdamW(const AdamWConfig& cfg, std::vector<Group> groups, int64_t n_params,
-                             std::vector<Learned> learned, Communicator& device_comm, cudaStream_t stream)
+                             std::vector<Learned> learned, Communicator& device_comm, cudaStream_t stream,
+                             NcclCommunicator* nccl)
     : cfg_(cfg),
       groups_(std::move(groups)),
       n_params_(n_params),
@@ -45,6 +49,42 @@ CudaZeroAdamW::CudaZeroAdamW(const AdamWConfig& cfg, std::vector<Group> groups, 
   norm_scratch_ = DeviceBuffer<float>(cuda::norm_squared_scratch(std::max<int64_t>(shard_.size(), 1)));
   clip_ = DeviceBuffer<float>(1);
   norm_sum_ = DeviceBuffer<double>(1);
+#ifdef QUEST_HAVE_NCCL
+  nccl_ = nccl;
+#else
+  QUEST_CHECK(nccl == nullptr, "an NCCL communicator in a build without NCCL");
+#endif
+}
+
+CudaZeroAdamW::~CudaZeroAdamW() {
+  for (cudaEvent_t e : events_) cudaEventDestroy(e);
+}
+
+void CudaZeroAdamW::grads_ready(float* grads, int64_t offset, int64_t count) {
+#ifdef QUEST_HAVE_NCCL
+  QUEST_CHECK(nccl_ != nullptr, "gradient overlap needs the NCCL communicator");
+  QUEST_CHECK(offset >= 0 && count > 0 && offset + count <= n_params_, "gradient region [{}, {}) outside [0, {})",
+              offset, offset + count, n_params_);
+  if (size_t(regions_) == events_.size()) {
+    cudaEvent_t e = nullptr;
+    QUEST_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    events_.push_back(e);
+  }
+  cudaEvent_t ready = events_[size_t(regions_++)];
+  QUEST_CUDA_CHECK(cudaEventRecord(ready, stream_));
+  // The blocks of the ranks that own part of the region, each summed into its owner.
+  std::vector<NcclCommunicator::Reduce> parts;
+  for (int r = 0; r < shard_.world; ++r) {
+    const int64_t lo = std::max(offset, int64_t(r) * shard_.per_rank);
+    const int64_t hi = std::min({offset + count, int64_t(r + 1) * shard_.per_rank, n_params_});
+    if (lo < hi) parts.push_back({grads + lo, hi - lo, r});
+  }
+  nccl_->reduce_async(parts, ready);
+  reduced_ += count;
+#else
+  (void)grads, (void)offset, (void)count;
+  fail("gradient overlap needs NCCL");
+#endif
 }
 
 double CudaZeroAdamW::step(double lr, float* params, cuda::bf16* params_bf16, const float* grads) {
@@ -52,7 +92,20 @@ double CudaZeroAdamW::step(double lr, float* params, cuda::bf16* params_bf16, co
   // The gradients of the whole batch: this rank's block summed over ranks; the learned
   // parameters' gradients summed whole.
   QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  comm_.reduce_scatter_sum(grads, shard_grad_, shard_.per_rank);
+  if (regions_ > 0) {
+#ifdef QUEST_HAVE_NCCL
+    // Overlapped: every region was summed into its owners during the backward pass.
+    QUEST_CHECK(reduced_ == n_params_, "the gradient regions of the step covered {} of {} values", reduced_,
+                n_params_);
+    nccl_->finish("gradient reduction");
+    if (shard_.size() > 0)
+      QUEST_CUDA_CHECK(cudaMemcpyAsync(shard_grad_.get(), grads + shard_.begin, sizeof(float) * size_t(shard_.size()),
+                                       cudaMemcpyDeviceToDevice, stream_));
+#endif
+    regions_ = reduced_ = 0;
+  } else {
+    comm_.reduce_scatter_sum(grads, shard_grad_, shard_.per_rank);
+  }
   for (int64_t i = 0; i < n_learned; ++i)
     QUEST_CUDA_CHECK(cudaMemcpyAsync(learned_g_.get() + i, learned_[size_t(i)].grad, sizeof(float),
                                      cudaMemcpyDeviceToDevice, stream_));

@@ -17,6 +17,12 @@
 //   work and the collectives is the host's order.
 // - With one rank the result is bit for bit the engine's unsharded AdamW (the same kernels on the
 //   same values in the same order): what the one-GPU test checks.
+// - Overlap (with an NCCL communicator): during the last backward pass of a step the engine calls
+//   grads_ready() for each region of the flat gradients as soon as its last write is enqueued;
+//   the region's blocks are then summed into their owners' gradients (in place, ncclReduce to
+//   the rank whose block it is) on NCCL's stream while the backward pass goes on. step() waits for
+//   them and checks that the regions covered the gradients exactly once; without grads_ready()
+//   it reduce-scatters the whole gradients at once.
 #ifdef QUEST_HAVE_CUDA
 #include <cuda_runtime.h>
 
@@ -29,6 +35,8 @@
 #include "train/adamw.h"
 
 namespace quest {
+
+class NcclCommunicator;
 
 // The clip factor of a gradient norm (checked finite: a clear error when training diverged) and
 // the AdamW settings of step t (1-based) at `lr` (weight_decay 0: each group sets its own), as
@@ -48,8 +56,16 @@ class CudaZeroAdamW {
     float* grad;
   };
 
+  // nccl: the same communicator as device_comm when it is NCCL's (enables grads_ready()), or null.
   CudaZeroAdamW(const AdamWConfig& cfg, std::vector<Group> groups, int64_t n_params,
-                std::vector<Learned> learned, Communicator& device_comm, cudaStream_t stream);
+                std::vector<Learned> learned, Communicator& device_comm, cudaStream_t stream,
+                NcclCommunicator* nccl = nullptr);
+  ~CudaZeroAdamW();
+
+  bool can_overlap() const { return nccl_ != nullptr; }
+  // Overlap: the region [offset, offset + count) of grads (the engine's flat gradients) holds this
+  // rank's whole contribution to the step once the work enqueued on the stream so far is done.
+  void grads_ready(float* grads, int64_t offset, int64_t count);
 
   const ShardRange& shard() const { return shard_; }
   int64_t padded() const { return shard_.padded(); }
@@ -85,6 +101,9 @@ class CudaZeroAdamW {
   DeviceBuffer<float> learned_m_, learned_v_, learned_g_;  // replicated: one per learned parameter
   DeviceBuffer<float> norm_, norm_scratch_, clip_;
   DeviceBuffer<double> norm_sum_;  // the all-reduced squares
+  NcclCommunicator* nccl_ = nullptr;
+  std::vector<cudaEvent_t> events_;  // one per region of a step, reused
+  int64_t regions_ = 0, reduced_ = 0;  // regions and values enqueued this step
 };
 
 }  // namespace quest

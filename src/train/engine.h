@@ -72,6 +72,10 @@ class Engine {
   // rank's shard. The default accepts a world of one process only and otherwise throws (an engine
   // that has no data-parallel step yet).
   virtual void set_communicator(Communicator& comm);
+  // How many forward_backward() calls each step takes (after zero_grads()): a data-parallel
+  // engine then starts summing a layer's gradients over the ranks while the backward pass of the
+  // last one is still running. 1 when never called.
+  virtual void set_micro_batches(int /*count*/) {}
 };
 
 // "cpu", "cuda" or "auto" (the GPU when one is present); on the GPU, GPU `local_rank` of this

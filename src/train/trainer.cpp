@@ -67,6 +67,7 @@ Trainer::Trainer(const TrainConfig& config, Communicator* comm) : cfg_(config), 
   sampler_ = std::make_unique<WindowSampler>(*train_, cfg_.model.seq_len, cfg_.seed);
   engine_ = make_engine(cfg_.device, cfg_.model, cfg_.quant, cfg_.adamw, local_batch_, comm_->local_rank());
   engine_->set_communicator(*comm_);
+  engine_->set_micro_batches(cfg_.grad_accum);
   engine_->init_weights(cfg_.seed);  // the same seed on every rank: the same weights
   if (ck) resume_from(*ck, cfg_.resume);
 

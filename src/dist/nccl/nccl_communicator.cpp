@@ -63,16 +63,38 @@ void NcclCommunicator::wait(const char* what) {
       QUEST_CHECK(s == cudaErrorNotReady, "rank {}: CUDA error during {}: {}", rank(), what,
                   cudaGetErrorString(s));
     }
-    if (std::chrono::steady_clock::now() > deadline) {
-      broken_ = true;
-      ncclCommAbort(comm_);  // releases the stream
-      comm_ = nullptr;
-      fail("rank {} of {}: {} did not complete within {:g} s: another rank died, hangs or is far "
-           "behind (raise the limit with --dist-timeout)",
-           rank(), size(), what, timeout_s_);
-    }
+    if (std::chrono::steady_clock::now() > deadline) fail_timeout(what);
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
+}
+
+void NcclCommunicator::fail_timeout(const char* what) {
+  broken_ = true;
+  ncclCommAbort(comm_);  // releases the stream
+  comm_ = nullptr;
+  fail("rank {} of {}: {} did not complete within {:g} s: another rank died, hangs or is far "
+       "behind (raise the limit with --dist-timeout)",
+       rank(), size(), what, timeout_s_);
+}
+
+void NcclCommunicator::wait_enqueued(const char* what) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s_);
+  for (;;) {
+    ncclResult_t async = ncclSuccess;
+    check(ncclCommGetAsyncError(comm_, &async), what);
+    if (async != ncclInProgress) return check(async, what);
+    if (std::chrono::steady_clock::now() > deadline) fail_timeout(what);
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+void NcclCommunicator::reduce_async(const std::vector<Reduce>& parts, cudaEvent_t ready) {
+  QUEST_CHECK(cudaStreamWaitEvent(stream_, ready, 0) == cudaSuccess, "rank {}: cudaStreamWaitEvent failed", rank());
+  check(ncclGroupStart(), "reduce (group start)");
+  for (const Reduce& p : parts)
+    check(ncclReduce(p.data, p.data, size_t(p.count), ncclFloat32, ncclSum, p.root, comm_, stream_), "reduce");
+  check(ncclGroupEnd(), "reduce (group end)");
+  wait_enqueued("reduce");
 }
 
 void NcclCommunicator::all_reduce_sum(float* data, int64_t count) {

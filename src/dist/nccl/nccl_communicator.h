@@ -10,6 +10,8 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <vector>
+
 #include "dist/communicator.h"
 
 namespace quest {
@@ -35,10 +37,26 @@ class NcclCommunicator final : public Communicator {
 
   cudaStream_t stream() const { return stream_; }
 
+  // For overlapping communication with computation: once `ready` (an event recorded on the
+  // compute stream) has completed, each part's `count` floats at `data` are summed over the ranks
+  // into rank `root`'s buffer (in place), on this communicator's stream, as one NCCL group.
+  // Returns when NCCL has taken the work (not when it is done); finish() waits for all of it
+  // (with the timeout). Every rank enqueues the same parts in the same order.
+  struct Reduce {
+    float* data;
+    int64_t count;
+    int root;
+  };
+  void reduce_async(const std::vector<Reduce>& parts, cudaEvent_t ready);
+  void finish(const char* what) { wait(what); }
+
  private:
   void check(ncclResult_t r, const char* what);
   // Waits for the stream's collective until the deadline, watching NCCL's asynchronous errors.
   void wait(const char* what);
+  // Waits until NCCL has enqueued the last call (a non-blocking communicator may still be busy).
+  void wait_enqueued(const char* what);
+  [[noreturn]] void fail_timeout(const char* what);
 
   Communicator& bootstrap_;
   double timeout_s_;
