@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_bench_util.cuh"
 #include "ops/cuda_ops.h"
 
 namespace {
@@ -31,17 +32,13 @@ using quest::cuda::bf16;
 
 #define CK(call) QUEST_CUDA_CHECK(call)
 
+using quest::bench::dalloc;
+
 struct Options {
   int iters = 20, warmup = 3;
   std::string only;
 };
 
-template <class T>
-T* dalloc(size_t n) {
-  void* p = nullptr;
-  CK(cudaMalloc(&p, n * sizeof(T)));
-  return static_cast<T*>(p);
-}
 
 // Roughly normal values (a sum of 4 uniforms, unit variance), never all zero.
 __global__ void fill_bf16(bf16* p, int64_t n, uint64_t seed, float scale) {
@@ -57,25 +54,7 @@ __global__ void fill_bf16(bf16* p, int64_t n, uint64_t seed, float scale) {
 
 // Median milliseconds of one call of f (CUDA events on the default stream).
 double time_ms(const Options& o, const std::function<void()>& f) {
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  for (int i = 0; i < o.warmup; ++i) f();
-  std::vector<float> ms;
-  for (int i = 0; i < o.iters; ++i) {
-    CK(cudaEventRecord(e0, nullptr));
-    f();
-    CK(cudaEventRecord(e1, nullptr));
-    CK(cudaEventSynchronize(e1));
-    float t = 0.f;
-    CK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  CK(cudaGetLastError());
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return quest::bench::EventTimer(o.warmup, o.iters).median_ms(f);
 }
 
 struct Case {

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "cuda_bench_util.cuh"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/lowbit_gemm.h"
 #include "quant/quant_spec.h"
@@ -40,6 +41,9 @@ using quest::cuda::LowbitRoute;
 
 #define CK(call) QUEST_CUDA_CHECK(call)
 
+using quest::bench::dalloc;
+using Timer = quest::bench::EventTimer;
+
 struct Case {
   const char* name;
   int64_t tokens, K, N;
@@ -52,12 +56,6 @@ struct Options {
   size_t scratch_mib = 256;
 };
 
-template <class T>
-T* dalloc(size_t n) {
-  void* p = nullptr;
-  CK(cudaMalloc(&p, n * sizeof(T)));
-  return static_cast<T*>(p);
-}
 
 __global__ void fill_bf16(bf16* p, int64_t n, uint64_t seed, float scale) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
@@ -81,41 +79,6 @@ __global__ void fill_f32(float* p, int64_t n, uint64_t seed, float scale) {
   }
 }
 
-class Timer {
- public:
-  Timer(const Options& o, void* flush_buf, size_t flush_bytes)
-      : o_(o), flush_(flush_buf), flush_bytes_(flush_bytes) {
-    CK(cudaEventCreate(&e0_));
-    CK(cudaEventCreate(&e1_));
-  }
-  ~Timer() {
-    cudaEventDestroy(e0_);
-    cudaEventDestroy(e1_);
-  }
-  // Median milliseconds of one call of f.
-  double time(const std::function<void()>& f) {
-    for (int i = 0; i < o_.warmup; ++i) f();
-    std::vector<float> ms;
-    for (int i = 0; i < o_.iters; ++i) {
-      if (o_.flush) CK(cudaMemsetAsync(flush_, i & 0xff, flush_bytes_, nullptr));
-      CK(cudaEventRecord(e0_, nullptr));
-      f();
-      CK(cudaEventRecord(e1_, nullptr));
-      CK(cudaEventSynchronize(e1_));
-      float t = 0.f;
-      CK(cudaEventElapsedTime(&t, e0_, e1_));
-      ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
-  }
-
- private:
-  const Options& o_;
-  void* flush_;
-  size_t flush_bytes_;
-  cudaEvent_t e0_, e1_;
-};
 
 void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& blas,
               LowbitGemm& gemm) {
@@ -144,14 +107,14 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   const double ops = 2.0 * double(T) * double(K) * double(N);
   auto tops = [&](double ms) { return ops / (ms * 1e-3) / 1e12; };
 
-  const double t_bf16 = timer.time([&] { blas.matmul_forward(y, x, wb, T, K, N, nullptr); });
-  const double t_q8 = timer.time([&] {
+  const double t_bf16 = timer.median_ms([&] { blas.matmul_forward(y, x, wb, T, K, N, nullptr); });
+  const double t_q8 = timer.median_ms([&] {
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
   });
-  const double t_imma = timer.time([&] { gemm.int8_sums(acc, xc, wc8, T, K, N, nullptr); });
+  const double t_imma = timer.median_ms([&] { gemm.int8_sums(acc, xc, wc8, T, K, N, nullptr); });
   const double t_scale =
-      timer.time([&] { quest::cuda::lowbit_scale_int32(y, acc, sx, sw8, T, N, nullptr); });
-  const double t_int8 = timer.time([&] {
+      timer.median_ms([&] { quest::cuda::lowbit_scale_int32(y, acc, sx, sw8, T, N, nullptr); });
+  const double t_int8 = timer.median_ms([&] {
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
     gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
   });
@@ -159,9 +122,9 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   std::string fp8_error;
   if (fp8) try {
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kFp8, nullptr);
-    t_fp8_gemm = timer.time(
+    t_fp8_gemm = timer.median_ms(
         [&] { gemm.forward(y, xc, sx, wcf, swf, T, K, N, LowbitRoute::kFp8, nullptr); });
-    t_fp8 = timer.time([&] {
+    t_fp8 = timer.median_ms([&] {
       quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kFp8, nullptr);
       gemm.forward(y, xc, sx, wcf, swf, T, K, N, LowbitRoute::kFp8, nullptr);
     });
@@ -293,7 +256,7 @@ int main(int argc, char** argv) {
     std::printf("|----------------|-------|-------|-------|----------------|------------------------|----------------------|------------------------|----------------|\n");
     const size_t flush_bytes = size_t(256) << 20;
     void* flush_buf = dalloc<uint8_t>(flush_bytes);
-    Timer timer(o, flush_buf, flush_bytes);
+    Timer timer(o.warmup, o.iters, o.flush ? flush_buf : nullptr, flush_bytes);
     quest::cuda::Blas blas;
     LowbitGemm gemm(o.scratch_mib << 20);
     gemm.set_autotune(o.autotune);

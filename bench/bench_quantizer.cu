@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_bench_util.cuh"
 #include "ops/cuda_ops.h"
 #include "quant/alpha.h"
 #include "quant/cuda/cuda_quant.h"
@@ -41,6 +42,9 @@ namespace qd = quest::cuda::qdetail;
 
 #define CK(call) QUEST_CUDA_CHECK(call)
 
+using quest::bench::dalloc;
+using Timer = quest::bench::EventTimer;
+
 struct Case {
   const char* name;
   int64_t rows, K;
@@ -52,12 +56,6 @@ struct Options {
   bool flush = true;
 };
 
-template <class T>
-T* dalloc(size_t n) {
-  void* p = nullptr;
-  CK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
-  return static_cast<T*>(p);
-}
 
 // Roughly normal bf16 values (sum of 4 uniforms) with 1% of them 10x larger (outliers, so the
 // grid clips and the mask has bits), from a hash of the index.
@@ -73,41 +71,6 @@ __global__ void fill_bf16(bf16* p, int64_t n, uint64_t seed) {
   }
 }
 
-class Timer {
- public:
-  Timer(const Options& o, void* flush_buf, size_t flush_bytes)
-      : o_(o), flush_(flush_buf), flush_bytes_(flush_bytes) {
-    CK(cudaEventCreate(&e0_));
-    CK(cudaEventCreate(&e1_));
-  }
-  ~Timer() {
-    cudaEventDestroy(e0_);
-    cudaEventDestroy(e1_);
-  }
-  // Median milliseconds of one call of f.
-  double time(const std::function<void()>& f) {
-    for (int i = 0; i < o_.warmup; ++i) f();
-    std::vector<float> ms;
-    for (int i = 0; i < o_.iters; ++i) {
-      if (o_.flush) CK(cudaMemsetAsync(flush_, i & 0xff, flush_bytes_, nullptr));
-      CK(cudaEventRecord(e0_, nullptr));
-      f();
-      CK(cudaEventRecord(e1_, nullptr));
-      CK(cudaEventSynchronize(e1_));
-      float t = 0.f;
-      CK(cudaEventElapsedTime(&t, e0_, e1_));
-      ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
-  }
-
- private:
-  const Options& o_;
-  void* flush_;
-  size_t flush_bytes_;
-  cudaEvent_t e0_, e1_;
-};
 
 // DeviceQuantizer::forward_impl's arguments for a grid-family spec, Half form.
 qd::RowQuantArgs half_form_args(const quest::QuantSpec& spec, int64_t rows, int64_t K,
@@ -176,16 +139,16 @@ void run_case(const Case& c, const quest::QuantSpec& spec, Timer& timer) {
   };
   const bool s8_same = same_as_old(a_s8), g2_same = same_as_old(a_g2);
 
-  const double t_copy = timer.time([&] {
+  const double t_copy = timer.median_ms([&] {
     CK(cudaMemcpyAsync(q_new, x, size_t(n) * sizeof(bf16), cudaMemcpyDeviceToDevice, nullptr));
   });
-  const double t_fold = timer.time([&] { qd::launch_row_quantize(F, x, q_old, a_old, nullptr); });
-  const double t_fnew = timer.time([&] { qd::launch_row_quantize(F, x, q_new, a_new, nullptr); });
-  const double t_fs8 = timer.time([&] { qd::launch_row_quantize(F, x, q_new, a_s8, nullptr); });
-  const double t_fg2 = timer.time([&] { qd::launch_row_quantize(F, x, q_new, a_g2, nullptr); });
-  const double t_bold = timer.time(
+  const double t_fold = timer.median_ms([&] { qd::launch_row_quantize(F, x, q_old, a_old, nullptr); });
+  const double t_fnew = timer.median_ms([&] { qd::launch_row_quantize(F, x, q_new, a_new, nullptr); });
+  const double t_fs8 = timer.median_ms([&] { qd::launch_row_quantize(F, x, q_new, a_s8, nullptr); });
+  const double t_fg2 = timer.median_ms([&] { qd::launch_row_quantize(F, x, q_new, a_g2, nullptr); });
+  const double t_bold = timer.median_ms(
       [&] { qd::launch_mask_backward(g_old, g_old, false, R, K, mb_old, nullptr, true); });
-  const double t_bnew = timer.time(
+  const double t_bnew = timer.median_ms(
       [&] { qd::launch_mask_backward(g_new, g_new, false, R, K, mb_new, nullptr, false); });
   CK(cudaDeviceSynchronize());
 
@@ -252,7 +215,7 @@ int main(int argc, char** argv) {
                 o.flush ? ", L2 flushed before each" : "");
     const size_t flush_bytes = size_t(256) << 20;
     void* flush = dalloc<char>(flush_bytes);
-    Timer timer(o, flush, flush_bytes);
+    Timer timer(o.warmup, o.iters, o.flush ? flush : nullptr, flush_bytes);
     std::printf(
         "| case       |  rows |     K | copy ms  GB/s | old fwd: ms GB/s vs copy | new fwd | "
         "new fwd S8 | new fwd G2 | old bwd | new bwd | same: new S8 G2 bwd |\n");
