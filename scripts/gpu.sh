@@ -20,8 +20,17 @@
 #   QUEST_HELLASWAG_LIMIT  evaluate the first N HellaSwag items only (default: all)
 #   QUEST_BENCH_PRESETS, QUEST_BENCH_METHODS, QUEST_BENCH_STEPS  what `bench` measures
 #                      (default "30M 200M", "bf16 quest4 quest1", 30)
-# Stages run in the order build, test, bench, fidelity, export, reference (the reference's
-# benchmarks after ours, in the same call, so the ratios compare one machine in one state).
+#   QUEST_DP_RANKS     `multigpu`: ranks (default: the machine's GPUs; the stage needs 2 or more)
+#   QUEST_DP_DEVICE    `multigpu`: cuda (default) or cpu (a dry run of the stage on CPUs)
+#   QUEST_DP_PRESET, QUEST_DP_BATCH, QUEST_DP_STEPS  `multigpu` equality run (default 30M, 16
+#                      sequences a rank, 20 steps)
+#   QUEST_DP_SCALE_PRESET, QUEST_DP_SCALE_BATCH, QUEST_DP_SCALE_STEPS  `multigpu` throughput run
+#                      (default 200M, 64 sequences a GPU, 15 steps)
+# Stages run in the order build, test, bench, fidelity, export, multigpu, reference (the
+# reference's benchmarks after ours, in the same call, so the ratios compare one machine in one
+# state). `multigpu` (not in the default list) runs data parallel over NCCL on all GPUs: N ranks
+# against one GPU with N-fold accumulation (the same loss curve), and the throughput from 1 to N
+# GPUs with the scaling efficiency per GPU (scripts/dp_compare.py).
 # `export` needs the fidelity runs' checkpoints in QUEST_WORK (from this call or an earlier one).
 set -uo pipefail
 OUT=${1:?usage: scripts/gpu.sh OUTDIR}
@@ -158,6 +167,31 @@ print(line)
 PY
 )"
   done
+fi
+
+if stage multigpu; then
+  dev=${QUEST_DP_DEVICE:-cuda}
+  n=${QUEST_DP_RANKS:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')}
+  if (( n < 2 )); then
+    log "multigpu: $n GPU(s) here; data parallel needs 2 or more (QUEST_DP_RANKS)"
+  else
+    prepare_data || { log "prepare failed"; tail "$OUT/prepare.log"; }
+    mpi=(mpirun -np "$n" --bind-to none -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH -x OMP_NUM_THREADS)
+    [[ $(id -u) == 0 ]] && mpi+=(--allow-run-as-root)
+    export NCCL_NVLS_ENABLE=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+    b=${QUEST_DP_BATCH:-16}
+    run=(train --device "$dev" --preset "${QUEST_DP_PRESET:-30M}" --data "$DATADIR" --steps "${QUEST_DP_STEPS:-20}"
+         --seed 0 --log-every 1 --eval-every 0 --eval-windows 64 --sample-tokens 0 --quant quest --bits 4)
+    "$QUEST" "${run[@]}" --batch-size "$b" --grad-accum "$n" --out "$WORK/runs/dp-eq-1" >"$OUT/dp-eq-1.log" 2>&1
+    "${mpi[@]}" "$QUEST" "${run[@]}" --batch-size $((b * n)) --out "$WORK/runs/dp-eq-$n" >"$OUT/dp-eq-$n.log" 2>&1
+    log "$(python3 scripts/dp_compare.py equal "$WORK/runs/dp-eq-1/log.jsonl" "$WORK/runs/dp-eq-$n/log.jsonl" 2>&1)"
+    b=${QUEST_DP_SCALE_BATCH:-64}
+    run=(train --device "$dev" --preset "${QUEST_DP_SCALE_PRESET:-200M}" --data "$DATADIR"
+         --steps "${QUEST_DP_SCALE_STEPS:-15}" --seed 0 --log-every 1 --eval-every 0 --eval-windows 64 --sample-tokens 0)
+    "$QUEST" "${run[@]}" --batch-size "$b" --out "$WORK/runs/dp-scale-1" >"$OUT/dp-scale-1.log" 2>&1
+    "${mpi[@]}" "$QUEST" "${run[@]}" --batch-size $((b * n)) --out "$WORK/runs/dp-scale-$n" >"$OUT/dp-scale-$n.log" 2>&1
+    log "$(python3 scripts/dp_compare.py scale "$WORK/runs/dp-scale-1/log.jsonl" "$WORK/runs/dp-scale-$n/log.jsonl" "$n" 2>&1)"
+  fi
 fi
 
 if [[ -n "${QUEST_REFERENCE:-}" ]] && stage reference; then
