@@ -162,11 +162,14 @@ class CudaEngine final : public Engine {
   double forward_backward(const int32_t* x, const int32_t* y, int64_t B, int64_t T, float scale) override {
     // Learned quantizer parameters (LSQ, PACT) initialize from the first inputs they see: in a job,
     // every rank from rank 0's micro-batch (a forward without gradients), as one process would.
-    if (zero_ && host_comm_->size() > 1 && has_uninitialized_learned()) {
-      std::vector<int32_t> x0(x, x + B * T), y0(y, y + B * T);
-      host_comm_->broadcast(x0.data(), int64_t(x0.size() * sizeof(int32_t)), 0);
-      host_comm_->broadcast(y0.data(), int64_t(y0.size() * sizeof(int32_t)), 0);
-      forward_loss(x0.data(), y0.data(), B, T);
+    if (zero_ && host_comm_->size() > 1 && !learned_ready_) {
+      if (has_uninitialized_learned()) {
+        std::vector<int32_t> x0(x, x + B * T), y0(y, y + B * T);
+        host_comm_->broadcast(x0.data(), int64_t(x0.size() * sizeof(int32_t)), 0);
+        host_comm_->broadcast(y0.data(), int64_t(y0.size() * sizeof(int32_t)), 0);
+        forward_loss(x0.data(), y0.data(), B, T);
+      }
+      learned_ready_ = true;  // every rank decided alike (the values are the same everywhere)
     }
     upload_tokens(x, y, B * T);
     graph_->forward(params_bf16_, x_, B, T);
@@ -192,6 +195,7 @@ class CudaEngine final : public Engine {
   }
 
   void load_model(Model& model) override {
+    learned_ready_ = false;
     check_loadable(model, config_, quant_);
     const auto src = model.named_linears();
     const auto ops = named_ops();
@@ -309,6 +313,7 @@ class CudaEngine final : public Engine {
   }
 
   void restore(const Checkpoint& ck, bool with_quant_state) override {
+    learned_ready_ = false;
     upload_params(ck.array("params", n_params_));
     const int64_t n_learned = int64_t(learned_.size());
     for (const char* name : {"adam.m", "adam.v"}) {
@@ -467,6 +472,7 @@ class CudaEngine final : public Engine {
   static constexpr int64_t kRankSlack = 1023;
   Communicator* host_comm_ = nullptr;
   int micro_batches_ = 1, micro_batch_ = 0;  // per step; forward_backward() calls since zero_grads()
+  bool learned_ready_ = false;  // the learned quantizer parameters are known to be initialized
   std::unique_ptr<Communicator> own_comm_;
   std::unique_ptr<CudaZeroAdamW> zero_;
 };
