@@ -7,6 +7,7 @@
 
 #include "cuda_test_util.h"
 #include "train/byte_corpus.h"
+#include "train/resume_check.h"
 #include "train/trainer.h"
 
 namespace quest {
@@ -51,27 +52,7 @@ TEST_P(CudaTrainerTest, ResumeContinuesBitForBit) {
   TrainConfig c = gpu_config(dir_, "cuda", GetParam());
   c.steps = 8;
   c.grad_accum = 2;
-  c.out_dir = dir_ / "straight";
-  Trainer straight(c);
-  straight.run();
-  const std::vector<float> expected = straight.params();
-
-  c.out_dir = dir_ / "first";
-  Trainer first(c);
-  first.run(4);
-  const std::string ck = dir_ / "half.bin";
-  first.save_checkpoint(ck);
-
-  c.out_dir = dir_ / "second";
-  c.resume = ck;
-  Trainer second(c);
-  EXPECT_EQ(second.step(), 4);
-  second.run();
-  const std::vector<float> got = second.params();
-  ASSERT_EQ(got.size(), expected.size());
-  size_t differing = 0;
-  for (size_t i = 0; i < got.size(); ++i) differing += got[i] != expected[i];
-  EXPECT_EQ(differing, 0u);
+  EXPECT_EQ(test::params_differing_after_resume(c, dir_, 4), 0u);
 }
 
 // A checkpoint written on one backend loads on the other: same parameters, and the same

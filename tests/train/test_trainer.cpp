@@ -10,6 +10,7 @@
 #include "data/shard.h"
 #include "data/temp_dir.h"
 #include "train/byte_corpus.h"
+#include "train/resume_check.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 
@@ -37,27 +38,7 @@ TEST_F(TrainerTest, ResumeContinuesBitForBit) {
   TrainConfig c = test::byte_train_config(dir_);
   c.steps = 8;
   c.grad_accum = 2;
-  c.out_dir = dir_ / "straight";
-  Trainer straight(c);
-  straight.run();
-  const std::vector<float> expected(straight.model().params().begin(), straight.model().params().end());
-
-  c.out_dir = dir_ / "first";
-  Trainer first(c);
-  first.run(4);
-  const std::string ck = dir_ / "half.bin";
-  first.save_checkpoint(ck);
-
-  c.out_dir = dir_ / "second";
-  c.resume = ck;
-  Trainer second(c);
-  EXPECT_EQ(second.step(), 4);
-  second.run();
-  const auto got = second.model().params();
-  ASSERT_EQ(got.size(), expected.size());
-  size_t differing = 0;
-  for (size_t i = 0; i < got.size(); ++i) differing += got[i] != expected[i];
-  EXPECT_EQ(differing, 0u);
+  EXPECT_EQ(test::params_differing_after_resume(c, dir_, 4), 0u);
 }
 
 TEST_F(TrainerTest, BadInputIsAClearError) {
