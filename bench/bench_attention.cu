@@ -40,17 +40,6 @@ struct Options {
 };
 
 
-// Roughly normal values (a sum of 4 uniforms, unit variance), never all zero.
-__global__ void fill_bf16(bf16* p, int64_t n, uint64_t seed, float scale) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    uint64_t z = (uint64_t(i) + seed) * 0x9E3779B97F4A7C15ull;
-    z ^= z >> 29, z *= 0xBF58476D1CE4E5B9ull, z ^= z >> 32;
-    float s = 0.f;
-    for (int k = 0; k < 4; ++k) s += float((z >> (16 * k)) & 0xffff) / 65536.f - 0.5f;
-    p[i] = __float2bfloat16_rn(s * scale * 1.7f);
-  }
-}
 
 // Median milliseconds of one call of f (CUDA events on the default stream).
 double time_ms(const Options& o, const std::function<void()>& f) {
@@ -69,8 +58,8 @@ double gemm_ms(const Options& o, quest::cuda::Blas& blas, double flops, int64_t*
   bf16* x = dalloc<bf16>(size_t(N * K));
   bf16* w = dalloc<bf16>(size_t(M * K));
   bf16* y = dalloc<bf16>(size_t(N * M));
-  fill_bf16<<<1024, 256>>>(x, N * K, 11, 1.f);
-  fill_bf16<<<1024, 256>>>(w, M * K, 12, 0.02f);
+  quest::bench::fill_normal<bf16><<<1024, 256>>>(x, N * K, 11, 1.f);
+  quest::bench::fill_normal<bf16><<<1024, 256>>>(w, M * K, 12, 0.02f);
   const double t = time_ms(o, [&] { blas.matmul_forward(y, x, w, N, K, M, nullptr); });
   CK(cudaDeviceSynchronize());
   cudaFree(x), cudaFree(w), cudaFree(y);
@@ -87,8 +76,8 @@ void run_case(const Case& c, const Options& o, quest::cuda::Blas& blas) {
   float* lse = dalloc<float>(size_t(c.B * c.H * c.T));
   float* scratch =
       dalloc<float>(size_t(quest::cuda::attention_backward_scratch(c.B, c.T, c.H, c.HD)));
-  fill_bf16<<<1024, 256>>>(qkv, c.B * c.T * 3 * C, 1, 1.f);
-  fill_bf16<<<1024, 256>>>(dout, c.B * c.T * C, 2, 1.f);
+  quest::bench::fill_normal<bf16><<<1024, 256>>>(qkv, c.B * c.T * 3 * C, 1, 1.f);
+  quest::bench::fill_normal<bf16><<<1024, 256>>>(dout, c.B * c.T * C, 2, 1.f);
   CK(cudaGetLastError());
 
   const double t_fwd = time_ms(o, [&] {
@@ -120,13 +109,7 @@ int main(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&] {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return std::string(argv[++i]);
-    };
+    auto next = [&] { return quest::bench::next_arg(argc, argv, i); };
     if (a == "--iters") o.iters = std::stoi(next());
     else if (a == "--warmup") o.warmup = std::stoi(next());
     else if (a == "--only") o.only = next();

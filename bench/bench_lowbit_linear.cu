@@ -57,27 +57,6 @@ struct Options {
 };
 
 
-__global__ void fill_bf16(bf16* p, int64_t n, uint64_t seed, float scale) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    uint64_t z = (uint64_t(i) + seed) * 0x9E3779B97F4A7C15ull;
-    z ^= z >> 29, z *= 0xBF58476D1CE4E5B9ull, z ^= z >> 32;
-    // Sum of 4 uniforms: roughly normal, non-zero.
-    float s = 0.f;
-    for (int k = 0; k < 4; ++k) s += float((z >> (16 * k)) & 0xffff) / 65536.f - 0.5f;
-    p[i] = __float2bfloat16_rn(s * scale * 1.7f);
-  }
-}
-__global__ void fill_f32(float* p, int64_t n, uint64_t seed, float scale) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    uint64_t z = (uint64_t(i) + seed) * 0x9E3779B97F4A7C15ull;
-    z ^= z >> 29, z *= 0xBF58476D1CE4E5B9ull, z ^= z >> 32;
-    float s = 0.f;
-    for (int k = 0; k < 4; ++k) s += float((z >> (16 * k)) & 0xffff) / 65536.f - 0.5f;
-    p[i] = s * scale * 1.7f;
-  }
-}
 
 
 void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& blas,
@@ -94,8 +73,8 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   float* sx = dalloc<float>(size_t(T));
   float* sw8 = dalloc<float>(size_t(N));
   float* swf = dalloc<float>(size_t(N));
-  fill_bf16<<<1024, 256>>>(x, T * K, 1, 1.0f);
-  fill_f32<<<1024, 256>>>(w, N * K, 2, 0.02f);
+  quest::bench::fill_normal<bf16><<<1024, 256>>>(x, T * K, 1, 1.0f);
+  quest::bench::fill_normal<float><<<1024, 256>>>(w, N * K, 2, 0.02f);
   quest::cuda::to_bf16(wb, w, N * K, nullptr);
   const LowbitQuant q = LowbitQuant::from_spec(
       quest::QuantSpec::parse("hadamard-trust:" + std::to_string(o.bits)));
@@ -213,13 +192,7 @@ int main(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&] {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return std::string(argv[++i]);
-    };
+    auto next = [&] { return quest::bench::next_arg(argc, argv, i); };
     if (a == "--bits") o.bits = std::stoi(next());
     else if (a == "--iters") o.iters = std::stoi(next());
     else if (a == "--warmup") o.warmup = std::stoi(next());

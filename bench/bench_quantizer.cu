@@ -178,19 +178,13 @@ int main(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&] { return quest::bench::next_arg(argc, argv, i); };
     if (a == "--spec")
       o.spec = next();
     else if (a == "--iters")
-      o.iters = std::max(1, std::atoi(next()));
+      o.iters = std::max(1, std::atoi(next().c_str()));
     else if (a == "--warmup")
-      o.warmup = std::max(0, std::atoi(next()));
+      o.warmup = std::max(0, std::atoi(next().c_str()));
     else if (a == "--no-flush")
       o.flush = false;
     else {

@@ -4,8 +4,13 @@
 // flushed (a memset of a buffer larger than L2) before each timed call.
 #include <cuda_runtime.h>
 
+#include <cuda_bf16.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "ops/cuda_ops.h"
@@ -17,6 +22,28 @@ T* dalloc(size_t n) {
   void* p = nullptr;
   QUEST_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
   return static_cast<T*>(p);
+}
+
+// Roughly normal values (a sum of 4 hashed uniforms, standard deviation `scale`), never all zero;
+// T is float or __nv_bfloat16. Any grid (grid-stride).
+template <class T>
+__global__ void fill_normal(T* p, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = (uint64_t(i) + seed) * 0x9E3779B97F4A7C15ull;
+    z ^= z >> 29, z *= 0xBF58476D1CE4E5B9ull, z ^= z >> 32;
+    float s = 0.f;
+    for (int k = 0; k < 4; ++k) s += float((z >> (16 * k)) & 0xffff) / 65536.f - 0.5f;
+    p[i] = T(s * scale * 1.7f);
+  }
+}
+
+// The value after option argv[i], advancing i; a missing value ends the program with a message.
+inline std::string next_arg(int argc, char** argv, int& i) {
+  if (i + 1 >= argc) {
+    std::fprintf(stderr, "%s needs a value\n", argv[i]);
+    std::exit(2);
+  }
+  return argv[++i];
 }
 
 class EventTimer {
