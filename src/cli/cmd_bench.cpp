@@ -24,7 +24,7 @@ struct BenchOptions {
   std::string preset = "30M", device = "auto";
   int64_t batch = 64, seq_len = 0, steps = 20, warmup = 3;
   double peak_tflops = 0;
-  bool profile = false;
+  bool profile = false, lowbit_product = true;
   uint64_t seed = 0;
   QuantOptions quant;
 };
@@ -41,7 +41,9 @@ void run_bench(const BenchOptions& o) {
   if (o.seq_len) model.seq_len = o.seq_len;
   const QuantConfig quant = o.quant.config();
   AdamWConfig adamw;
-  auto engine = make_engine(o.device, model, quant, adamw, o.batch);
+  EngineOptions options;
+  options.lowbit_product = o.lowbit_product;
+  auto engine = make_engine(o.device, model, quant, adamw, o.batch, options);
   engine->init_weights(o.seed);
   const int64_t B = o.batch, T = model.seq_len, tokens = B * T;
   std::vector<int32_t> x(static_cast<size_t>(tokens)), y(static_cast<size_t>(tokens));
@@ -75,7 +77,7 @@ void run_bench(const BenchOptions& o) {
               peak > 0 ? fmt::format(", MFU {:.1f}% of {:.0f} TFLOP/s", 100 * fpt * tps / 1e12 / peak, peak).c_str()
                        : "");
   nlohmann::json rec = {{"job", "bench"}, {"preset", o.preset}, {"quant", quant.to_string()},
-                        {"device", engine->device()}, {"batch", B}, {"seq_len", T}, {"steps", o.steps},
+                        {"device", engine->device()}, {"lowbit_product", o.lowbit_product}, {"batch", B}, {"seq_len", T}, {"steps", o.steps},
                         {"tokens_per_s", tps}, {"step_ms", 1e3 * seconds / double(o.steps)},
                         {"flops_per_token", fpt}, {"model_tflops", fpt * tps / 1e12}};
   if (peak > 0) rec["mfu"] = fpt * tps / 1e12 / peak;
@@ -124,6 +126,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--peak-tflops", o->peak_tflops, "Peak TFLOP/s for MFU (default: H100 SXM bf16 dense, 989.4)")
       ->check(CLI::Range(0.0, 1e6));
   cmd->add_flag("--profile", o->profile, "Print the time of every op over one more step");
+  cmd->add_option("--lowbit-product", o->lowbit_product,
+                  "GPU: int8 tensor-core forward products where the quantizers give codes (true/false)")
+      ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of the weights and tokens")->capture_default_str();
   cmd->callback([o] { run_bench(*o); });
 }

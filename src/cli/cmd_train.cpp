@@ -121,6 +121,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--checkpoint-every", c.checkpoint_every, "Steps between checkpoints (0: at the end)")->check(CLI::Range(0, 1 << 30))->capture_default_str();
   cmd->add_option("--device", c.device, "cpu, cuda, or auto (the GPU when one is present)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
+  cmd->add_option("--lowbit-product", c.lowbit_product,
+                  "GPU: forward products of quantized layers on int8 tensor cores where the quantizers "
+                  "give integer codes (true/false)")->capture_default_str();
   cmd->add_option("--out", c.out_dir, "Run directory (log.jsonl, config.json, checkpoint.bin)")->capture_default_str();
   cmd->add_option("--resume", c.resume, "Continue from this checkpoint")->check(CLI::ExistingFile);
   cmd->add_option("--stop-at", o->stop_at,

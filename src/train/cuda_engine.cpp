@@ -32,7 +32,8 @@ struct Group {
 
 class CudaEngine final : public Engine {
  public:
-  CudaEngine(const ModelConfig& config, const QuantConfig& quant, const AdamWConfig& adamw, int64_t batch)
+  CudaEngine(const ModelConfig& config, const QuantConfig& quant, const AdamWConfig& adamw, int64_t batch,
+             const EngineOptions& options)
       : config_(config),
         quant_(quant),
         adamw_(adamw),
@@ -78,6 +79,16 @@ class CudaEngine final : public Engine {
       else
         groups_.push_back({t.offset, t.numel(), t.weight_decay()});
     }
+    // The options of EngineOptions (CudaLinearOp's header says what each changes).
+    if (options.lowbit_product) {
+      lowbit_ = std::make_unique<cuda::LowbitGemm>();
+      bool any = false;
+      for (auto& lin : graph_->linears())
+        for (auto* op : {&lin.qkv, &lin.wo, &lin.w1, &lin.w2, &lin.w3}) any |= op->op().use_lowbit_product(lowbit_.get());
+      if (!any) lowbit_.reset();  // no layer has codes (bf16, 8 bits, LSQ, ...)
+    }
+    if (options.share_input_quantization)
+      for (auto& lin : graph_->linears()) lin.w2.op().share_input_quantization(lin.w1.op());
     // Learned quantizer parameters: one device float each, with their own moments.
     for (auto& lin : graph_->linears())
       for (auto* op : {&lin.qkv, &lin.wo, &lin.w1, &lin.w2, &lin.w3})
@@ -457,6 +468,7 @@ class CudaEngine final : public Engine {
   std::string device_name_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::Blas> blas_;
+  std::unique_ptr<cuda::LowbitGemm> lowbit_;  // declared after blas_: the ops hold pointers to both
   DeviceBuffer<float> params_, grads_, m_, v_, losses_, norm_, norm_scratch_, clip_, learned_m_, learned_v_;
   DeviceBuffer<bf16> params_bf16_, learned_bf16_;
   DeviceBuffer<int32_t> x_, y_;
@@ -507,12 +519,13 @@ int64_t cuda_engine_bytes(const ModelConfig& c, const QuantConfig& quant, int64_
 }
 
 std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& model, const QuantConfig& quant,
-                                         const AdamWConfig& adamw, int64_t batch, int local_rank) {
+                                         const AdamWConfig& adamw, int64_t batch, const EngineOptions& options) {
+  const int local_rank = options.local_rank;
   const int count = cuda_device_count();
   QUEST_CHECK(local_rank >= 0 && local_rank < count,
               "local rank {} has no GPU of its own ({} on this node): start at most one rank per GPU", local_rank, count);
   QUEST_CUDA_CHECK(cudaSetDevice(local_rank));
-  return std::make_unique<CudaEngine>(model, quant, adamw, batch);
+  return std::make_unique<CudaEngine>(model, quant, adamw, batch, options);
 }
 
 }  // namespace quest

@@ -10,9 +10,10 @@
 namespace quest {
 
 int cuda_device_count();
-// On GPU `local_rank` of this node (one rank per GPU in a data-parallel job).
+// On GPU options.local_rank of this node (one rank per GPU in a data-parallel job).
 std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& model, const QuantConfig& quant,
-                                         const AdamWConfig& adamw, int64_t batch, int local_rank = 0);
+                                         const AdamWConfig& adamw, int64_t batch,
+                                         const EngineOptions& options = {});
 // Bytes of device memory an engine of this shape needs (parameters, optimizer state, activations,
 // quantizer buffers), for the out-of-memory message and `quest bench`.
 int64_t cuda_engine_bytes(const ModelConfig& model, const QuantConfig& quant, int64_t batch);

@@ -50,10 +50,10 @@ std::string resolve_device(const std::string& device) {
 
 std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig& model,
                                     const QuantConfig& quant, const AdamWConfig& adamw, int64_t batch,
-                                    int local_rank) {
+                                    const EngineOptions& options) {
   if (resolve_device(device) == "cpu") return std::make_unique<CpuEngine>(model, quant, adamw, batch);
 #ifdef QUEST_HAVE_CUDA
-  return make_cuda_engine(model, quant, adamw, batch, local_rank);
+  return make_cuda_engine(model, quant, adamw, batch, options);
 #else
   fail("unreachable: no CUDA backend");  // resolve_device never answers "cuda" without it
 #endif

@@ -78,11 +78,22 @@ class Engine {
   virtual void set_micro_batches(int /*count*/) {}
 };
 
-// "cpu", "cuda" or "auto" (the GPU when one is present); on the GPU, GPU `local_rank` of this
-// node (a data-parallel job runs one rank per GPU).
+// How an engine computes, where that is a choice that leaves the method as it is. The CPU
+// engine has one way and ignores all but local_rank.
+struct EngineOptions {
+  int local_rank = 0;  // the GPU of this node (a data-parallel job runs one rank per GPU)
+  // CUDA: forward products of the quantized layers on int8 tensor cores where both quantizers
+  // give integer codes (CudaLinearOp::use_lowbit_product); off: bf16 products of the
+  // dequantized operands.
+  bool lowbit_product = true;
+  // CUDA: w1 and w2 quantize their common input once (stateless quantizers of one spec).
+  bool share_input_quantization = true;
+};
+
+// "cpu", "cuda" or "auto" (the GPU when one is present).
 std::unique_ptr<Engine> make_engine(const std::string& device, const ModelConfig& model,
                                     const QuantConfig& quant, const AdamWConfig& adamw,
-                                    int64_t batch, int local_rank = 0);
+                                    int64_t batch, const EngineOptions& options = {});
 bool cuda_available();
 // The device "cpu", "cuda" or "auto" stands for here: "cpu" or "cuda". Throws a clear error for
 // "cuda" without a GPU or without the CUDA backend, and for an unknown name.

@@ -45,6 +45,7 @@ void to_json(nlohmann::json& j, const TrainConfig& c) {
       {"steps", c.steps},
       {"seed", c.seed},
       {"device", c.device},
+      {"lowbit_product", c.lowbit_product},
       {"schedule", {{"kind", schedule_kind_name(c.schedule.kind)},
                     {"lr", c.schedule.peak_lr},
                     {"warmup", c.schedule.warmup_fraction},

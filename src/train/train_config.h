@@ -38,6 +38,7 @@ struct TrainConfig {
   std::string resume;             // checkpoint to continue from
   int64_t threads = 0;            // 0: all cores
   std::string device = "auto";    // cpu | cuda | auto (the GPU when one is present)
+  bool lowbit_product = true;     // CUDA: int8 forward products where the quantizers allow (EngineOptions)
   int64_t sample_tokens = 64;     // tokens to sample at the end (0: none)
   std::string sample_prompt = "Call me";
 

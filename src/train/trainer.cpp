@@ -65,7 +65,10 @@ Trainer::Trainer(const TrainConfig& config, Communicator* comm) : cfg_(config), 
     }
   }
   sampler_ = std::make_unique<WindowSampler>(*train_, cfg_.model.seq_len, cfg_.seed);
-  engine_ = make_engine(cfg_.device, cfg_.model, cfg_.quant, cfg_.adamw, local_batch_, comm_->local_rank());
+  EngineOptions options;
+  options.local_rank = comm_->local_rank();
+  options.lowbit_product = cfg_.lowbit_product;
+  engine_ = make_engine(cfg_.device, cfg_.model, cfg_.quant, cfg_.adamw, local_batch_, options);
   engine_->set_communicator(*comm_);
   engine_->set_micro_batches(cfg_.grad_accum);
   engine_->init_weights(cfg_.seed);  // the same seed on every rank: the same weights

@@ -36,11 +36,39 @@ CudaLinearOp::~CudaLinearOp() {
   cudaFree(w_buf_);
   cudaFree(x_buf_);
   cudaFree(dw_buf_);
+  cudaFree(wcodes_);
+  cudaFree(xcodes_);
+}
+
+bool CudaLinearOp::use_lowbit_product(LowbitGemm* gemm) {
+  gemm_ = nullptr;
+  wcodes_ready_ = false;
+  if (!gemm || !half_ || !wq_ || !xq_ || !wq_->codes_supported() || !xq_->codes_supported())
+    return false;
+  if (!wcodes_) wcodes_ = device_alloc<int8_t>(out_ * in_);
+  if (!xcodes_) xcodes_ = device_alloc<int8_t>(max_rows_ * in_);
+  gemm_ = gemm;
+  return true;
+}
+
+bool CudaLinearOp::share_input_quantization(CudaLinearOp& src) {
+  share_src_ = nullptr;
+  shared_now_ = false;
+  const auto stateless = [](const DeviceQuantizer* q) { return q && !q->has_param(); };
+  if (&src == this || src.share_src_ || !stateless(xq_.get()) || !stateless(src.xq_.get()) ||
+      !(xq_->spec() == src.xq_->spec()) || in_ != src.in_ || half_ != src.half_ ||
+      max_rows_ > src.max_rows_)
+    return false;
+  share_src_ = &src;
+  return true;
 }
 
 void CudaLinearOp::prepare_weight(const float* w, cudaStream_t stream) {
   QUEST_DEVICE_PROFILE("quantize_weight", stream);
-  if (wq_)
+  wcodes_ready_ = gemm_ != nullptr;
+  if (gemm_)
+    wq_->forward_with_codes(w, w_buf_, wcodes_, out_, stream);  // Q(HT(W)) and its codes
+  else if (wq_)
     wq_->forward(w, w_buf_, out_, form(), stream);  // half: Q(HT(W)); full: Q(W) (+ HT back)
   else if (half_)
     hadamard_rows(w_buf_, w, out_, in_, stream);
@@ -50,7 +78,10 @@ void CudaLinearOp::prepare_weight(const float* w, cudaStream_t stream) {
 }
 
 void CudaLinearOp::prepare_weight(const bf16* w, cudaStream_t stream) {
-  if (wq_) {
+  wcodes_ready_ = gemm_ != nullptr;
+  if (gemm_) {
+    wq_->forward_with_codes(w, w_buf_, wcodes_, out_, stream);
+  } else if (wq_) {
     wq_->forward(w, w_buf_, out_, form(), stream);
   } else if (half_) {
     hadamard_rows(w_buf_, w, out_, in_, stream);
@@ -65,15 +96,27 @@ void CudaLinearOp::set_product_weight(const bf16* w, cudaStream_t stream) {
   QUEST_CUDA_CHECK(cudaMemcpyAsync(w_buf_, w, size_t(out_ * in_) * sizeof(bf16),
                                    cudaMemcpyDeviceToDevice, stream));
   w_ = w_buf_;
+  wcodes_ready_ = false;  // values without codes: the bf16 product
 }
 
 void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t stream) {
   QUEST_QUANT_REQUIRE(w_ != nullptr, "CudaLinearOp::forward before prepare_weight");
   QUEST_QUANT_REQUIRE(N >= 0 && N <= max_rows_, "CudaLinearOp: ", N, " rows exceed the planned ",
                       max_rows_);
-  if (xq_) {
+  const bool lowbit = lowbit_active();
+  const int8_t* xc = nullptr;  // the input's codes for the integer product
+  shared_now_ = share_src_ && share_src_->last_x_ == x && share_src_->n_ == N && x;
+  if (shared_now_) {  // the source quantized this x right before (see the header's invariant)
+    x_ = share_src_->x_;
+    xc = share_src_->xcodes_valid_ ? share_src_->xcodes_ : nullptr;
+  } else if (xq_) {
     QUEST_DEVICE_PROFILE("quantize_input", stream);
-    xq_->forward(x, x_buf_, N, form(), stream);
+    if (lowbit) {
+      xq_->forward_with_codes(x, x_buf_, xcodes_, N, stream);
+      xc = xcodes_;
+    } else {
+      xq_->forward(x, x_buf_, N, form(), stream);
+    }
     x_ = x_buf_;
   } else if (half_) {
     QUEST_DEVICE_PROFILE("hadamard_input", stream);
@@ -82,7 +125,15 @@ void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t strea
   } else {
     x_ = x;
   }
+  xcodes_valid_ = !shared_now_ && xc != nullptr;
+  last_x_ = x;
   n_ = N;
+  if (lowbit && xc) {
+    QUEST_DEVICE_PROFILE("linear_forward_int8", stream, in_, out_);
+    gemm_->forward(y, xc, input_quantizer()->row_steps(), wcodes_, wq_->row_steps(), N, in_, out_,
+                   LowbitRoute::kInt8, stream);
+    return;
+  }
   QUEST_DEVICE_PROFILE("linear_forward", stream, in_, out_);
   blas_.matmul_forward(y, x_, w_, N, in_, out_, stream);
 }
@@ -98,8 +149,8 @@ void CudaLinearOp::backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cuda
       blas_.matmul_backward(dx, nullptr, dy, x_, w_, N, in_, out_, stream);
     }
     QUEST_DEVICE_PROFILE("mask_input_gradient", stream);
-    if (xq_)
-      xq_->backward(dx, N, form(), stream);  // half: HT(M(dx)); full: quantizer's own backward
+    if (DeviceQuantizer* q = input_quantizer())  // the source's mask when the input was shared
+      q->backward(dx, N, form(), stream);  // half: HT(M(dx)); full: quantizer's own backward
     else if (half_)
       hadamard_rows(dx, dx, N, in_, stream);
   }

@@ -21,6 +21,20 @@
 //   caller keeps that memory alive until backward(). Blas is the caller's (one per stream).
 // - forward()/backward() allocate nothing and are asynchronous on `stream`. The learned
 //   parameters (LSQ step, PACT alpha) live on the device; their gradients accumulate (+=) there.
+//
+// Two options change how, not what, the op computes:
+// - The low-precision forward product (use_lowbit_product; docs/LOWBIT_GEMM.md): where the weight
+//   and input quantizers both give integer codes (the grid family with the transform, <= 7 bits,
+//   half form), the forward product runs on int8 tensor cores, y = (sx / 2)(sw / 2) sum cx cw
+//   with exact integer sums and the two row steps in fp32: the product of the dequantized
+//   operands up to fp32 rounding (the bf16 product rounds xq and wq to bf16 first, which the
+//   codes avoid). The codes come from the same fused quantizer pass that writes xq (no second
+//   quantization), the weight's from prepare_weight (once per optimizer step). The backward is
+//   unchanged: bf16 products of the saved xq and wq.
+// - Sharing the quantized input (share_input_quantization): the MLP's w1 and w2 read the same
+//   RMSNorm output; with stateless input quantizers of one spec, w2 takes w1's xq, codes, steps
+//   and mask instead of quantizing the same x again. Invariant the caller keeps: the source's
+//   forward on x comes right before this op's forward on the same x (and N), with x unchanged.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -28,6 +42,7 @@
 
 #include "ops/cuda_ops.h"
 #include "quant/cuda/cuda_quant.h"
+#include "quant/cuda/lowbit_gemm.h"
 #include "quant/quant_spec.h"
 
 namespace quest::cuda {
@@ -59,11 +74,27 @@ class CudaLinearOp {
   // dx[N,in] overwritten (skipped when null); dw[out,in] accumulates (skipped when null).
   void backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cudaStream_t stream);
 
-  // The quantizers (null when the role is not quantized): masks, steps, learned parameters.
+  // Switches the low-precision forward product on with `gemm` (the caller's, one per stream like
+  // Blas; null switches it off). Returns whether it applies to this layer. Takes effect at the
+  // next prepare_weight() (which writes the weight's codes); set_product_weight() (a packed
+  // export's values, no codes) keeps the bf16 product until the next prepare_weight().
+  bool use_lowbit_product(LowbitGemm* gemm);
+  // True when the next forward() runs the integer product.
+  bool lowbit_active() const { return gemm_ != nullptr && wcodes_ready_; }
+
+  // Takes `src`'s quantized input when forward() gets the x and N of src's last forward (see the
+  // header). Returns whether it applies: both input quantizers without a learned parameter, with
+  // equal specs, equal in_features and form; false leaves this op quantizing its own input.
+  bool share_input_quantization(CudaLinearOp& src);
+
+  // The quantizers (null when the role is not quantized): masks, steps, learned parameters. The
+  // input quantizer is the one that quantized the last forward's input (src's when shared).
   DeviceQuantizer* weight_quantizer() { return wq_.get(); }
-  DeviceQuantizer* input_quantizer() { return xq_.get(); }
+  DeviceQuantizer* input_quantizer() { return shared_now_ ? share_src_->xq_.get() : xq_.get(); }
   const DeviceQuantizer* weight_quantizer() const { return wq_.get(); }
-  const DeviceQuantizer* input_quantizer() const { return xq_.get(); }
+  const DeviceQuantizer* input_quantizer() const {
+    return shared_now_ ? share_src_->xq_.get() : xq_.get();
+  }
 
   // Learned quantizer parameters, named as LinearOp's ("weight.lsq_step", "input.pact_alpha").
   // value and grad are device pointers to one float each.
@@ -93,6 +124,17 @@ class CudaLinearOp {
   const bf16* w_ = nullptr;  // the product weight (w_buf_ or the caller's bf16 weight)
   const bf16* x_ = nullptr;  // the product input of the last forward (x_buf_ or x)
   int64_t n_ = 0;            // rows of the last forward
+  const bf16* last_x_ = nullptr;  // the caller's x of the last forward (input sharing)
+  // Low-precision product: the caller's LowbitGemm, the codes of W [out, in] and of the input
+  // [max_rows, in]; wcodes_ready_ while the weight codes match the product weight.
+  LowbitGemm* gemm_ = nullptr;
+  int8_t* wcodes_ = nullptr;
+  int8_t* xcodes_ = nullptr;
+  bool wcodes_ready_ = false;
+  bool xcodes_valid_ = false;  // xcodes_ holds the last forward's input codes
+  // Input sharing: the source op, and whether the last forward took its input.
+  CudaLinearOp* share_src_ = nullptr;
+  bool shared_now_ = false;
 };
 
 }  // namespace quest::cuda

@@ -95,6 +95,16 @@ class DeviceQuantizer {
   void forward(const bf16* x, bf16* xq, int64_t rows, QuantForm form, cudaStream_t stream);
   void forward(const bf16* x, float* xq, int64_t rows, QuantForm form, cudaStream_t stream);
 
+  // The integer codes of the low-precision product (docs/LOWBIT_GEMM.md): the Half-form forward
+  // that also writes codes[rows, cols] = 2q - 1 (int8), where xq = (2q - 1) * step / 2 before
+  // its rounding to the output type. Applies when codes_supported(): the grid family (ste / clip
+  // / trust) with the transform, bits <= 7, cols <= 16384; codes 16-byte aligned.
+  bool codes_supported() const;
+  void forward_with_codes(const bf16* x, bf16* xq, int8_t* codes, int64_t rows,
+                          cudaStream_t stream);
+  void forward_with_codes(const float* x, bf16* xq, int8_t* codes, int64_t rows,
+                          cudaStream_t stream);
+
   // grad[rows, cols]: on entry dL/dxq of the last forward (in the domain of its xq: the transform
   // domain in the Half form), on exit dL/dx in the ORIGINAL domain (the Half form transforms back).
   // Accumulates (+=) the learned parameter's gradient. rows and form must be the last forward's.
@@ -127,7 +137,8 @@ class DeviceQuantizer {
  private:
   enum class Family { Grid, Fp4, Sparse48, Lsq, Pact };
   template <class TIn, class TOut>
-  void forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantForm form, cudaStream_t stream);
+  void forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantForm form, cudaStream_t stream,
+                    int8_t* codes = nullptr);
   template <class TS, class TD>
   void backward_impl(const TS* grad, TD* dst, bool accumulate, int64_t rows, QuantForm form,
                      cudaStream_t stream);

@@ -83,9 +83,14 @@ __device__ __forceinline__ float clampf(float v, float lo, float hi) {
 }
 
 // grid::quantize: q = rint(clamp(x) / step + 1/2) (half to even), xq = q * step - step / 2.
-__device__ __forceinline__ float grid_quantize(float x, const DevGrid& g) {
+// grid_level: the integer level q alone (an integral float in [qmin, qmax]); the odd code of
+// docs/LOWBIT_GEMM.md is 2q - 1.
+__device__ __forceinline__ float grid_level(float x, const DevGrid& g) {
   const float c = clampf(x, -g.scale, g.scale);
-  const float q = clampf(rintf(__fadd_rn(__fdiv_rn(c, g.step), 0.5f)), g.qmin, g.qmax);
+  return clampf(rintf(__fadd_rn(__fdiv_rn(c, g.step), 0.5f)), g.qmin, g.qmax);
+}
+__device__ __forceinline__ float grid_quantize(float x, const DevGrid& g) {
+  const float q = grid_level(x, g);
   return __fsub_rn(__fmul_rn(q, g.step), __fmul_rn(0.5f, g.step));
 }
 

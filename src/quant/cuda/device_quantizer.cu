@@ -120,8 +120,11 @@ void DeviceQuantizer::check_call(int64_t rows, QuantForm form, const char* what)
 
 template <class TIn, class TOut>
 void DeviceQuantizer::forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantForm form,
-                                   cudaStream_t stream) {
+                                   cudaStream_t stream, int8_t* codes) {
   check_call(rows, form, "forward");
+  QUEST_QUANT_REQUIRE(!codes || (codes_supported() && form == QuantForm::Half), "CUDA quantizer '",
+                      spec_.to_string(), "': no integer codes (", codes_supported()
+                      ? "the half form only" : "grid family with the transform, <= 7 bits", ")");
   rows_ = rows;
   form_ = form;
   if (family_ == Family::Lsq || family_ == Family::Pact) {
@@ -155,6 +158,7 @@ void DeviceQuantizer::forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantFo
   a.ht_out = spec_.hadamard && form == QuantForm::Full;
   a.mask = mask_;
   a.step = step_;
+  a.codes = codes;
   const qdetail::RowFamily f = family_ == Family::Grid  ? qdetail::RowFamily::Grid
                                : family_ == Family::Fp4 ? qdetail::RowFamily::Fp4
                                                         : qdetail::RowFamily::Sparse48;
@@ -199,6 +203,18 @@ void DeviceQuantizer::forward(const bf16* x, bf16* xq, int64_t rows, QuantForm f
 void DeviceQuantizer::forward(const bf16* x, float* xq, int64_t rows, QuantForm form,
                               cudaStream_t stream) {
   forward_impl(x, xq, rows, form, stream);
+}
+
+bool DeviceQuantizer::codes_supported() const {
+  return family_ == Family::Grid && spec_.hadamard && spec_.bits <= 7 && cols_ <= 16384;
+}
+void DeviceQuantizer::forward_with_codes(const bf16* x, bf16* xq, int8_t* codes, int64_t rows,
+                                         cudaStream_t stream) {
+  forward_impl(x, xq, rows, QuantForm::Half, stream, codes);
+}
+void DeviceQuantizer::forward_with_codes(const float* x, bf16* xq, int8_t* codes, int64_t rows,
+                                         cudaStream_t stream) {
+  forward_impl(x, xq, rows, QuantForm::Half, stream, codes);
 }
 
 void DeviceQuantizer::backward(float* grad, int64_t rows, QuantForm form, cudaStream_t stream) {

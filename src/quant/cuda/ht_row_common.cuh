@@ -32,12 +32,15 @@ __device__ __forceinline__ void team_sync(int team, int warps) {
 //   significands on the CPU, near-midpoint quotients included). The quotient stays far from
 //   overflow (|x| <= sqrt(cols) rms, so |x / step| < 2^14); where it underflows, both it and the
 //   correction are below 2^-26 and RN(d + 1/2) = 1/2 either way.
-__device__ __forceinline__ float grid_quantize_finite(float x, const DevGrid& g, float y,
-                                                      float hs) {
+// grid_level_finite: the level q alone (grid_level's value under the same conditions).
+__device__ __forceinline__ float grid_level_finite(float x, const DevGrid& g, float y) {
   const float q0 = __fmul_rn(x, y);
   const float d = __fmaf_rn(__fmaf_rn(-g.step, q0, x), y, q0);  // RN(x / step)
-  const float q = fminf(fmaxf(rintf(__fadd_rn(d, 0.5f)), g.qmin), g.qmax);
-  return __fsub_rn(__fmul_rn(q, g.step), hs);
+  return fminf(fmaxf(rintf(__fadd_rn(d, 0.5f)), g.qmin), g.qmax);
+}
+__device__ __forceinline__ float grid_quantize_finite(float x, const DevGrid& g, float y,
+                                                      float hs) {
+  return __fsub_rn(__fmul_rn(grid_level_finite(x, g, y), g.step), hs);
 }
 
 // The row's grid and mask limit (row_quantize_kernel's thread 0), from the ordered double sum.
@@ -63,13 +66,17 @@ __device__ __forceinline__ RowGrid row_grid(double total, int cols, const RowQua
 
 // Quantizes 8 entries in place; returns their mask bits (bit e: entry e masked), the row kernel's
 // quantize_one for the grid family (rule 1: |x| <= limit, else |xq - x| <= limit).
+// With codes != null also the 8 odd codes 2q - 1 (int8; bits <= 7, so |2q - 1| <= 127).
 template <bool kFinite, bool kClip>
-__device__ __forceinline__ unsigned quantize8(float (&v)[8], const RowGrid& rg) {
+__device__ __forceinline__ unsigned quantize8(float (&v)[8], const RowGrid& rg,
+                                              int8_t (*codes)[8] = nullptr) {
   unsigned bits = 0;
 #pragma unroll
   for (int e = 0; e < 8; ++e) {
     const float x = v[e];
-    const float q = kFinite ? grid_quantize_finite(x, rg.g, rg.y, rg.hs) : grid_quantize(x, rg.g);
+    const float lvl = kFinite ? grid_level_finite(x, rg.g, rg.y) : grid_level(x, rg.g);
+    const float q = __fsub_rn(__fmul_rn(lvl, rg.g.step), rg.hs);  // hs = RN(step / 2) either way
+    if (codes) (*codes)[e] = int8_t(2 * int(lvl) - 1);
     const float dev = kClip ? fabsf(x) : fabsf(__fsub_rn(q, x));
     bits |= (dev <= rg.limit ? 0u : 1u) << e;
     v[e] = q;

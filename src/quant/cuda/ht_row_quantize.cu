@@ -41,17 +41,26 @@ constexpr int kCtaWarps = kVecCtaWarps;
 constexpr int kMaxBlocks = 2 * 8 * kCtaWarps;  // 128-blocks per row at S = 8, P = 8
 
 // Quantize, mask, optionally transform back and store the team warp's slice.
+// With crow (the row's codes, null when not asked for) also the lane's 8 codes, one 8-byte store.
 template <bool kFinite, bool kClip, int S, class TOut>
 __device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& rg, TOut* qr,
-                                               uint8_t* mrow, bool ht_out, int nblk, int first,
-                                               int stride, int lane) {
+                                               uint8_t* mrow, int8_t* crow, bool ht_out, int nblk,
+                                               int first, int stride, int lane) {
   const int hl = lane & 15, half = lane >> 4;
 #pragma unroll
   for (int s = 0; s < S; ++s) {
     const int b0 = first + s * stride;
     if (b0 >= nblk) break;  // warp-uniform
-    const unsigned bits = quantize8<kFinite, kClip>(v[s], rg);
     const int b = b0 + half;
+    unsigned bits;
+    if (crow) {
+      alignas(8) int8_t c[8];
+      bits = quantize8<kFinite, kClip>(v[s], rg, &c);
+      if (b < nblk)
+        *reinterpret_cast<uint2*>(crow + 128 * b + 8 * hl) = *reinterpret_cast<const uint2*>(c);
+    } else {
+      bits = quantize8<kFinite, kClip>(v[s], rg);
+    }
     if (mrow && b < nblk) mrow[16 * b + hl] = uint8_t(bits);
     if (ht_out) fwht128_vec(v[s], lane);
     if (b < nblk) store8(qr + 128 * b + 8 * hl, v[s]);
@@ -111,10 +120,11 @@ __global__ void __launch_bounds__(kCtaWarps * 32, S == 4 ? 4 : 2)
   uint8_t* mrow =
       (a.mask && a.rule != 0) ? reinterpret_cast<uint8_t*>(a.mask + r * (cols / 64)) : nullptr;
   TOut* qr = xq + r * cols;
+  int8_t* crow = a.codes ? a.codes + r * cols : nullptr;
   if (rg.finite)
-    quantize_slice<true, kClip>(v, rg, qr, mrow, a.ht_out, nblk, first, stride, lane);
+    quantize_slice<true, kClip>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
   else
-    quantize_slice<false, kClip>(v, rg, qr, mrow, a.ht_out, nblk, first, stride, lane);
+    quantize_slice<false, kClip>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
 }
 
 template <class TIn, class TOut, int S, int G>
@@ -138,7 +148,8 @@ void launch_steps(const TIn* x, TOut* xq, const RowQuantArgs& a, int P, cudaStre
 template <class TIn, class TOut>
 bool launch_ht_grid_rows(const TIn* x, TOut* xq, const RowQuantArgs& a, cudaStream_t stream) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  if (!a.ht_in || a.cols % 128 != 0 || a.cols / 128 > kMaxBlocks || !aligned(x) || !aligned(xq))
+  if (!a.ht_in || a.cols % 128 != 0 || a.cols / 128 > kMaxBlocks || !aligned(x) || !aligned(xq) ||
+      (a.codes && (a.ht_out || a.bits > 7 || !aligned(a.codes))))
     return false;
   if (a.rows == 0) return true;
   const int nblk = int(a.cols / 128);

@@ -40,6 +40,10 @@ struct RowQuantArgs {
   bool ht_out = false;      // transform back after quantizing (the Full form)
   uint64_t* mask = nullptr;  // [rows, ceil(cols/64)], written when rule != 0 and not null
   float* step = nullptr;     // [rows] or null: the grid step (Fp4: the unit)
+  // [rows, cols] or null: the odd codes 2q - 1 of the grid family (docs/LOWBIT_GEMM.md), for the
+  // integer product. Only launch_ht_grid_rows writes them (the transform on, the Half form,
+  // bits <= 7); launch_row_quantize rejects codes on any other path.
+  int8_t* codes = nullptr;
   // Benchmarks and tests only: force the CTA-per-row kernel (legacy), or pick the register slice
   // of ht_grid_rows_kernel (vec_variant 0: automatic; 1, 2: 4 / 8 vectors a lane; 3: 4 vectors,
   // two interleaved sum chains).

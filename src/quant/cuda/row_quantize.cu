@@ -203,6 +203,9 @@ void launch_row_quantize(RowFamily family, const TIn* x, TOut* xq, const RowQuan
                       "CUDA quantizer: bits ", a.bits, " out of range");
   if (a.rows == 0) return;
   if (family == RowFamily::Grid && !a.legacy && launch_ht_grid_rows(x, xq, a, stream)) return;
+  QUEST_QUANT_REQUIRE(!a.codes, "CUDA quantizer: integer codes need the grid family with the ",
+                      "transform in the half form, bits <= 7, rows of at most 16384 entries and ",
+                      "16-byte aligned buffers");
   switch (family) {
     case RowFamily::Grid:
       launch_family<RowFamily::Grid>(x, xq, a, stream);
