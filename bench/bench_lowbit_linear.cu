@@ -12,9 +12,12 @@
 // Each case is timed per call between CUDA events (median of --iters), with L2 flushed before
 // each call (a 256 MiB memset outside the timed region) unless --no-flush. TOP/s counts
 // 2 * tokens * K * N operations for every column, quantization included where it is timed.
-// Columns: bf16 = Blas::matmul_forward; int8 = lowbit_quantize + LowbitGemm::forward (kInt8),
-// with its parts (quant, IMMA sums, scale pass) timed alone; fp8 = lowbit_quantize +
-// LowbitGemm::forward (kFp8) and its product alone (only for bits <= 4).
+// Columns: bf16 = Blas::matmul_forward; int8 = lowbit_quantize + LowbitGemm::forward (kInt8 with
+// the cuBLASLt kernel forced), with its parts (quant, IMMA sums, scale pass) timed alone;
+// sm90 (sm_90 devices) = our s8_gemm_sm90 product with the scales in its epilogue, alone with each
+// tile (128x256, 128x128; TOP/s of the tile LowbitGemm picks, marked *), and quant + sm90 =
+// lowbit_quantize + LowbitGemm::forward (kInt8, kSm90); fp8 = lowbit_quantize +
+// LowbitGemm::forward (kFp8) and its product alone (only for bits <= 3).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -30,11 +33,14 @@
 #include "cuda_bench_util.cuh"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/lowbit_gemm.h"
+#include "quant/cuda/s8_gemm_sm90.h"
 #include "quant/quant_spec.h"
 
 namespace {
 
 using quest::cuda::bf16;
+using quest::cuda::Int8Kernel;
+using quest::cuda::S8Sm90Tile;
 using quest::cuda::LowbitGemm;
 using quest::cuda::LowbitQuant;
 using quest::cuda::LowbitRoute;
@@ -93,10 +99,31 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   const double t_imma = timer.median_ms([&] { gemm.int8_sums(acc, xc, wc8, T, K, N, nullptr); });
   const double t_scale =
       timer.median_ms([&] { quest::cuda::lowbit_scale_int32(y, acc, sx, sw8, T, N, nullptr); });
+  gemm.set_int8_kernel(Int8Kernel::kCublasLt);
   const double t_int8 = timer.median_ms([&] {
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
     gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
   });
+  // Our sm90 kernel: the product alone with each tile (codes and steps of the last quantization),
+  // then quantization + LowbitGemm::forward through it.
+  const bool sm90 = quest::cuda::s8_gemm_sm90_available();
+  double t_s256 = 0, t_s128 = 0, t_sm90 = 0;
+  S8Sm90Tile pick = S8Sm90Tile::kAuto;
+  if (sm90) {
+    t_s256 = timer.median_ms([&] {
+      quest::cuda::s8_gemm_sm90(y, xc, sx, wc8, sw8, T, K, N, nullptr, S8Sm90Tile::k128x256);
+    });
+    t_s128 = timer.median_ms([&] {
+      quest::cuda::s8_gemm_sm90(y, xc, sx, wc8, sw8, T, K, N, nullptr, S8Sm90Tile::k128x128);
+    });
+    pick = quest::cuda::s8_gemm_sm90_tile(T, K, N);
+    gemm.set_int8_kernel(Int8Kernel::kSm90);
+    t_sm90 = timer.median_ms([&] {
+      quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
+      gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
+    });
+  }
+  gemm.set_int8_kernel(Int8Kernel::kAuto);
   double t_fp8 = 0, t_fp8_gemm = 0;
   std::string fp8_error;
   if (fp8) try {
@@ -115,6 +142,15 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   std::printf("| %-14s | %5lld | %5lld | %5lld | %7.3f %6.0f | %7.3f %6.0f %5.2fx | %6.3f %6.3f %6.3f |",
               c.name, (long long)T, (long long)K, (long long)N, t_bf16, tops(t_bf16), t_int8,
               tops(t_int8), t_bf16 / t_int8, t_q8, t_imma, t_scale);
+  if (sm90) {
+    const double t_pick = pick == S8Sm90Tile::k128x128 ? t_s128 : t_s256;
+    std::printf(" %6.3f%s %6.3f%s %5.0f | %7.3f %6.0f %5.2fx |", t_s256,
+                pick == S8Sm90Tile::k128x256 ? "*" : " ", t_s128,
+                pick == S8Sm90Tile::k128x128 ? "*" : " ", tops(t_pick), t_sm90, tops(t_sm90),
+                t_bf16 / t_sm90);
+  } else {
+    std::printf("       -       -      - |       -      -     - |");
+  }
   if (fp8 && fp8_error.empty())
     std::printf(" %7.3f %6.0f %5.2fx | %6.3f %6.0f |\n", t_fp8, tops(t_fp8), t_bf16 / t_fp8,
                 t_fp8_gemm, tops(t_fp8_gemm));
@@ -221,12 +257,15 @@ int main(int argc, char** argv) {
     std::printf("device: %s (%d SMs, L2 %d MiB); W%dA%d hadamard-trust; median of %d calls, L2 %s\n",
                 prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, o.bits, o.bits,
                 o.iters, o.flush ? "flushed" : "warm");
-    std::printf("int8 route: %s; fp8 route: %s%s\n\n",
+    std::printf("int8 route: %s; fp8 route: %s%s\n",
                 quest::cuda::lowbit_route_name(LowbitRoute::kInt8),
                 quest::cuda::lowbit_route_name(LowbitRoute::kFp8),
                 o.autotune ? "; cuBLASLt algorithms autotuned" : "");
-    std::printf("| case           | M tok |     K |     N |  bf16 ms  TOP/s | int8 ms  TOP/s vs bf16 | quant   IMMA   scale |  fp8 ms  TOP/s vs bf16 | fp8 GEMM TOP/s |\n");
-    std::printf("|----------------|-------|-------|-------|----------------|------------------------|----------------------|------------------------|----------------|\n");
+    std::printf("sm90 kernel: %s\n\n", quest::cuda::s8_gemm_sm90_available()
+                                          ? "s8_gemm_sm90 (wgmma + TMA, scales in the epilogue)"
+                                          : "not available on this device");
+    std::printf("| case           | M tok |     K |     N |  bf16 ms  TOP/s | int8 ms  TOP/s vs bf16 | quant   IMMA   scale | sm90 256 sm90 128 TOP/s | q+sm90 ms TOP/s vs bf16 |  fp8 ms  TOP/s vs bf16 | fp8 GEMM TOP/s |\n");
+    std::printf("|----------------|-------|-------|-------|----------------|------------------------|----------------------|-------------------------|-------------------------|------------------------|----------------|\n");
     const size_t flush_bytes = size_t(256) << 20;
     void* flush_buf = dalloc<uint8_t>(flush_bytes);
     Timer timer(o.warmup, o.iters, o.flush ? flush_buf : nullptr, flush_bytes);

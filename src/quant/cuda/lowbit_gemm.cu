@@ -35,6 +35,7 @@
 #include "quant/cuda/device_math.cuh"
 #include "quant/cuda/kernels.h"
 #include "quant/cuda/lowbit_gemm.h"
+#include "quant/cuda/s8_gemm_sm90.h"
 
 namespace quest::cuda {
 
@@ -420,6 +421,7 @@ struct Impl {
   std::mutex mutex;
   std::unordered_map<Key, Plan, KeyHash> plans;
   bool autotune = false;
+  Int8Kernel int8_kernel = Int8Kernel::kAuto;
 };
 
 uint32_t alignment(const void* p) {
@@ -550,6 +552,8 @@ LowbitGemm::~LowbitGemm() {
 }
 
 void LowbitGemm::set_autotune(bool on) { static_cast<Impl*>(impl_)->autotune = on; }
+void LowbitGemm::set_int8_kernel(Int8Kernel k) { static_cast<Impl*>(impl_)->int8_kernel = k; }
+Int8Kernel LowbitGemm::int8_kernel() const { return static_cast<const Impl*>(impl_)->int8_kernel; }
 
 namespace {
 
@@ -620,6 +624,16 @@ void LowbitGemm::forward(bf16* y, const void* xc, const float* sx, const void* w
     // 0.25 * (sw[m] * sx[n]) * sum: the two halves of the steps as one exact power of two.
     const Key key{Kind::kFp8Bf16, N, K, M, alignment(wc), alignment(xc), alignment(y)};
     run(impl, workspace_, workspace_bytes_, key, wc, xc, y, sw, sx, 0.25f, stream);
+    return;
+  }
+  const auto* xs8 = static_cast<const int8_t*>(xc);
+  const auto* ws8 = static_cast<const int8_t*>(wc);
+  // Our sm_90a kernel (scales in its epilogue, the same bits) where it runs; forced, it throws
+  // where it cannot.
+  if (impl.int8_kernel == Int8Kernel::kSm90 ||
+      (impl.int8_kernel == Int8Kernel::kAuto && s8_gemm_sm90_available() &&
+       s8_gemm_sm90_supports(y, xs8, sx, ws8, sw, N, K, M))) {
+    s8_gemm_sm90(y, xs8, sx, ws8, sw, N, K, M, stream);
     return;
   }
   int64_t chunk = int64_t(scratch_bytes_ / (sizeof(int32_t) * size_t(M)));

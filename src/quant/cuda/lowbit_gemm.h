@@ -15,10 +15,18 @@
 //     whose dequantized values are bit for bit that forward's xq (the test checks all three).
 //  2. LowbitGemm::forward: the integer product with both row scales applied, bf16 out.
 //
-// Routes (LowbitRoute), both through cuBLASLt:
-//  - kInt8 (bits 1..7): int8 codes, IMMA tensor cores with int32 accumulation (exact), int32 into a
-//    scratch buffer owned by LowbitGemm, then one scaling kernel -> bf16. The int32 round trip is
-//    the route's overhead; the product is done in row chunks so that scratch stays bounded.
+// Routes (LowbitRoute):
+//  - kInt8 (bits 1..7): int8 codes, tensor cores with int32 accumulation (exact). Two kernels give
+//    the same bits (Int8Kernel):
+//    * kSm90, taken by default on sm_90 devices (H100/H200) when the shape allows it (K % 16 == 0,
+//      M % 8 == 0, 16-byte aligned codes and output; s8_gemm_sm90.h): our own wgmma + TMA GEMM
+//      with both row scales applied to the int32 accumulators in its epilogue, bf16 out; no
+//      scratch, no chunking, no second pass.
+//    * kCublasLt, elsewhere: cuBLASLt IMMA, int32 into a scratch buffer owned by LowbitGemm, then
+//      one scaling kernel -> bf16. The int32 round trip is this kernel's overhead; the product is
+//      done in row chunks so that scratch stays bounded.
+//    Both scale as lowbit_scale_int32 does (float(acc) * (0.25 sx[n]), then * sw[m], each rounded
+//    to nearest fp32, then to bf16), so the outputs are bitwise equal (test_cuda_s8_gemm.cu).
 //  - kFp8 (bits 1..3): the same odd codes stored as fp8 e4m3, FP8 tensor cores with cuBLASLt's
 //    per-row ("outer vector") fp32 scales applied in its epilogue and bf16 written directly; fast
 //    accumulation OFF. e4m3 holds 4-bit codes exactly (|c| <= 15), but on the H100 (cuBLASLt
@@ -46,6 +54,10 @@ namespace quest::cuda {
 using bf16 = __nv_bfloat16;
 
 enum class LowbitRoute : int { kInt8 = 0, kFp8 = 1 };
+
+// Which kernel computes the kInt8 route (LowbitGemm::set_int8_kernel): kAuto = kSm90 where
+// s8_gemm_sm90 runs (sm_90 device, shape and alignment it takes), else kCublasLt.
+enum class Int8Kernel : int { kAuto = 0, kCublasLt = 1, kSm90 = 2 };
 
 inline constexpr int kLowbitMaxBitsInt8 = 7;  // |c| <= 127
 inline constexpr int kLowbitMaxBitsFp8 = 3;   // exact sums on the H100 (see above)
@@ -90,8 +102,9 @@ class LowbitGemm {
 
   // y[N, M] = (sx[n] / 2) * (sw[m] / 2) * sum_k xc[n, k] * wc[m, k], bf16 (overwritten).
   // xc [N, K], wc [M, K]: codes of `route` (lowbit_quantize); sx [N], sw [M]: the steps.
-  // kInt8: the rows of y go in chunks of max(16, int32_scratch_bytes / (4 M)) rows (rounded down
-  // to a multiple of 16), each an IMMA product into the scratch and a scaling pass.
+  // kInt8 through cuBLASLt: the rows of y go in chunks of max(16, int32_scratch_bytes / (4 M))
+  // rows (rounded down to a multiple of 16), each an IMMA product into the scratch and a scaling
+  // pass. Through s8_gemm_sm90: one launch, the scratch unused.
   void forward(bf16* y, const void* xc, const float* sx, const void* wc, const float* sw,
                int64_t N, int64_t K, int64_t M, LowbitRoute route, cudaStream_t stream);
 
@@ -108,6 +121,11 @@ class LowbitGemm {
   // candidate algorithms on the real operands (synchronizes the stream once; not inside a CUDA
   // graph capture) and keeps the fastest.
   void set_autotune(bool on);
+
+  // The kInt8 route's kernel (kAuto by default). kSm90 forced on a device or shape it cannot take
+  // makes forward throw quest::Error; kCublasLt forced is the reference the tests compare with.
+  void set_int8_kernel(Int8Kernel k);
+  Int8Kernel int8_kernel() const;
 
   size_t int32_scratch_bytes() const { return scratch_bytes_; }
 

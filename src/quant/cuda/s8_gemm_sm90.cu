@@ -1,0 +1,418 @@
+// Our own Hopper (sm_90a) int8 GEMM with the row scales in the epilogue (s8_gemm_sm90.h):
+//   y[n, m] = bf16((float(sum_k xc[n, k] wc[m, k]) * (0.25 sx[n])) * sw[m]).
+// Why: cuBLASLt has no IMMA kernel with a bf16 output, so the kInt8 route wrote the int32 sums and
+// rescaled them in a second pass; at the training presets (K = 640 .. 3584) that round trip cost
+// as much as the product (docs/LOWBIT_GEMM.md). Here the scales are applied to the accumulators
+// in registers and only bf16 leaves the SM.
+//
+// Kernel invariants (s8_gemm_kernel<Cfg>)
+// - Tile BM x BN x 128 (BK = 128 int8 = one 128-byte swizzle row). CTA b (a 1-D grid) owns
+//   y[(b / m_tiles) BM .. +BM, (b % m_tiles) BN .. +BN] (clipped to N x M) and writes nothing
+//   else; the column tiles of one row tile are consecutive blocks, so co-resident CTAs share
+//   their x tile in L2.
+// - Warpgroups: 0 is the producer (setmaxnreg.dec; one elected thread issues the TMA loads),
+//   1 .. kConsumers are consumers (setmaxnreg.inc). Consumer c owns rows
+//   [c kWgM 64, (c + 1) kWgM 64) of the tile as kWgM wgmma m64nBNk32 accumulators
+//   (BN / 2 int32 registers each per thread). The roles are the two branches of one if/else (the
+//   register reconfiguration needs it), and after the split no CTA-wide barrier is used.
+// - Shared memory: kStages stages, stage s = [A: BM rows x 128 B][B: BN rows x 128 B], each
+//   1024-byte aligned and written only by TMA with the 128-byte swizzle (16-byte chunk j of row r
+//   stored at chunk j ^ (r % 8)); then 2 kStages mbarriers: full[s] (1 arrival + the stage's
+//   bytes) and empty[s] (one arrival per consumer warp).
+// - Pipeline, k-block kb in stage s = kb % kStages, round u = kb / kStages:
+//   producer: wait empty[s] for round u - 1 (parity (u - 1) & 1; skipped in round 0), arm full[s]
+//   with the stage's byte count, issue both loads onto full[s]. TMA fills rows past N or M and
+//   columns past K with zeros, and counts the whole box in the transaction bytes, so partial tiles
+//   need no special case and add 0 to the sums.
+//   consumer: wait full[s] (parity u & 1), fence, 4 k32 steps x kWgM wgmma, commit; then
+//   wait_group 1 (the previous k-block's wgmma have finished reading their stage) and release
+//   that stage: lane 0 of every consumer warp arrives on its empty barrier. So at most two
+//   k-blocks of wgmma are in flight per warpgroup and a stage is never overwritten while read.
+// - wgmma operands: K-major with the 128-byte swizzle; descriptor = start address >> 4,
+//   LBO 1 (unused for this layout), SBO 1024 B (8 rows x 128 B) >> 4, swizzle mode 1 (128 B) in
+//   bits 62-63. The k32 step j of a row advances the start address by 32 j bytes: the hardware
+//   applies the swizzle to the address bits as TMA did, which is why the stages are 1024-aligned.
+//   The accumulators are only touched by wgmma between the zero fill and wait_group 0 (each is
+//   passed through an empty asm before and after, so the compiler keeps them in place).
+// - Epilogue (per consumer, after wait_group 0): the s32 accumulator layout of m64nN: warp w of
+//   the warpgroup holds rows 16 w + lane / 4 and + 8, register 4 j + {0, 1} (+ {2, 3} for the
+//   second row) columns 8 j + 2 (lane % 4) + {0, 1}. The arithmetic is lowbit_scale_kernel's
+//   (lowbit_gemm.cu) operation for operation: s = 0.25f * sx[n]; v = float(acc) * s; v * sw[m];
+//   bf16 round to nearest even; stores are predicated on n < N and m < M (M even: a pair is
+//   either in or out).
+// - Device code exists only in the sm_90a compilation (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere the
+//   kernel body is empty and the host never launches it (s8_gemm_sm90_available()).
+#include "quant/cuda/s8_gemm_sm90.h"
+
+#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes through the runtime)
+#include <cudaTypedefs.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "core/error.h"
+#include "ops/cuda_ops.h"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define QUEST_S8_SM90_DEVICE 1
+#else
+#define QUEST_S8_SM90_DEVICE 0
+#endif
+
+namespace quest::cuda {
+namespace {
+
+constexpr int kBK = 128;            // bytes of K per stage row (= the swizzle width)
+constexpr int kProducerRegs = 40;   // setmaxnreg.dec for the producer warpgroup
+
+template <int BN_, int kWgM_, int kConsumers_, int kStages_, int kMinBlocks_, int kConsumerRegs_>
+struct Cfg {
+  static constexpr int BN = BN_, kWgM = kWgM_, kConsumers = kConsumers_, kStages = kStages_;
+  static constexpr int kMinBlocks = kMinBlocks_, kConsumerRegs = kConsumerRegs_;
+  static constexpr int BM = 64 * kWgM * kConsumers;
+  static constexpr int kThreads = 128 * (kConsumers + 1);
+  static constexpr int kABytes = BM * kBK, kBBytes = BN * kBK, kStageBytes = kABytes + kBBytes;
+  static constexpr int kSmem = kStages * kStageBytes + 2 * kStages * 8 + 1024;  // + alignment
+  static_assert(BN == 128 || BN == 256, "wgmma wrappers exist for N = 128 and 256");
+  static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must stay 1024-aligned");
+  // Registers: launch cap 64K / (threads x blocks), then the producer gives back to the consumers.
+  static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumers <=
+                    65536 / kMinBlocks, "register reconfiguration exceeds the CTA's share");
+};
+// 128 x 256, 4 stages (192 KB), one CTA per SM, two consumer warpgroups of 64 rows each.
+using CfgL = Cfg<256, 1, 2, 4, 1, 232>;
+// 128 x 128, 3 stages (96 KB), two CTAs per SM, one consumer warpgroup of 128 rows (two m64).
+using CfgS = Cfg<128, 2, 1, 3, 2, 216>;
+
+// ---- PTX wrappers (sm_90a) -----------------------------------------------------------------
+#if QUEST_S8_SM90_DEVICE
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile(
+      "{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(bar),
+      "r"(bytes)
+      : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
+               : "memory");
+}
+// Returns once the phase of the given parity has completed.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\n"
+      "S8_WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra S8_WAIT;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// 2D tile load: box at (c0 = K byte offset, c1 = row) of `map` into dst, completing on bar.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1,
+                                            uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
+}
+template <int kRegs>
+__device__ __forceinline__ void keep_in_place(int (&d)[kRegs]) {
+#pragma unroll
+  for (int i = 0; i < kRegs; ++i) asm volatile("" : "+r"(d[i])::"memory");
+}
+// K-major operand, 128-byte swizzle: start >> 4, LBO 1 (unused), SBO 1024 B >> 4, mode 1.
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
+         (uint64_t(1) << 62);
+}
+
+// ---- wgmma (one asm statement each; operands: the accumulators, then the two descriptors) ---
+// D[64 x 256] (+)= A[64 x 32] . B[256 x 32]^T, s8 x s8 -> s32 (128 registers a thread).
+__device__ __forceinline__ void wgmma_s8_n256(int (&d)[128], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+      "}, %128, %129, p;\n}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]),
+        "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
+        "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]), "+r"(d[79]),
+        "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]), "+r"(d[86]), "+r"(d[87]),
+        "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]), "+r"(d[93]), "+r"(d[94]), "+r"(d[95]),
+        "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]), "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]),
+        "+r"(d[104]), "+r"(d[105]), "+r"(d[106]), "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]),
+        "+r"(d[112]), "+r"(d[113]), "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]),
+        "+r"(d[120]), "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127])
+      : "l"(da), "l"(db), "n"(1));
+}
+
+// D[64 x 128] (+)= A[64 x 32] . B[128 x 32]^T, s8 x s8 -> s32 (64 registers a thread).
+__device__ __forceinline__ void wgmma_s8_n128(int (&d)[64], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "}, %64, %65, p;\n}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      : "l"(da), "l"(db), "n"(1));
+}
+
+template <int BN>
+__device__ __forceinline__ void wgmma_s8(int (&d)[BN / 2], uint64_t da, uint64_t db) {
+  if constexpr (BN == 256)
+    wgmma_s8_n256(d, da, db);
+  else
+    wgmma_s8_n128(d, da, db);
+}
+#endif  // QUEST_S8_SM90_DEVICE
+
+template <class C>
+__global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
+    s8_gemm_kernel(const __grid_constant__ CUtensorMap map_x, const __grid_constant__ CUtensorMap map_w,
+                   bf16* __restrict__ y, const float* __restrict__ sx,
+                   const float* __restrict__ sw, int N, int M, int nk, int m_tiles) {
+#if QUEST_S8_SM90_DEVICE
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
+  const uint32_t bars = base + C::kStages * C::kStageBytes;
+  auto full = [&](int s) { return bars + 8u * uint32_t(s); };
+  auto empty = [&](int s) { return bars + 8u * uint32_t(C::kStages + s); };
+  const int wg = int(threadIdx.x) / 128, t = int(threadIdx.x) % 128;
+  const int row0 = int(blockIdx.x) / m_tiles * C::BM, col0 = int(blockIdx.x) % m_tiles * C::BN;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < C::kStages; ++s) {
+      mbar_init(full(s), 1);
+      mbar_init(empty(s), 4 * C::kConsumers);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // Producer.
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegs));
+    if (t == 0) {
+      for (int kb = 0; kb < nk; ++kb) {
+        const int s = kb % C::kStages, u = kb / C::kStages;
+        if (u > 0) mbar_wait(empty(s), uint32_t(u - 1) & 1u);
+        const uint32_t a = base + uint32_t(s) * C::kStageBytes;
+        mbar_expect_tx(full(s), C::kStageBytes);
+        tma_load_2d(a, &map_x, kb * kBK, row0, full(s));
+        tma_load_2d(a + C::kABytes, &map_w, kb * kBK, col0, full(s));
+      }
+    }
+  } else {
+    // Consumer c: rows [c kWgM 64, (c + 1) kWgM 64) of the tile.
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(C::kConsumerRegs));
+    const int c = wg - 1, warp = t / 32, lane = t % 32;
+    int acc[C::kWgM][C::BN / 2];
+#pragma unroll
+    for (int i = 0; i < C::kWgM; ++i)
+#pragma unroll
+      for (int r = 0; r < C::BN / 2; ++r) acc[i][r] = 0;
+    for (int kb = 0; kb < nk; ++kb) {
+      const int s = kb % C::kStages, u = kb / C::kStages;
+      mbar_wait(full(s), uint32_t(u) & 1u);
+      const uint32_t a = base + uint32_t(s) * C::kStageBytes + uint32_t(c * C::kWgM) * 64u * kBK;
+      const uint32_t b = base + uint32_t(s) * C::kStageBytes + C::kABytes;
+#pragma unroll
+      for (int i = 0; i < C::kWgM; ++i) keep_in_place(acc[i]);
+      wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < kBK / 32; ++k)
+#pragma unroll
+        for (int i = 0; i < C::kWgM; ++i)
+          wgmma_s8<C::BN>(acc[i], sw128_desc(a + uint32_t(i) * 64u * kBK + 32u * k),
+                          sw128_desc(b + 32u * k));
+      wgmma_commit();
+#pragma unroll
+      for (int i = 0; i < C::kWgM; ++i) keep_in_place(acc[i]);
+      wgmma_wait<1>();
+      if (kb > 0 && lane == 0) mbar_arrive(empty((kb - 1) % C::kStages));
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < C::kWgM; ++i) keep_in_place(acc[i]);
+
+    // Epilogue: lowbit_scale_kernel's arithmetic on the accumulators.
+    const int q = lane % 4, mcol = col0 + 2 * q;
+#pragma unroll
+    for (int i = 0; i < C::kWgM; ++i) {
+      const int n0 = row0 + (c * C::kWgM + i) * 64 + 16 * warp + lane / 4, n1 = n0 + 8;
+      const bool in0 = n0 < N, in1 = n1 < N;
+      const float s0 = in0 ? __fmul_rn(0.25f, __ldg(sx + n0)) : 0.f;
+      const float s1 = in1 ? __fmul_rn(0.25f, __ldg(sx + n1)) : 0.f;
+      __nv_bfloat162* y0 = reinterpret_cast<__nv_bfloat162*>(y + int64_t(n0) * M + mcol);
+      __nv_bfloat162* y1 = reinterpret_cast<__nv_bfloat162*>(y + int64_t(n1) * M + mcol);
+#pragma unroll
+      for (int j = 0; j < C::BN / 8; ++j) {
+        if (mcol + 8 * j < M) {
+          const float2 w = __ldg(reinterpret_cast<const float2*>(sw + mcol + 8 * j));
+          const int* d = acc[i] + 4 * j;
+          if (in0)
+            y0[4 * j] = __floats2bfloat162_rn(__fmul_rn(__fmul_rn(float(d[0]), s0), w.x),
+                                              __fmul_rn(__fmul_rn(float(d[1]), s0), w.y));
+          if (in1)
+            y1[4 * j] = __floats2bfloat162_rn(__fmul_rn(__fmul_rn(float(d[2]), s1), w.x),
+                                              __fmul_rn(__fmul_rn(float(d[3]), s1), w.y));
+        }
+      }
+    }
+  }
+#endif  // QUEST_S8_SM90_DEVICE
+}
+
+// ---- host ------------------------------------------------------------------------------------
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    QUEST_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
+                                                      cudaEnableDefault, &q));
+    QUEST_CHECK(q == cudaDriverEntryPointSuccess && p != nullptr,
+                "s8_gemm_sm90: the driver has no cuTensorMapEncodeTiled");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// rows x K int8, row-major; box = 128 bytes of K x box_rows rows, 128-byte swizzle, zero fill.
+CUtensorMap encode_map(const int8_t* p, int64_t rows, int64_t K, int box_rows) {
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {cuuint64_t(K), cuuint64_t(rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(K)};
+  const cuuint32_t box[2] = {cuuint32_t(kBK), cuuint32_t(box_rows)};
+  const cuuint32_t estrides[2] = {1, 1};
+  const CUresult r = tensor_map_encoder()(
+      &map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<int8_t*>(p), dims, strides, box, estrides,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  QUEST_CHECK(r == CUDA_SUCCESS, "s8_gemm_sm90: cuTensorMapEncodeTiled failed ({}) for {} x {}",
+              int(r), rows, K);
+  return map;
+}
+
+constexpr int kMaxDevices = 64;
+
+template <class C>
+void launch(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
+            int64_t N, int64_t K, int64_t M, cudaStream_t stream) {
+  static std::atomic<uint64_t> attribute_set{0};  // one bit per device
+  int dev = 0;
+  QUEST_CUDA_CHECK(cudaGetDevice(&dev));
+  const uint64_t bit = uint64_t(1) << (dev % kMaxDevices);
+  if (!(attribute_set.load(std::memory_order_acquire) & bit)) {
+    QUEST_CUDA_CHECK(cudaFuncSetAttribute(s8_gemm_kernel<C>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    attribute_set.fetch_or(bit, std::memory_order_acq_rel);
+  }
+  const CUtensorMap mx = encode_map(xc, N, K, C::BM), mw = encode_map(wc, M, K, C::BN);
+  const int64_t m_tiles = (M + C::BN - 1) / C::BN, tiles = m_tiles * ((N + C::BM - 1) / C::BM);
+  QUEST_CHECK(tiles < (int64_t(1) << 31), "s8_gemm_sm90: {} tiles", tiles);
+  s8_gemm_kernel<C><<<unsigned(tiles), C::kThreads, C::kSmem, stream>>>(
+      mx, mw, y, sx, sw, int(N), int(M), int((K + kBK - 1) / kBK), int(m_tiles));
+  QUEST_CUDA_CHECK(cudaGetLastError());
+}
+
+bool aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
+
+}  // namespace
+
+bool s8_gemm_sm90_available() {
+  // 0: unknown, 1: no, 2: yes, per device.
+  static std::atomic<int> state[kMaxDevices] = {};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return false;
+  int v = state[dev].load(std::memory_order_acquire);
+  if (v == 0) {
+    int major = 0, minor = 0;
+    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+              major == 9 && minor == 0;
+    if (ok) {
+      // The sm_90a cubin must be the one this device loads (not a PTX or an sm_80 fallback).
+      cudaFuncAttributes attr{};
+      ok = cudaFuncGetAttributes(&attr, s8_gemm_kernel<CfgL>) == cudaSuccess &&
+           attr.binaryVersion == 90;
+      cudaGetLastError();  // clear a failed query's error
+    }
+    v = ok ? 2 : 1;
+    state[dev].store(v, std::memory_order_release);
+  }
+  return v == 2;
+}
+
+bool s8_gemm_sm90_supports(const bf16* y, const int8_t* xc, const float* sx, const int8_t* wc,
+                           const float* sw, int64_t N, int64_t K, int64_t M) {
+  return N >= 0 && M >= 0 && N < (int64_t(1) << 31) && M < (int64_t(1) << 31) && K > 0 &&
+         K % 16 == 0 && K <= 133000 && M % 8 == 0 && aligned(xc, 16) && aligned(wc, 16) &&
+         aligned(y, 16) && aligned(sx, 8) && aligned(sw, 8);
+}
+
+S8Sm90Tile s8_gemm_sm90_tile(int64_t N, int64_t K, int64_t M) {
+  (void)N, (void)K, (void)M;
+  return S8Sm90Tile::k128x256;
+}
+
+const char* s8_gemm_sm90_tile_name(S8Sm90Tile tile) {
+  return tile == S8Sm90Tile::k128x256   ? "128x256 (4 stages, 1 CTA/SM)"
+         : tile == S8Sm90Tile::k128x128 ? "128x128 (3 stages, 2 CTAs/SM)"
+                                        : "auto";
+}
+
+void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
+                  int64_t N, int64_t K, int64_t M, cudaStream_t stream, S8Sm90Tile tile) {
+  QUEST_CHECK(s8_gemm_sm90_available(),
+              "s8_gemm_sm90: the current device is not sm_90 or the binary lacks sm_90a code");
+  QUEST_CHECK(s8_gemm_sm90_supports(y, xc, sx, wc, sw, N, K, M),
+              "s8_gemm_sm90: shape N={} K={} M={} (K a positive multiple of 16 up to 133000, "
+              "M % 8 == 0, N, M < 2^31) or alignment (xc, wc, y 16 bytes; sx, sw 8 bytes)",
+              N, K, M);
+  if (N == 0 || M == 0) return;
+  if (tile == S8Sm90Tile::kAuto) tile = s8_gemm_sm90_tile(N, K, M);
+  if (tile == S8Sm90Tile::k128x128)
+    launch<CfgS>(y, xc, sx, wc, sw, N, K, M, stream);
+  else
+    launch<CfgL>(y, xc, sx, wc, sw, N, K, M, stream);
+}
+
+}  // namespace quest::cuda

@@ -1,0 +1,44 @@
+#pragma once
+// Our own Hopper (sm_90a) int8 tensor-core GEMM with the low-bit product's row scales in its
+// epilogue and bf16 out: the kInt8 route of LowbitGemm::forward on H100/H200 (lowbit_gemm.h),
+// without cuBLASLt's int32 round trip and scaling pass. Design and invariants: s8_gemm_sm90.cu.
+//
+// Conventions (those of src/ops/cuda_ops.h): device pointers, row-major, asynchronous on `stream`,
+// host-side argument checks throwing quest::Error. Allocates nothing; each call encodes two TMA
+// descriptors on the host (kernel parameters), so it may be captured into a CUDA graph.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace quest::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// True when this process's current device can run s8_gemm_sm90: compute capability 9.0 and the
+// binary carries the kernel's sm_90a code (cached per device).
+bool s8_gemm_sm90_available();
+
+// True when (N, K, M) and the pointers meet s8_gemm_sm90's requirements (below), so a caller can
+// fall back to another route instead of catching the error.
+bool s8_gemm_sm90_supports(const bf16* y, const int8_t* xc, const float* sx, const int8_t* wc,
+                           const float* sw, int64_t N, int64_t K, int64_t M);
+
+// y[n, m] = bf16((float(acc[n, m]) * (0.25f * sx[n])) * sw[m]), each product rounded to nearest
+// fp32 in that order (lowbit_scale_int32's arithmetic, so the bits equal the cuBLASLt route's),
+// acc = sum_k xc[n, k] * wc[m, k] exactly in int32.
+// xc [N, K], wc [M, K] int8 row-major (both K-major); y [N, M] bf16 row-major; sx [N], sw [M] fp32.
+// Requirements (quest::Error otherwise): s8_gemm_sm90_available(); K a positive multiple of 16
+// (the tile's K tail is zero-filled by TMA), K <= 133,000 (int32 sums of 7-bit codes);
+// M % 8 == 0; N, M < 2^31; xc, wc, y 16-byte aligned and sx, sw 8-byte aligned. N and M need not
+// be multiples of the tile.
+enum class S8Sm90Tile : int { kAuto = 0, k128x256 = 1, k128x128 = 2 };
+void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
+                  int64_t N, int64_t K, int64_t M, cudaStream_t stream,
+                  S8Sm90Tile tile = S8Sm90Tile::kAuto);
+
+// The tile kAuto picks for a shape (the benchmark prints it).
+S8Sm90Tile s8_gemm_sm90_tile(int64_t N, int64_t K, int64_t M);
+const char* s8_gemm_sm90_tile_name(S8Sm90Tile tile);
+
+}  // namespace quest::cuda
