@@ -29,7 +29,7 @@ struct EvalOptions {
   std::string model, data, split = "val", hellaswag, tokenizer, json, device = "auto";
   int64_t batch = 8, windows = 0, limit = 0;
   int zstd_level = 19;
-  bool prepend_eot = false;
+  bool prepend_eot = false, lowbit_product = true;
 };
 
 void run_eval(const EvalOptions& o) {
@@ -56,7 +56,10 @@ void run_eval(const EvalOptions& o) {
 
   std::unique_ptr<Engine> engine;
   if (gpu) {
-    engine = make_engine("cuda", model.config(), f.loaded.quant, AdamWConfig{}, o.batch);
+    // A packed export's product weights carry no integer codes: its layers multiply in bf16.
+    EngineOptions options;
+    options.lowbit_product = o.lowbit_product;
+    engine = make_engine("cuda", model.config(), f.loaded.quant, AdamWConfig{}, o.batch, options);
     engine->load_model(model);
   }
   // Per-token losses (when `losses` is not null) and their sum, on the chosen device.
@@ -133,6 +136,9 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--batch-size", o->batch, "Sequences per forward pass")->check(CLI::Range(1, 4096))->capture_default_str();
   cmd->add_option("--device", o->device, "cpu, cuda, or auto (the GPU when one is present)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
+  cmd->add_option("--lowbit-product", o->lowbit_product,
+                  "GPU, checkpoints: int8 forward products as in training (false: bf16 products, as an export's)")
+      ->capture_default_str();
   cmd->add_option("--windows", o->windows, "Evaluate the first N windows of the split (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->add_option("--hellaswag", o->hellaswag, "HellaSwag JSONL (ctx, endings, label; .zst allowed)")->check(CLI::ExistingFile);
   cmd->add_option("--limit", o->limit, "HellaSwag: the first N items (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();

@@ -33,8 +33,10 @@ ModelConfig eval_config() {
   return c;
 }
 
-std::unique_ptr<Engine> gpu_engine(LoadedModel& m, int64_t batch) {
-  auto e = make_engine("cuda", m.model->config(), m.quant, AdamWConfig{}, batch);
+std::unique_ptr<Engine> gpu_engine(LoadedModel& m, int64_t batch, bool lowbit_product = true) {
+  EngineOptions options;
+  options.lowbit_product = lowbit_product;
+  auto e = make_engine("cuda", m.model->config(), m.quant, AdamWConfig{}, batch, options);
   e->load_model(*m.model);
   return e;
 }
@@ -180,7 +182,9 @@ class CudaEvalExport : public ::testing::TestWithParam<const char*> {};
 // The export (f32 float tensors, so only the quantized layers are coded) loaded into the engine
 // gives the checkpoint's loss on the GPU: its decoded codes, installed as the product weights, are
 // the weights the checkpoint's quantizers produce on the device (both then rounded to bf16), and
-// the learned quantizer parameters (LSQ's steps) travel with it.
+// the learned quantizer parameters (LSQ's steps) travel with it. Both with bf16 products: an
+// export's product weights carry no integer codes, so the engine multiplies them in bf16
+// (CudaLinearOp::set_product_weight), while a checkpoint's layers take the int8 product by default.
 TEST_P(CudaEvalExport, GivesTheCheckpointsLoss) {
   QUEST_REQUIRE_CUDA();
   const ModelConfig c = eval_config();
@@ -190,7 +194,7 @@ TEST_P(CudaEvalExport, GivesTheCheckpointsLoss) {
   const std::string path = dir / "m.safetensors";
   export_packed(m, path, {FloatFormat::F32, ""});
   LoadedModel r = load_packed(path, 4);
-  auto checkpoint = gpu_engine(m, 4), exported = gpu_engine(r, 4);
+  auto checkpoint = gpu_engine(m, 4, false), exported = gpu_engine(r, 4, false);
 
   double ck_sum = 0, ex_sum = 0, cpu_sum = 0;
   int64_t n = 0;

@@ -1,0 +1,224 @@
+// CudaLinearOp's two options (cuda_linear_op.h): the int8 forward product from the quantizer's
+// codes, and w2 taking w1's quantized input.
+// - CudaLowbitLinear.*: the integer product equals the exact product of the dequantized operands
+//   (recovered from the op's saved xq, wq and steps) up to the output's bf16 rounding; the
+//   backward is bit for bit the bf16 path's; the weight's codes come from prepare_weight only.
+// - CudaSharedInput.*: a layer that takes another's quantized input computes bit for bit what it
+//   computes quantizing the same x itself, forward and backward; sharing is refused where the
+//   quantizers could differ.
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "quant/cuda/cuda_linear_op.h"
+#include "quant/quant_spec.h"
+
+namespace quest {
+namespace {
+
+using cuda::bf16;
+using cuda::CudaLinearOp;
+using cuda_test::DeviceBuffer;
+using cuda_test::download;
+using cuda_test::download_bf16;
+using cuda_test::round_bf16;
+using cuda_test::upload;
+using cuda_test::upload_bf16;
+
+constexpr int64_t kIn = 640, kOut = 384, kRows = 200, kMaxRows = 256;
+
+std::vector<float> randn(int64_t n, uint64_t seed, double scale = 1.0) {
+  Rng rng(seed);
+  return cuda_test::randn(rng, size_t(n), scale);
+}
+
+double rms(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += double(x) * x;
+  return std::sqrt(s / double(v.size()));
+}
+
+// The exact operand of a product from its bf16 copy and the row steps: xq = c * step / 2 with an
+// odd integer |c| <= 127, and bf16(xq) is within 2^-9 of it, so c = rint(2 * bf16(xq) / step).
+std::vector<double> exact_operand(const std::vector<float>& q16, const std::vector<float>& step,
+                                  int64_t cols) {
+  std::vector<double> out(q16.size());
+  for (size_t i = 0; i < q16.size(); ++i) {
+    const double s = step[i / size_t(cols)];
+    const double c = std::rint(2.0 * q16[i] / s);
+    EXPECT_EQ(std::fmod(std::fabs(c), 2.0), 1.0) << "not an odd code at " << i;
+    out[i] = c * double(float(s)) / 2.0;
+  }
+  return out;
+}
+
+struct Layer {
+  cuda::Blas blas;
+  cuda::LowbitGemm gemm;
+  CudaLinearOp op;
+  Layer(const std::string& cfg, bool lowbit) : op(kIn, kOut, kMaxRows, QuantConfig::parse(cfg), blas) {
+    EXPECT_EQ(op.use_lowbit_product(lowbit ? &gemm : nullptr), lowbit);
+  }
+};
+
+class CudaLowbitLinear : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaLowbitLinear, ForwardIsTheDequantizedProduct) {
+  QUEST_REQUIRE_CUDA();
+  const auto x = round_bf16(randn(kRows * kIn, 1));
+  const auto w = randn(kOut * kIn, 2, 0.05);
+  auto dx_in = upload_bf16(x);
+  auto dw = upload(w);
+  Layer L(GetParam(), true);
+  L.op.prepare_weight(dw.get(), nullptr);
+  ASSERT_TRUE(L.op.lowbit_active());
+  DeviceBuffer<bf16> y(size_t(kRows * kOut));
+  L.op.forward(dx_in.get(), y.get(), kRows, nullptr);
+  cuda_test::sync();
+
+  const auto xq = exact_operand(download_bf16(L.op.product_input(), size_t(kRows * kIn)),
+                                download(L.op.input_quantizer()->row_steps(), size_t(kRows)), kIn);
+  const auto wq = exact_operand(download_bf16(L.op.product_weight(), size_t(kOut * kIn)),
+                                download(L.op.weight_quantizer()->row_steps(), size_t(kOut)), kIn);
+  std::vector<float> want(size_t(kRows * kOut));
+  for (int64_t n = 0; n < kRows; ++n)
+    for (int64_t m = 0; m < kOut; ++m) {
+      double s = 0;
+      for (int64_t k = 0; k < kIn; ++k) s += xq[size_t(n * kIn + k)] * wq[size_t(m * kIn + k)];
+      want[size_t(n * kOut + m)] = float(s);
+    }
+  // Exact integer sums and fp32 scales: only the bf16 rounding of y (2^-9 relative) remains.
+  const auto got = download_bf16(y);
+  EXPECT_TRUE(cuda_test::all_close(got, want, 1e-6 * rms(want), 1.0 / 256, "y"));
+}
+
+TEST_P(CudaLowbitLinear, BackwardIsTheBf16PathsBitForBit) {
+  QUEST_REQUIRE_CUDA();
+  const auto x = round_bf16(randn(kRows * kIn, 3));
+  const auto w = randn(kOut * kIn, 4, 0.05);
+  const auto dy = round_bf16(randn(kRows * kOut, 5));
+  auto dx_in = upload_bf16(x);
+  auto dw32 = upload(w);
+  auto ddy = upload_bf16(dy);
+  std::vector<float> ys[2], dxs[2], dws[2];
+  for (int lowbit = 0; lowbit < 2; ++lowbit) {
+    Layer L(GetParam(), lowbit == 1);
+    L.op.prepare_weight(dw32.get(), nullptr);
+    EXPECT_EQ(L.op.lowbit_active(), lowbit == 1);
+    DeviceBuffer<bf16> y(size_t(kRows * kOut)), dx(size_t(kRows * kIn));
+    auto grad = upload(std::vector<float>(size_t(kOut * kIn), 0.25f));
+    L.op.forward(dx_in.get(), y.get(), kRows, nullptr);
+    L.op.backward(ddy.get(), dx.get(), grad.get(), kRows, nullptr);
+    cuda_test::sync();
+    ys[lowbit] = download_bf16(y);
+    dxs[lowbit] = download_bf16(dx);
+    dws[lowbit] = download(grad);
+  }
+  EXPECT_TRUE(cuda_test::bit_equal(dxs[1], dxs[0], "dx"));
+  EXPECT_TRUE(cuda_test::bit_equal(dws[1], dws[0], "dw"));
+  // The two forwards differ only by the rounding of the operands to bf16 in the bf16 path.
+  EXPECT_TRUE(cuda_test::all_close(ys[1], ys[0], 0.02 * rms(ys[0]), 1.0 / 32, "y"));
+  EXPECT_FALSE(cuda_test::bit_equal(ys[1], ys[0], "y"));  // the integer path really ran
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, CudaLowbitLinear,
+                         ::testing::Values("w=quest:4,a=quest:4", "w=quest:1,a=quest:1",
+                                           "w=quest:7,a=quest:2", "w=hadamard-ste:3,a=hadamard-clip:4"),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& c : s)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return s;
+                         });
+
+TEST(CudaLowbitLinearChecks, WhereItAppliesAndWeightCodesOncePerStep) {
+  QUEST_REQUIRE_CUDA();
+  cuda::Blas blas;
+  cuda::LowbitGemm gemm;
+  for (const char* cfg : {"w=quest:8,a=quest:8", "w=quest:4,a=lsq:4", "w=quest:4",
+                          "w=quest:4,a=quest:4,form=full", "w=ste:4,a=ste:4"}) {
+    CudaLinearOp op(kIn, kOut, kMaxRows, QuantConfig::parse(cfg), blas);
+    EXPECT_FALSE(op.use_lowbit_product(&gemm)) << cfg;
+  }
+  CudaLinearOp op(kIn, kOut, kMaxRows, QuantConfig::parse("w=quest:4,a=quest:4"), blas);
+  ASSERT_TRUE(op.use_lowbit_product(&gemm));
+  EXPECT_FALSE(op.lowbit_active());  // until prepare_weight writes the weight's codes
+  auto w = upload(randn(kOut * kIn, 6, 0.05));
+  auto x = upload_bf16(randn(kRows * kIn, 7));
+  DeviceBuffer<bf16> y1(size_t(kRows * kOut)), y2(size_t(kRows * kOut));
+  op.prepare_weight(w.get(), nullptr);
+  op.forward(x.get(), y1.get(), kRows, nullptr);
+  // Changing the master weight without prepare_weight changes nothing: the codes are the step's.
+  QUEST_CUDA_CHECK(cudaMemset(w.get(), 0, size_t(kOut * kIn) * sizeof(float)));
+  op.forward(x.get(), y2.get(), kRows, nullptr);
+  cuda_test::sync();
+  EXPECT_TRUE(cuda_test::bit_equal(download_bf16(y2), download_bf16(y1), "y"));
+  // A packed export's values have no codes: the bf16 product until the next prepare_weight.
+  op.set_product_weight(op.product_weight(), nullptr);
+  EXPECT_FALSE(op.lowbit_active());
+  op.prepare_weight(w.get(), nullptr);
+  EXPECT_TRUE(op.lowbit_active());
+}
+
+class CudaSharedInput : public ::testing::TestWithParam<bool> {};  // the int8 product on / off
+
+TEST_P(CudaSharedInput, SameAsQuantizingItself) {
+  QUEST_REQUIRE_CUDA();
+  const bool lowbit = GetParam();
+  const std::string cfg = "w=quest:4,a=quest:4";
+  const auto x = round_bf16(randn(kRows * kIn, 8));
+  const auto dy = round_bf16(randn(kRows * kOut, 9));
+  auto dx_in = upload_bf16(x);
+  auto ddy = upload_bf16(dy);
+  auto w1 = upload(randn(kOut * kIn, 10, 0.05)), w2 = upload(randn(kOut * kIn, 11, 0.05));
+  Layer a(cfg, lowbit), b(cfg, lowbit), alone(cfg, lowbit);
+  ASSERT_TRUE(b.op.share_input_quantization(a.op));
+  a.op.prepare_weight(w1.get(), nullptr);
+  b.op.prepare_weight(w2.get(), nullptr);
+  alone.op.prepare_weight(w2.get(), nullptr);
+  DeviceBuffer<bf16> ya(size_t(kRows * kOut)), yb(size_t(kRows * kOut)), y0(size_t(kRows * kOut));
+  DeviceBuffer<bf16> dxa(size_t(kRows * kIn)), dxb(size_t(kRows * kIn)), dx0(size_t(kRows * kIn));
+  auto gb = upload(std::vector<float>(size_t(kOut * kIn), 0.0f));
+  auto g0 = upload(std::vector<float>(size_t(kOut * kIn), 0.0f));
+  // A different x first: b must not take a's input of another tensor.
+  auto other = upload_bf16(randn(kRows * kIn, 12));
+  b.op.forward(other.get(), yb.get(), kRows, nullptr);
+  EXPECT_NE(b.op.input_quantizer(), a.op.input_quantizer());
+  a.op.forward(dx_in.get(), ya.get(), kRows, nullptr);
+  b.op.forward(dx_in.get(), yb.get(), kRows, nullptr);
+  EXPECT_EQ(b.op.input_quantizer(), a.op.input_quantizer());
+  alone.op.forward(dx_in.get(), y0.get(), kRows, nullptr);
+  a.op.backward(ddy.get(), dxa.get(), nullptr, kRows, nullptr);
+  b.op.backward(ddy.get(), dxb.get(), gb.get(), kRows, nullptr);
+  alone.op.backward(ddy.get(), dx0.get(), g0.get(), kRows, nullptr);
+  cuda_test::sync();
+  EXPECT_TRUE(cuda_test::bit_equal(download_bf16(yb), download_bf16(y0), "y"));
+  EXPECT_TRUE(cuda_test::bit_equal(download_bf16(dxb), download_bf16(dx0), "dx"));
+  EXPECT_TRUE(cuda_test::bit_equal(download(gb), download(g0), "dw"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Product, CudaSharedInput, ::testing::Bool());
+
+TEST(CudaSharedInputChecks, RefusedWhereTheQuantizersCouldDiffer) {
+  QUEST_REQUIRE_CUDA();
+  cuda::Blas blas;
+  auto op = [&](const char* cfg, int64_t in = kIn) {
+    return std::make_unique<CudaLinearOp>(in, kOut, kMaxRows, QuantConfig::parse(cfg), blas);
+  };
+  auto src = op("w=quest:4,a=quest:4");
+  EXPECT_FALSE(op("w=quest:4,a=quest:3")->share_input_quantization(*src));   // another spec
+  EXPECT_FALSE(op("w=quest:4,a=quest:4", 768)->share_input_quantization(*src));  // another K
+  EXPECT_FALSE(op("w=quest:4")->share_input_quantization(*src));             // no input quantizer
+  auto lsq = op("w=quest:4,a=lsq:4");
+  EXPECT_FALSE(op("w=quest:4,a=lsq:4")->share_input_quantization(*lsq));    // learned step
+  EXPECT_FALSE(src->share_input_quantization(*src));
+  EXPECT_TRUE(op("w=quest:2,a=quest:4")->share_input_quantization(*src));   // weights may differ
+}
+
+}  // namespace
+}  // namespace quest
