@@ -24,6 +24,15 @@
 #include "train/adamw.h"
 
 namespace quest {
+namespace cuda {
+// Internal entry points of src/ops/cuda/rope.cu (not in cuda_ops.h): the per-pair kernel (the
+// bitwise reference of the table path) and the table path with a given rows-per-block.
+void rope_apply_reference(bf16* qkv, int64_t B, int64_t T, int64_t n_head, int64_t head_dim,
+                          float theta, int64_t pos0, float sign, cudaStream_t stream);
+void rope_apply_rows(bf16* qkv, int64_t B, int64_t T, int64_t n_head, int64_t head_dim, float theta,
+                     int64_t pos0, float sign, int rows, cudaStream_t stream);
+}  // namespace cuda
+
 namespace {
 
 using namespace cuda_test;
@@ -304,6 +313,55 @@ TEST(CudaRope, ForwardAndBackwardMatchCpu) {
           v_got.push_back(got[row * 3 * C + j]), v_in.push_back(x[row * 3 * C + j]);
       EXPECT_TRUE(bit_equal(v_got, v_in, what + " (v untouched)"));
     }
+  }
+}
+
+// The table path (cos/sin computed once per head_dim, theta into a device table) against the
+// per-pair kernel it replaced, bit for bit on the whole buffer (v and the element before an offset
+// start included): odd T and B*T (partial row blocks), pos0 > 0 (a table grown past its first
+// size), head_dim 64 and 128, and the pair-wise path (VEC = 2): an unaligned qkv, C % 8 != 0, and
+// head_dim % 8 != 0 with C % 8 == 0. Positions past the table's size limit take the per-pair path.
+TEST(CudaRope, TableMatchesPerPairKernelBitwise) {
+  QUEST_REQUIRE_CUDA();
+  Rng rng(21);
+  struct Case {
+    int64_t B, T, H, HD, pos0, offset;
+    float theta;
+    int rows;
+  };
+  const Case cases[] = {{3, 37, 5, 128, 0, 0, 10000.0f, 4},   {2, 37, 10, 64, 1000, 0, 10000.0f, 4},
+                        {1, 77, 4, 128, 30001, 0, 10000.0f, 4}, {1, 5, 2, 128, 0, 0, 500000.0f, 4},
+                        {2, 19, 3, 64, 0, 0, 10000.0f, 1},     {2, 19, 3, 64, 5, 0, 10000.0f, 2},
+                        {4, 33, 5, 128, 0, 0, 10000.0f, 8},    {2, 37, 5, 128, 3, 1, 10000.0f, 2},
+                        {2, 13, 3, 6, 7, 0, 10000.0f, 4},      {3, 11, 2, 12, 40, 0, 10000.0f, 4},
+                        {1, 3, 2, 64, int64_t(1) << 24, 0, 10000.0f, 4}};
+  for (const Case& c : cases) {
+    const int64_t C = c.H * c.HD, n = c.offset + c.B * c.T * 3 * C;
+    for (const float sign : {1.0f, -1.0f}) {
+      const std::string tag = " B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " H=" +
+                              std::to_string(c.H) + " head_dim=" + std::to_string(c.HD) + " pos0=" +
+                              std::to_string(c.pos0) + " offset=" + std::to_string(c.offset) +
+                              " rows=" + std::to_string(c.rows) + " sign=" + std::to_string(int(sign));
+      const auto x = randn(rng, n, 4.0, true);
+      auto want = upload_bf16(x), got = upload_bf16(x);
+      gpu::rope_apply_reference(want.get() + c.offset, c.B, c.T, c.H, c.HD, c.theta, c.pos0, sign, kStream);
+      gpu::rope_apply_rows(got.get() + c.offset, c.B, c.T, c.H, c.HD, c.theta, c.pos0, sign, c.rows, kStream);
+      sync();
+      EXPECT_TRUE(bit_equal(download_bf16(got), download_bf16(want), "rope table vs per-pair" + tag));
+    }
+  }
+  // The public entry points take the same path.
+  const int64_t B = 2, T = 37, H = 5, HD = 128, n = B * T * 3 * H * HD;
+  const auto x = randn(rng, n, 1.0, true);
+  for (const bool backward : {false, true}) {
+    auto want = upload_bf16(x), got = upload_bf16(x);
+    gpu::rope_apply_reference(want, B, T, H, HD, 10000.0f, 11, backward ? -1.0f : 1.0f, kStream);
+    if (backward)
+      gpu::rope_backward(got, B, T, H, HD, 10000.0f, 11, kStream);
+    else
+      gpu::rope_forward(got, B, T, H, HD, 10000.0f, 11, kStream);
+    sync();
+    EXPECT_TRUE(bit_equal(download_bf16(got), download_bf16(want), backward ? "rope_backward" : "rope_forward"));
   }
 }
 
