@@ -46,7 +46,9 @@ using cuda_test::upload;
       GTEST_SKIP() << "s8_gemm_sm90 needs an sm_90 device and sm_90a code";           \
   } while (0)
 
-constexpr int64_t kTail = 4096;  // poisoned bf16 entries after y[N, M]
+constexpr int64_t kTail = 4096;
+constexpr S8Sm90Tile kTiles[] = {S8Sm90Tile::k128x256, S8Sm90Tile::k128x128,
+                                 S8Sm90Tile::k128x256p};  // poisoned bf16 entries after y[N, M]
 
 struct Problem {
   int64_t N, K, M;
@@ -192,7 +194,7 @@ void check_problem(const Problem& p, bool cpu_all_rows) {
   const auto ref = cublaslt_bits(p, d);
   EXPECT_TRUE(matches_cpu(p, ref, cpu_all_rows ? std::vector<int64_t>{} : sample_rows(p.N),
                           "cuBLASLt route " + describe(p)));
-  for (const S8Sm90Tile tile : {S8Sm90Tile::k128x256, S8Sm90Tile::k128x128}) {
+  for (const S8Sm90Tile tile : kTiles) {
     const auto got = sm90_bits(p, d, tile);
     EXPECT_TRUE(same_bits(got, ref, p.M,
                           std::string("sm90 ") + cuda::s8_gemm_sm90_tile_name(tile) + " vs cuBLASLt " +
@@ -243,7 +245,7 @@ void check_constant(int c, int64_t N, int64_t K, int64_t M) {
       bad += ref[size_t(n * M + m)] != reference_bits(acc, p.sx[size_t(n)], p.sw[size_t(m)]);
     }
   EXPECT_EQ(bad, 0) << "cuBLASLt route, all " << c << " over K = " << K;
-  for (const S8Sm90Tile tile : {S8Sm90Tile::k128x256, S8Sm90Tile::k128x128})
+  for (const S8Sm90Tile tile : kTiles)
     EXPECT_TRUE(same_bits(sm90_bits(p, d, tile), ref, M,
                           "all " + std::to_string(c) + " " + describe(p) + " " +
                               cuda::s8_gemm_sm90_tile_name(tile)));

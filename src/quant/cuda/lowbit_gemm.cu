@@ -1,5 +1,6 @@
 // The low-precision forward product (lowbit_gemm.h): the fused code quantizer, the cuBLASLt
-// integer / FP8 products and the int32 scaling pass.
+// integer / FP8 products and the int32 scaling pass; on sm_90 the kInt8 route calls our own
+// kernel instead (s8_gemm_sm90.cu).
 //
 // Kernel invariants
 // - Both quantizer kernels produce DeviceQuantizer's bits (lowbit_gemm.h); the test compares them.
@@ -20,7 +21,9 @@
 //   and the chunk's two mask words are assembled by OR-reductions over the warp (entry 4l + j is
 //   bit 4 (l % 16) + j of word l / 16).
 // - lowbit_scale_kernel: grid-stride over groups of 4 consecutive outputs of one row (M % 4 == 0):
-//   one 16-byte int32 read and one 8-byte bf16 write per group.
+//   one 16-byte int32 read and one 8-byte bf16 write per group. Its arithmetic is repeated in
+//   s8_gemm_sm90.cu's epilogue (the kInt8 route on sm_90), which must give the same bits: change
+//   both together.
 #include <cublasLt.h>
 #include <cuda_fp8.h>
 

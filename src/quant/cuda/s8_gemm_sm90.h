@@ -16,7 +16,9 @@ namespace quest::cuda {
 using bf16 = __nv_bfloat16;
 
 // True when this process's current device can run s8_gemm_sm90: compute capability 9.0 and the
-// binary carries the kernel's sm_90a code (cached per device).
+// binary carries the kernel's sm_90a code (cached per device). The check reads the loaded code's
+// binary version (90): a build with only compute_90 PTX (no sm_90a cubin) would pass it with an
+// empty kernel, so build for 90a-real (the project's default, with 80-real).
 bool s8_gemm_sm90_available();
 
 // True when (N, K, M) and the pointers meet s8_gemm_sm90's requirements (below), so a caller can
@@ -32,7 +34,9 @@ bool s8_gemm_sm90_supports(const bf16* y, const int8_t* xc, const float* sx, con
 // (the tile's K tail is zero-filled by TMA), K <= 133,000 (int32 sums of 7-bit codes);
 // M % 8 == 0; N, M < 2^31; xc, wc, y 16-byte aligned and sx, sw 8-byte aligned. N and M need not
 // be multiples of the tile.
-enum class S8Sm90Tile : int { kAuto = 0, k128x256 = 1, k128x128 = 2 };
+// Tile (BM x BN) and schedule: kAuto picks by shape (s8_gemm_sm90_tile); the others force one
+// (tests, benchmark). k128x256p: persistent grid (one CTA per SM looping over the tiles).
+enum class S8Sm90Tile : int { kAuto = 0, k128x256 = 1, k128x128 = 2, k128x256p = 3 };
 void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
                   int64_t N, int64_t K, int64_t M, cudaStream_t stream,
                   S8Sm90Tile tile = S8Sm90Tile::kAuto);
