@@ -48,6 +48,18 @@ struct CpuBackend {
                         const float* w, const float* rstd, int64_t N, int64_t d) {
     cpu::rmsnorm_backward(dx, dw, dout, x, w, rstd, N, d);
   }
+  // The producer and its linear layer (CudaBackend fuses them); here the plain composition.
+  void rmsnorm_linear_forward(LinearOp& lin, LinearOp* /*also_reads_ln*/, float* ln, float* rstd,
+                              const float* x, const float* w, float* y, int64_t N, int64_t d,
+                              float eps) {
+    rmsnorm_forward(ln, rstd, x, w, N, d, eps);
+    lin.forward(ln, y, N);
+  }
+  void swiglu_linear_forward(LinearOp& lin, float* g, const float* a, const float* b, float* y,
+                             int64_t N, int64_t H) {
+    swiglu_forward(g, a, b, N * H);
+    lin.forward(g, y, N);
+  }
   void rope_forward(float* qkv, int64_t B, int64_t T, int64_t nh, int64_t hd, float theta, int64_t pos0) {
     cpu::rope_forward(qkv, B, T, nh, hd, theta, pos0);
   }

@@ -11,6 +11,7 @@
 #include <memory>
 #include <utility>
 
+#include "core/error.h"
 #include "ops/cuda/device_profile.h"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/cuda_linear_op.h"
@@ -109,6 +110,24 @@ struct CudaBackend {
                         const float* rstd, int64_t N, int64_t d) {
     QUEST_DEVICE_PROFILE("rmsnorm_backward", stream);
     cuda::rmsnorm_backward(dx, dx_copy, dw, dout, x, master(w), rstd, N, d, rms_scratch, stream);
+  }
+  // RMSNorm and the linear layer reading its output (CudaLinearOp::forward_rmsnorm: fused with
+  // the layer's input quantizer where it can be). ln is written only where a reader needs it:
+  // `also_reads_ln`, a second layer on the same ln, unless it takes lin's quantized input.
+  void rmsnorm_linear_forward(Linear& lin, Linear* also_reads_ln, Act* ln, float* rstd, const Res* x,
+                              const Weight* w, Act* y, int64_t N, int64_t d, float eps) {
+    QUEST_CHECK(d == lin.op().in_features(), "rmsnorm_linear_forward: d {} vs in_features {}", d,
+                lin.op().in_features());
+    const bool write_ln = also_reads_ln && !also_reads_ln->op().shares_input_with(lin.op());
+    lin.op().forward_rmsnorm(x, master(w), eps, rstd, ln, write_ln, y, N, stream);
+  }
+  // SwiGLU and the down projection (CudaLinearOp::forward_swiglu); g has no other reader (the
+  // backward recomputes from a and b), so the fused pass does not write it.
+  void swiglu_linear_forward(Linear& lin, Act* g, const Act* a, const Act* b, Act* y, int64_t N,
+                             int64_t H) {
+    QUEST_CHECK(H == lin.op().in_features(), "swiglu_linear_forward: H {} vs in_features {}", H,
+                lin.op().in_features());
+    lin.op().forward_swiglu(a, b, g, false, y, N, stream);
   }
   void rope_forward(Act* qkv, int64_t B, int64_t T, int64_t nh, int64_t hd, float theta, int64_t pos0) {
     QUEST_DEVICE_PROFILE("rope_forward", stream);

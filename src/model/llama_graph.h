@@ -111,17 +111,17 @@ class LlamaGraph {
       Layer& a = layers_[l];
       auto& lin = linears_[l];
       Res* res_out = l + 1 < c_.n_layer ? layers_[l + 1].res_in.get() : final_res_.get();
-      b_.rmsnorm_forward(a.ln1, a.rstd1, a.res_in, w + t[0].offset, N, d, eps);
-      lin.qkv.forward(a.ln1, a.qkv, N);
+      // RMSNorm -> QKV and SwiGLU -> w3 go through one backend call each (the CUDA backend fuses
+      // the producer into the layer's input quantizer; ln1 and g may then stay unwritten: only
+      // rstd, the residual and a, b are read by the backward). w2 reads ln2 after w1.
+      b_.rmsnorm_linear_forward(lin.qkv, nullptr, a.ln1, a.rstd1, a.res_in, w + t[0].offset, a.qkv, N, d, eps);
       b_.rope_forward(a.qkv, B, T, nh, hd, c_.rope_theta, 0);
       b_.attention_forward(a.att, a.att_saved, a.qkv, B, T, nh, hd);
       lin.wo.forward(a.att, tmp_, N);
       b_.add(a.res_mid, a.res_in, tmp_, N * d);
-      b_.rmsnorm_forward(a.ln2, a.rstd2, a.res_mid, w + t[3].offset, N, d, eps);
-      lin.w1.forward(a.ln2, a.a, N);
+      b_.rmsnorm_linear_forward(lin.w1, &lin.w2, a.ln2, a.rstd2, a.res_mid, w + t[3].offset, a.a, N, d, eps);
       lin.w2.forward(a.ln2, a.b, N);
-      b_.swiglu_forward(a.g, a.a, a.b, N * H);
-      lin.w3.forward(a.g, tmp_, N);
+      b_.swiglu_linear_forward(lin.w3, a.g, a.a, a.b, tmp_, N, H);
       b_.add(res_out, a.res_mid, tmp_, N * d);
     }
     b_.rmsnorm_forward(lnf_, rstdf_, final_res_, w + final_norm().offset, N, d, eps);

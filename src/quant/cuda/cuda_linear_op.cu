@@ -1,6 +1,10 @@
 // CudaLinearOp: LinearOp (linear_op.cpp) on the device. Each step mirrors the CPU op's line for
 // line; the comments name the CPU counterpart.
 #include "quant/cuda/cuda_linear_op.h"
+
+#include <cstdlib>
+#include <cstring>
+
 #include "ops/cuda/device_profile.h"
 #include "quant/cuda/kernels.h"
 
@@ -11,6 +15,9 @@ using qdetail::device_alloc;
 CudaLinearOp::CudaLinearOp(int64_t in, int64_t out, int64_t max_rows, const QuantConfig& quant,
                            Blas& blas)
     : in_(in), out_(out), max_rows_(max_rows), quant_(quant), blas_(blas) {
+  // Measurement switch (before/after in one binary): QUEST_FUSED_PRODUCERS=0 starts with the
+  // producer-fused passes off.
+  if (const char* e = std::getenv("QUEST_FUSED_PRODUCERS")) fused_producers_ = std::strcmp(e, "0") != 0;
   QUEST_QUANT_REQUIRE(in > 0 && out > 0 && max_rows > 0, "CudaLinearOp: bad shape in=", in,
                       " out=", out, " max_rows=", max_rows);
   quant.validate();
@@ -128,7 +135,11 @@ void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t strea
   xcodes_valid_ = !shared_now_ && xc != nullptr;
   last_x_ = x;
   n_ = N;
-  if (lowbit && xc) {
+  forward_product(xc, y, N, stream);
+}
+
+void CudaLinearOp::forward_product(const int8_t* xc, bf16* y, int64_t N, cudaStream_t stream) {
+  if (lowbit_active() && xc) {
     QUEST_DEVICE_PROFILE("linear_forward_int8", stream, in_, out_);
     gemm_->forward(y, xc, input_quantizer()->row_steps(), wcodes_, wq_->row_steps(), N, in_, out_,
                    LowbitRoute::kInt8, stream);
@@ -136,6 +147,60 @@ void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t strea
   }
   QUEST_DEVICE_PROFILE("linear_forward", stream, in_, out_);
   blas_.matmul_forward(y, x_, w_, N, in_, out_, stream);
+}
+
+void CudaLinearOp::forward_fused_tail(const bf16* x, const int8_t* xc, bf16* y, int64_t N,
+                                      cudaStream_t stream) {
+  shared_now_ = false;
+  x_ = x_buf_;
+  xcodes_valid_ = xc != nullptr;
+  last_x_ = x;  // ln / g, written or not: what a sharing op's forward will name
+  n_ = N;
+  forward_product(xc, y, N, stream);
+}
+
+void CudaLinearOp::forward_rmsnorm(const float* res, const float* norm_w, float eps, float* rstd,
+                                   bf16* ln, bool write_ln, bf16* y, int64_t N,
+                                   cudaStream_t stream) {
+  QUEST_QUANT_REQUIRE(w_ != nullptr, "CudaLinearOp::forward_rmsnorm before prepare_weight");
+  QUEST_QUANT_REQUIRE(N >= 0 && N <= max_rows_, "CudaLinearOp: ", N, " rows exceed the planned ",
+                      max_rows_);
+  if (fusable()) {
+    int8_t* xc = lowbit_active() ? xcodes_ : nullptr;
+    bool done;
+    {
+      QUEST_DEVICE_PROFILE("rmsnorm_quantize_input", stream);
+      done = xq_->forward_rmsnorm(res, norm_w, eps, rstd, write_ln ? ln : nullptr, x_buf_, xc, N,
+                                  stream);
+    }
+    if (done) return forward_fused_tail(ln, xc, y, N, stream);
+  }
+  {
+    QUEST_DEVICE_PROFILE("rmsnorm_forward", stream);
+    rmsnorm_forward(ln, rstd, res, norm_w, N, in_, eps, stream);
+  }
+  forward(ln, y, N, stream);
+}
+
+void CudaLinearOp::forward_swiglu(const bf16* a, const bf16* b, bf16* g, bool write_g, bf16* y,
+                                  int64_t N, cudaStream_t stream) {
+  QUEST_QUANT_REQUIRE(w_ != nullptr, "CudaLinearOp::forward_swiglu before prepare_weight");
+  QUEST_QUANT_REQUIRE(N >= 0 && N <= max_rows_, "CudaLinearOp: ", N, " rows exceed the planned ",
+                      max_rows_);
+  if (fusable()) {
+    int8_t* xc = lowbit_active() ? xcodes_ : nullptr;
+    bool done;
+    {
+      QUEST_DEVICE_PROFILE("swiglu_quantize_input", stream);
+      done = xq_->forward_swiglu(a, b, write_g ? g : nullptr, x_buf_, xc, N, stream);
+    }
+    if (done) return forward_fused_tail(g, xc, y, N, stream);
+  }
+  {
+    QUEST_DEVICE_PROFILE("swiglu_forward", stream);
+    swiglu_forward(g, a, b, N * in_, stream);
+  }
+  forward(g, y, N, stream);
 }
 
 void CudaLinearOp::backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cudaStream_t stream) {

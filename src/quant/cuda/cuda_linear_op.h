@@ -71,6 +71,25 @@ class CudaLinearOp {
   void set_product_weight(const bf16* w, cudaStream_t stream);
 
   void forward(const bf16* x, bf16* y, int64_t N, cudaStream_t stream);
+  // forward() of the producer's output, with the producer run here (issue 9 item 3):
+  // - forward_rmsnorm: ln = rmsnorm_forward(res, norm_w, eps) (rstd written), then forward(ln);
+  // - forward_swiglu: g = swiglu_forward(a, b), then forward(g).
+  // Where the input quantizer has a producer-fused pass (DeviceQuantizer::fused_supported, the
+  // half form, fused_producers() on, not taking another op's input), one kernel computes the
+  // quantized input straight from the producer's inputs, bitwise the same xq, mask, steps and
+  // codes, and writes ln / g only when write_ln / write_g (another reader needs them); otherwise
+  // the two ops run and ln / g are always written. Either way the op remembers ln / g as its last
+  // input, so an op sharing this one's quantized input (share_input_quantization) still matches
+  // it. Same y, same backward as the plain sequence.
+  void forward_rmsnorm(const float* res, const float* norm_w, float eps, float* rstd, bf16* ln,
+                       bool write_ln, bf16* y, int64_t N, cudaStream_t stream);
+  void forward_swiglu(const bf16* a, const bf16* b, bf16* g, bool write_g, bf16* y, int64_t N,
+                      cudaStream_t stream);
+  // The producer-fused passes on (default; the environment variable QUEST_FUSED_PRODUCERS=0 at
+  // construction turns them off, for before/after measurements in one binary) or off.
+  void set_fused_producers(bool on) { fused_producers_ = on; }
+  bool fused_producers() const { return fused_producers_; }
+
   // dx[N,in] overwritten (skipped when null); dw[out,in] accumulates (skipped when null).
   void backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cudaStream_t stream);
 
@@ -86,6 +105,9 @@ class CudaLinearOp {
   // header). Returns whether it applies: both input quantizers without a learned parameter, with
   // equal specs, equal in_features and form; false leaves this op quantizing its own input.
   bool share_input_quantization(CudaLinearOp& src);
+
+  // True when this op takes src's quantized input (share_input_quantization(src) applied).
+  bool shares_input_with(const CudaLinearOp& src) const { return share_src_ == &src; }
 
   // The quantizers (null when the role is not quantized): masks, steps, learned parameters. The
   // input quantizer is the one that quantized the last forward's input (src's when shared).
@@ -112,6 +134,13 @@ class CudaLinearOp {
 
  private:
   QuantForm form() const { return half_ ? QuantForm::Half : QuantForm::Full; }
+  // Whether forward_rmsnorm / forward_swiglu may run the fused pass.
+  bool fusable() const { return fused_producers_ && half_ && xq_ && xq_->fused_supported() && !share_src_; }
+  // After a fused pass wrote x_buf_ (and xcodes_ when xc): the bookkeeping of forward(), then
+  // the product.
+  void forward_fused_tail(const bf16* x, const int8_t* xc, bf16* y, int64_t N, cudaStream_t stream);
+  // The product y = x_ . w_ (or the integer product from xc), forward()'s last part.
+  void forward_product(const int8_t* xc, bf16* y, int64_t N, cudaStream_t stream);
 
   int64_t in_, out_, max_rows_;
   QuantConfig quant_;
@@ -135,6 +164,7 @@ class CudaLinearOp {
   // Input sharing: the source op, and whether the last forward took its input.
   CudaLinearOp* share_src_ = nullptr;
   bool shared_now_ = false;
+  bool fused_producers_ = true;
 };
 
 }  // namespace quest::cuda

@@ -29,6 +29,9 @@
 namespace quest::cuda {
 
 using bf16 = __nv_bfloat16;
+namespace qdetail {
+struct RowQuantArgs;  // kernels.h
+}
 
 // ---- Hadamard transform and conversions ---------------------------------------------------------
 // out[rows, cols] = HT(in), orthonormal 128-blocks along each row (cols % 128 == 0); bitwise equal
@@ -105,6 +108,21 @@ class DeviceQuantizer {
   void forward_with_codes(const float* x, bf16* xq, int8_t* codes, int64_t rows,
                           cudaStream_t stream);
 
+  // The Half-form forward fused into its producer (fused_quantize.cu): xq (and codes when not
+  // null, as forward_with_codes) = Q(HT(producer output)), bitwise the producer's op followed by
+  // forward()/forward_with_codes() on its bf16 output. Applies when fused_supported(): the grid
+  // family (ste / clip / trust, no learned parameter) with the transform. Returns false, launching
+  // nothing and keeping the last forward's state, where the kernel does not apply (cols over
+  // 16384, a pointer not 16-byte aligned); the caller then runs the two ops.
+  // RMSNorm (cuda::rmsnorm_forward, d = cols): x fp32 [rows, cols], w fp32 [cols]; writes rstd
+  // [rows] and, when ln is not null, the bf16 normed rows.
+  // SwiGLU (cuda::swiglu_forward): a, b bf16 [rows, cols]; when g is not null, g = silu(a) * b.
+  bool fused_supported() const;
+  bool forward_rmsnorm(const float* x, const float* w, float eps, float* rstd, bf16* ln, bf16* xq,
+                       int8_t* codes, int64_t rows, cudaStream_t stream);
+  bool forward_swiglu(const bf16* a, const bf16* b, bf16* g, bf16* xq, int8_t* codes, int64_t rows,
+                      cudaStream_t stream);
+
   // grad[rows, cols]: on entry dL/dxq of the last forward (in the domain of its xq: the transform
   // domain in the Half form), on exit dL/dx in the ORIGINAL domain (the Half form transforms back).
   // Accumulates (+=) the learned parameter's gradient. rows and form must be the last forward's.
@@ -143,6 +161,9 @@ class DeviceQuantizer {
   void backward_impl(const TS* grad, TD* dst, bool accumulate, int64_t rows, QuantForm form,
                      cudaStream_t stream);
   void check_call(int64_t rows, QuantForm form, const char* what) const;
+  // The grid family's row-kernel arguments of a forward (Grid, Fp4, Sparse48).
+  void row_args(qdetail::RowQuantArgs& a, int64_t rows, QuantForm form, int8_t* codes) const;
+  void check_codes(int8_t* codes, QuantForm form) const;
 
   QuantSpec spec_;
   Family family_;

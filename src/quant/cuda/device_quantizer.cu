@@ -118,26 +118,14 @@ void DeviceQuantizer::check_call(int64_t rows, QuantForm form, const char* what)
                       spec_.to_string(), "': the half form needs a Hadamard quantizer");
 }
 
-template <class TIn, class TOut>
-void DeviceQuantizer::forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantForm form,
-                                   cudaStream_t stream, int8_t* codes) {
-  check_call(rows, form, "forward");
+void DeviceQuantizer::check_codes(int8_t* codes, QuantForm form) const {
   QUEST_QUANT_REQUIRE(!codes || (codes_supported() && form == QuantForm::Half), "CUDA quantizer '",
                       spec_.to_string(), "': no integer codes (", codes_supported()
                       ? "the half form only" : "grid family with the transform, <= 7 bits", ")");
-  rows_ = rows;
-  form_ = form;
-  if (family_ == Family::Lsq || family_ == Family::Pact) {
-    qdetail::LearnedArgs a;
-    a.lsq = family_ == Family::Lsq;
-    a.rows = rows, a.cols = cols_, a.bits = spec_.bits;
-    a.alpha = kAlpha[spec_.bits];
-    a.param = param_, a.mask = mask_, a.negative = negative_, a.dstep = dstep_, a.step = step_;
-    a.row_sum = row_sum_;
-    qdetail::launch_learned_forward(x, xq, a, stream);
-    return;
-  }
-  qdetail::RowQuantArgs a;
+}
+
+void DeviceQuantizer::row_args(qdetail::RowQuantArgs& a, int64_t rows, QuantForm form,
+                               int8_t* codes) const {
   a.rows = rows, a.cols = cols_;
   a.bits = family_ == Family::Fp4 ? 4 : spec_.bits;
   a.unit = family_ == Family::Fp4 ? kFp4Unit : kAlpha[spec_.bits];
@@ -159,10 +147,64 @@ void DeviceQuantizer::forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantFo
   a.mask = mask_;
   a.step = step_;
   a.codes = codes;
+}
+
+template <class TIn, class TOut>
+void DeviceQuantizer::forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantForm form,
+                                   cudaStream_t stream, int8_t* codes) {
+  check_call(rows, form, "forward");
+  check_codes(codes, form);
+  rows_ = rows;
+  form_ = form;
+  if (family_ == Family::Lsq || family_ == Family::Pact) {
+    qdetail::LearnedArgs a;
+    a.lsq = family_ == Family::Lsq;
+    a.rows = rows, a.cols = cols_, a.bits = spec_.bits;
+    a.alpha = kAlpha[spec_.bits];
+    a.param = param_, a.mask = mask_, a.negative = negative_, a.dstep = dstep_, a.step = step_;
+    a.row_sum = row_sum_;
+    qdetail::launch_learned_forward(x, xq, a, stream);
+    return;
+  }
+  qdetail::RowQuantArgs a;
+  row_args(a, rows, form, codes);
   const qdetail::RowFamily f = family_ == Family::Grid  ? qdetail::RowFamily::Grid
                                : family_ == Family::Fp4 ? qdetail::RowFamily::Fp4
                                                         : qdetail::RowFamily::Sparse48;
   qdetail::launch_row_quantize(f, x, xq, a, stream);
+}
+
+bool DeviceQuantizer::fused_supported() const {
+  return family_ == Family::Grid && spec_.hadamard;  // the grid family has no learned parameter
+}
+
+bool DeviceQuantizer::forward_rmsnorm(const float* x, const float* w, float eps, float* rstd,
+                                      bf16* ln, bf16* xq, int8_t* codes, int64_t rows,
+                                      cudaStream_t stream) {
+  check_call(rows, QuantForm::Half, "forward_rmsnorm");
+  check_codes(codes, QuantForm::Half);
+  QUEST_QUANT_REQUIRE(fused_supported(), "CUDA quantizer '", spec_.to_string(),
+                      "': no producer-fused forward (grid family with the transform only)");
+  qdetail::RowQuantArgs a;
+  row_args(a, rows, QuantForm::Half, codes);
+  if (!qdetail::launch_rmsnorm_ht_grid_rows(x, w, eps, rstd, ln, xq, a, stream)) return false;
+  rows_ = rows;
+  form_ = QuantForm::Half;
+  return true;
+}
+
+bool DeviceQuantizer::forward_swiglu(const bf16* a_in, const bf16* b_in, bf16* g, bf16* xq,
+                                     int8_t* codes, int64_t rows, cudaStream_t stream) {
+  check_call(rows, QuantForm::Half, "forward_swiglu");
+  check_codes(codes, QuantForm::Half);
+  QUEST_QUANT_REQUIRE(fused_supported(), "CUDA quantizer '", spec_.to_string(),
+                      "': no producer-fused forward (grid family with the transform only)");
+  qdetail::RowQuantArgs a;
+  row_args(a, rows, QuantForm::Half, codes);
+  if (!qdetail::launch_swiglu_ht_grid_rows(a_in, b_in, g, xq, a, stream)) return false;
+  rows_ = rows;
+  form_ = QuantForm::Half;
+  return true;
 }
 
 template <class TS, class TD>

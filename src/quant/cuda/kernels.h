@@ -68,6 +68,18 @@ void launch_row_quantize(RowFamily family, const TIn* x, TOut* xq, const RowQuan
 template <class TIn, class TOut>
 bool launch_ht_grid_rows(const TIn* x, TOut* xq, const RowQuantArgs& a, cudaStream_t stream);
 
+// ---- the same fused into its producer (fused_quantize.cu) -----------------------------------------
+// The Half form only (a.ht_out false), bf16 xq. Bitwise the producer's kernel followed by
+// launch_ht_grid_rows on its bf16 output. Return false (launching nothing) where the kernel does
+// not apply (launch_ht_grid_rows's conditions, or a pointer not 16-byte aligned).
+// RMSNorm (rmsnorm_forward): x [rows, cols] fp32, w [cols] fp32; writes rstd [rows] and, when ln
+// is not null, ln = the bf16 normed rows.
+bool launch_rmsnorm_ht_grid_rows(const float* x, const float* w, float eps, float* rstd, bf16* ln,
+                                 bf16* xq, const RowQuantArgs& a, cudaStream_t stream);
+// SwiGLU (swiglu_forward): a, b [rows, cols] bf16; when g is not null, g = bf16(silu(a) * b).
+bool launch_swiglu_ht_grid_rows(const bf16* a_in, const bf16* b_in, bf16* g, bf16* xq,
+                                const RowQuantArgs& a, cudaStream_t stream);
+
 // ---- learned quantizers: LSQ and PACT (lsq_pact.cu)
 // ---------------------------------------------- Never with the Hadamard transform. The learned
 // value lives on the device (param[0]); its gradient accumulates into param[1]; param[2] receives

@@ -1,0 +1,183 @@
+#pragma once
+// The body of ht_grid_rows_kernel (the grid family with the transform, the row in registers),
+// templated on where a row's values come from: its own input tensor (ht_row_quantize.cu) or the
+// producer fused in front of it (fused_quantize.cu: RMSNorm, SwiGLU). The invariants are stated
+// at the top of ht_row_quantize.cu; a Source only changes how the S x 8 values a lane holds are
+// obtained, never the transform, the ordered sum or the quantization that follow.
+//
+// Source contract (device, all members const):
+//   void load(const RowCtx& c, int col, float (&v)[8])  the 8 values at columns col .. col + 7 of
+//       row c.r, as the quantizer's input tensor would hold them (already rounded to its type);
+//       called once per (lane, block) in the team layout, all before any use;
+//   template <int S> void finish(float (&v)[S][8], const RowCtx& c)  called by every warp of the
+//       team after the loads, before the transform; may use c.row (cols floats of shared memory,
+//       free at that point) and team_sync, and must leave c.row free again (a team barrier last).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/error.h"
+#include "ops/cuda_ops.h"
+#include "quant/cuda/device_math.cuh"
+#include "quant/cuda/ht_row_common.cuh"
+#include "quant/cuda/kernels.h"
+#include "quant/cuda/vec_fwht.cuh"
+
+namespace quest::cuda::qdetail {
+
+constexpr int kHtMaxBlocks = 2 * 8 * kVecCtaWarps;  // 128-blocks per row at S = 8, P = 8
+
+// The team position of one warp, for the Source's hooks.
+struct RowCtx {
+  int64_t r;    // the row
+  int cols, nblk;
+  int first, stride;  // this warp's blocks: first + stride * s (+ half)
+  int team, tw, P, lane;
+  float* row;  // the team's cols floats of shared memory
+};
+
+// The quantizer's own input tensor x [rows, cols].
+template <class TIn>
+struct TensorSource {
+  const TIn* x;
+  __device__ __forceinline__ void load(const RowCtx& c, int col, float (&v)[8]) const {
+    load8(x + c.r * c.cols + col, v);
+  }
+  template <int S>
+  __device__ __forceinline__ void finish(float (&)[S][8], const RowCtx&) const {}
+};
+
+// Quantize, mask, optionally transform back and store the team warp's slice.
+// With crow (the row's codes, null when not asked for) also the lane's 8 codes, one 8-byte store.
+template <bool kFinite, bool kClip, int S, class TOut>
+__device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& rg, TOut* qr,
+                                               uint8_t* mrow, int8_t* crow, bool ht_out, int nblk,
+                                               int first, int stride, int lane) {
+  const int hl = lane & 15, half = lane >> 4;
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int b0 = first + s * stride;
+    if (b0 >= nblk) break;  // warp-uniform
+    const int b = b0 + half;
+    unsigned bits;
+    if (crow) {
+      alignas(8) int8_t c[8];
+      bits = quantize8<kFinite, kClip>(v[s], rg, &c);
+      if (b < nblk)
+        *reinterpret_cast<uint2*>(crow + 128 * b + 8 * hl) = *reinterpret_cast<const uint2*>(c);
+    } else {
+      bits = quantize8<kFinite, kClip>(v[s], rg);
+    }
+    if (mrow && b < nblk) mrow[16 * b + hl] = uint8_t(bits);
+    if (ht_out) fwht128_vec(v[s], lane);
+    if (b < nblk) store8(qr + 128 * b + 8 * hl, v[s]);
+  }
+}
+
+// At S = 4, 64 registers (4 CTAs = 32 warps per SM: more bytes in flight than 3 CTAs of ~80).
+// G: virtual warps summed at once (ordered_row_sum); more chains need more registers while the
+// row is live (S = 4, G = 2 spills a few bytes at 64).
+template <class Source, class TOut, int S, bool kClip, int G>
+__global__ void __launch_bounds__(kVecCtaWarps * 32, S == 4 ? 4 : 2)
+    ht_grid_rows_kernel(Source src, TOut* xq, RowQuantArgs a, int P, int T) {
+  extern __shared__ float4 smem4[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int team = warp / P, tw = warp - team * P, rows_per_cta = kVecCtaWarps / P;
+  const int64_t r = int64_t(blockIdx.x) * rows_per_cta + team;
+  if (r >= a.rows) return;
+  const int cols = int(a.cols), nblk = cols / 128, hl = lane & 15, half = lane >> 4;
+  float* row = reinterpret_cast<float*>(smem4) + int64_t(team) * cols;
+  double* red =
+      reinterpret_cast<double*>(reinterpret_cast<float*>(smem4) + int64_t(rows_per_cta) * cols) +
+      8 * team;
+  const int first = 2 * tw, stride = 2 * P;  // this warp's blocks: first + stride * s (+ half)
+  const RowCtx ctx{r, cols, nblk, first, stride, team, tw, P, lane, row};
+
+  // Loads: all of them before any use.
+  float v[S][8];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int b = first + s * stride + half;
+    if (b < nblk) {
+      src.load(ctx, 128 * b + 8 * hl, v[s]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[s][e] = 0.0f;
+    }
+  }
+  src.template finish<S>(v, ctx);
+
+  // Transform; the transformed row is staged for the ordered sum.
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int b0 = first + s * stride;
+    if (b0 >= nblk) break;  // warp-uniform
+    fwht128_vec(v[s], lane);
+    const int b = b0 + half;
+    if (b < nblk) store8(row + 128 * b + 8 * hl, v[s]);
+  }
+  team_sync(team, P);
+
+  // row_quantize_kernel's sum of squares (see the invariants).
+  const double total = ordered_row_sum<G>(row, red, cols, T, team, tw, P, lane);
+
+  // The row's grid (row_quantize_kernel's thread 0, computed by every warp of the team).
+  const RowGrid rg = row_grid<kClip>(total, cols, a);
+  if (tw == 0 && lane == 0 && a.step) a.step[r] = rg.g.step;
+
+  uint8_t* mrow =
+      (a.mask && a.rule != 0) ? reinterpret_cast<uint8_t*>(a.mask + r * (cols / 64)) : nullptr;
+  TOut* qr = xq + r * cols;
+  int8_t* crow = a.codes ? a.codes + r * cols : nullptr;
+  if (rg.finite)
+    quantize_slice<true, kClip>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
+  else
+    quantize_slice<false, kClip>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
+}
+
+template <class Source, class TOut, int S, int G>
+void launch_ht_steps(const Source& src, TOut* xq, const RowQuantArgs& a, int P,
+                     cudaStream_t stream) {
+  const int rows_per_cta = kVecCtaWarps / P;
+  const size_t smem = size_t(rows_per_cta) * size_t(a.cols) * sizeof(float) +
+                      size_t(rows_per_cta) * 8 * sizeof(double);
+  auto kernel = a.rule == 1 ? ht_grid_rows_kernel<Source, TOut, S, true, G>
+                            : ht_grid_rows_kernel<Source, TOut, S, false, G>;
+  if (smem > 48 * 1024)
+    QUEST_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  const int64_t grid = (a.rows + rows_per_cta - 1) / rows_per_cta;
+  kernel<<<unsigned(grid), kVecCtaWarps * 32, smem, stream>>>(src, xq, a, P,
+                                                              row_kernel_threads(a.cols));
+  QUEST_CUDA_CHECK(cudaGetLastError());
+}
+
+// The shape checks every source shares (the caller checks its own pointers' alignment):
+// the transform on, whole 128-blocks, at most kHtMaxBlocks of them, codes only in the Half form
+// with <= 7 bits.
+inline bool ht_rows_shape_ok(const RowQuantArgs& a) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return a.ht_in && a.cols % 128 == 0 && a.cols / 128 <= kHtMaxBlocks &&
+         !(a.codes && (a.ht_out || a.bits > 7 || !aligned(a.codes)));
+}
+
+// Picks the register slice and team size and launches. S = 4 vectors per lane unless the row
+// needs more than 8 warps (or variant 2 asks for 8); P = the fewest warps that hold the row.
+// G (sum chains): 1 at S = 4 (2 was slower, and spills); 4 at S = 8 (measured once with 1: 0.48
+// of a copy at K = 11008 against 0.38 with 4; not switched back untested).
+template <class Source, class TOut>
+void launch_ht_rows(const Source& src, TOut* xq, const RowQuantArgs& a, cudaStream_t stream) {
+  if (a.rows == 0) return;
+  const int nblk = int(a.cols / 128);
+  const int S = a.vec_variant == 2 || nblk > 2 * 4 * kVecCtaWarps ? 8 : 4;
+  int P = 1;
+  while (2 * S * P < nblk) P *= 2;
+  if (S == 8)
+    launch_ht_steps<Source, TOut, 8, 4>(src, xq, a, P, stream);
+  else if (a.vec_variant == 3)
+    launch_ht_steps<Source, TOut, 4, 2>(src, xq, a, P, stream);
+  else
+    launch_ht_steps<Source, TOut, 4, 1>(src, xq, a, P, stream);
+}
+
+}  // namespace quest::cuda::qdetail

@@ -1,0 +1,298 @@
+// The producer-fused input quantizers (src/quant/cuda/fused_quantize.cu, issue 9 item 3) against
+// the unfused sequence they replace, bit for bit:
+// - CudaFusedQuantize.RmsNorm / .Swiglu: DeviceQuantizer::forward_rmsnorm / forward_swiglu against
+//   rmsnorm_forward / swiglu_forward followed by forward (bits 8) or forward_with_codes (bits
+//   <= 7), Half form: xq, mask, step, codes, rstd and the optional ln / g, at the model widths and
+//   a row count that is not a multiple of the rows per CTA, trust, clip and ste rules;
+// - CudaFusedLinear.*: CudaLinearOp::forward_rmsnorm / forward_swiglu against the plain ops and
+//   forward(): y, then dx and dw after the same backward; with the int8 product and with w2
+//   taking w1's quantized input (ln not written).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "cuda/cuda_test_util.h"
+#include "quant/cuda/cuda_linear_op.h"
+#include "quant/cuda/cuda_quant.h"
+#include "quant/cuda/lowbit_gemm.h"
+#include "quant/quant_spec.h"
+
+namespace quest {
+namespace {
+
+using cuda::DeviceQuantizer;
+using cuda::QuantForm;
+using cuda_test::bf16;
+using cuda_test::bit_equal;
+using cuda_test::DeviceBuffer;
+using cuda_test::download;
+using cuda_test::download_bf16;
+using cuda_test::upload;
+using cuda_test::upload_bf16;
+
+// Rows of varied scale (the steps differ per row), non-zero entries.
+std::vector<float> scaled_rows(int64_t rows, int64_t cols, uint64_t seed, double base) {
+  Rng rng(seed);
+  std::vector<float> v(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    const double s = base * std::exp(2.0 * rng.uniform() - 1.0);
+    for (int64_t c = 0; c < cols; ++c) {
+      float x = float(s * rng.normal());
+      if (x == 0.0f) x = float(s);
+      v[static_cast<size_t>(r * cols + c)] = x;
+    }
+  }
+  return v;
+}
+
+// Everything a Half-form quantizer forward leaves behind, downloaded.
+struct QuantOut {
+  std::vector<float> xq, step;
+  std::vector<uint64_t> mask;
+  std::vector<int8_t> codes;
+};
+QuantOut read_out(const DeviceQuantizer& q, const DeviceBuffer<bf16>& xq,
+                  const DeviceBuffer<int8_t>* codes, int64_t rows) {
+  QuantOut o;
+  o.xq = download_bf16(xq.get(), static_cast<size_t>(rows * q.cols()));
+  o.step = download(q.row_steps(), static_cast<size_t>(rows));
+  if (q.mask()) o.mask = download(q.mask(), static_cast<size_t>(rows * q.words_per_row()));
+  if (codes) o.codes = download(codes->get(), static_cast<size_t>(rows * q.cols()));
+  return o;
+}
+void expect_same(const QuantOut& fused, const QuantOut& plain) {
+  EXPECT_TRUE(bit_equal(fused.xq, plain.xq, "xq"));
+  EXPECT_TRUE(bit_equal(fused.step, plain.step, "step"));
+  EXPECT_TRUE(fused.mask == plain.mask) << "mask words differ";
+  EXPECT_TRUE(fused.codes == plain.codes) << "codes differ";
+}
+
+std::vector<std::string> fused_specs() {
+  return {"hadamard-trust:1",  "hadamard-trust:2", "hadamard-trust:4",
+          "hadamard-trust:7",  "hadamard-trust:8", "hadamard-clip:4:c=0.8",
+          "hadamard-ste:3"};
+}
+
+// The plain sequence's quantizer step on the producer's bf16 output x.
+void plain_quantize(DeviceQuantizer& q, const bf16* x, DeviceBuffer<bf16>& xq,
+                    DeviceBuffer<int8_t>* codes, int64_t rows) {
+  if (codes)
+    q.forward_with_codes(x, xq.get(), codes->get(), rows, nullptr);
+  else
+    q.forward(x, xq.get(), rows, QuantForm::Half, nullptr);
+}
+
+TEST(CudaFusedQuantize, RmsNorm) {
+  QUEST_REQUIRE_CUDA();
+  constexpr float eps = 1e-5f;
+  for (const int64_t d : {640, 1280, 1792, 3584}) {
+    for (const int64_t rows : {int64_t(37), int64_t(1000)}) {
+      const auto x = scaled_rows(rows, d, 11 + uint64_t(d) + uint64_t(rows), 1.0);
+      Rng rng(5 + uint64_t(d));
+      std::vector<float> w(static_cast<size_t>(d));
+      for (auto& v : w) v = float(1.0 + 0.3 * rng.normal());
+      auto dx = upload(x);
+      auto dw = upload(w);
+      for (const auto& name : fused_specs()) {
+        if (rows > 100 && name != "hadamard-trust:4" && name != "hadamard-trust:1") continue;
+        SCOPED_TRACE(name + " d " + std::to_string(d) + " rows " + std::to_string(rows));
+        const QuantSpec spec = QuantSpec::parse(name);
+        DeviceQuantizer qp(spec, QuantRole::Input, rows, d), qf(spec, QuantRole::Input, rows, d);
+        ASSERT_TRUE(qf.fused_supported());
+        const bool with_codes = qf.codes_supported();
+        const size_t n = static_cast<size_t>(rows * d);
+        DeviceBuffer<bf16> ln_p(n), ln_f(n), xq_p(n), xq_f(n), xq_f2(n);
+        DeviceBuffer<float> rstd_p(static_cast<size_t>(rows)), rstd_f(static_cast<size_t>(rows));
+        DeviceBuffer<int8_t> codes_p(with_codes ? n : 0), codes_f(with_codes ? n : 0);
+
+        cuda::rmsnorm_forward(ln_p.get(), rstd_p.get(), dx.get(), dw.get(), rows, d, eps, nullptr);
+        plain_quantize(qp, ln_p.get(), xq_p, with_codes ? &codes_p : nullptr, rows);
+        ASSERT_TRUE(qf.forward_rmsnorm(dx.get(), dw.get(), eps, rstd_f.get(), ln_f.get(),
+                                       xq_f.get(), with_codes ? codes_f.get() : nullptr, rows,
+                                       nullptr));
+        cuda_test::sync();
+        expect_same(read_out(qf, xq_f, with_codes ? &codes_f : nullptr, rows),
+                    read_out(qp, xq_p, with_codes ? &codes_p : nullptr, rows));
+        EXPECT_TRUE(bit_equal(download(rstd_f), download(rstd_p), "rstd"));
+        EXPECT_TRUE(bit_equal(download_bf16(ln_f), download_bf16(ln_p), "ln"));
+        EXPECT_EQ(qf.last_rows(), rows);
+
+        // Without ln: the same quantized outputs.
+        ASSERT_TRUE(qf.forward_rmsnorm(dx.get(), dw.get(), eps, rstd_f.get(), nullptr,
+                                       xq_f2.get(), nullptr, rows, nullptr));
+        cuda_test::sync();
+        EXPECT_TRUE(bit_equal(download_bf16(xq_f2), download_bf16(xq_p), "xq without ln"));
+      }
+    }
+  }
+}
+
+TEST(CudaFusedQuantize, Swiglu) {
+  QUEST_REQUIRE_CUDA();
+  for (const int64_t H : {640, 1280, 1792, 3584}) {
+    for (const int64_t rows : {int64_t(37), int64_t(1000)}) {
+      const auto a = cuda_test::round_bf16(scaled_rows(rows, H, 21 + uint64_t(H) + uint64_t(rows), 2.0));
+      const auto b = cuda_test::round_bf16(scaled_rows(rows, H, 31 + uint64_t(H) + uint64_t(rows), 1.0));
+      auto da = upload_bf16(a);
+      auto db = upload_bf16(b);
+      for (const auto& name : fused_specs()) {
+        if (rows > 100 && name != "hadamard-trust:4" && name != "hadamard-trust:1") continue;
+        SCOPED_TRACE(name + " H " + std::to_string(H) + " rows " + std::to_string(rows));
+        const QuantSpec spec = QuantSpec::parse(name);
+        DeviceQuantizer qp(spec, QuantRole::Input, rows, H), qf(spec, QuantRole::Input, rows, H);
+        const bool with_codes = qf.codes_supported();
+        const size_t n = static_cast<size_t>(rows * H);
+        DeviceBuffer<bf16> g_p(n), g_f(n), xq_p(n), xq_f(n), xq_f2(n);
+        DeviceBuffer<int8_t> codes_p(with_codes ? n : 0), codes_f(with_codes ? n : 0);
+
+        cuda::swiglu_forward(g_p.get(), da.get(), db.get(), int64_t(n), nullptr);
+        plain_quantize(qp, g_p.get(), xq_p, with_codes ? &codes_p : nullptr, rows);
+        ASSERT_TRUE(qf.forward_swiglu(da.get(), db.get(), g_f.get(), xq_f.get(),
+                                      with_codes ? codes_f.get() : nullptr, rows, nullptr));
+        cuda_test::sync();
+        expect_same(read_out(qf, xq_f, with_codes ? &codes_f : nullptr, rows),
+                    read_out(qp, xq_p, with_codes ? &codes_p : nullptr, rows));
+        EXPECT_TRUE(bit_equal(download_bf16(g_f), download_bf16(g_p), "g"));
+
+        ASSERT_TRUE(qf.forward_swiglu(da.get(), db.get(), nullptr, xq_f2.get(), nullptr, rows,
+                                      nullptr));
+        cuda_test::sync();
+        EXPECT_TRUE(bit_equal(download_bf16(xq_f2), download_bf16(xq_p), "xq without g"));
+      }
+    }
+  }
+}
+
+TEST(CudaFusedQuantize, NotApplicable) {
+  QUEST_REQUIRE_CUDA();
+  DeviceQuantizer lsq(QuantSpec::parse("lsq:4"), QuantRole::Input, 8, 640);
+  EXPECT_FALSE(lsq.fused_supported());
+  DeviceQuantizer fp4(QuantSpec::parse("hadamard-fp4"), QuantRole::Input, 8, 640);
+  EXPECT_FALSE(fp4.fused_supported());
+  // Misaligned input: nothing launched, false (the caller runs the two ops).
+  DeviceQuantizer q(QuantSpec::parse("hadamard-trust:4"), QuantRole::Input, 8, 640);
+  DeviceBuffer<bf16> a(8 * 640 + 8), xq(8 * 640);
+  EXPECT_FALSE(q.forward_swiglu(a.get() + 1, a.get(), nullptr, xq.get(), nullptr, 4, nullptr));
+  EXPECT_EQ(q.last_rows(), 0);
+}
+
+// ---- the linear op ----------------------------------------------------------------------------
+struct LinearRun {
+  std::vector<float> y, dx, dw;
+};
+
+// One op: prepare, forward (fused or plain producer), backward. rmsnorm: the producer is RMSNorm
+// over K = in, else SwiGLU.
+LinearRun run_linear(const QuantConfig& cfg, bool fused, bool rmsnorm, bool lowbit, int64_t in,
+                     int64_t out, int64_t N) {
+  cuda::Blas blas;
+  std::unique_ptr<cuda::LowbitGemm> gemm;
+  cuda::CudaLinearOp op(in, out, N, cfg, blas);
+  if (lowbit) {
+    gemm = std::make_unique<cuda::LowbitGemm>();
+    EXPECT_TRUE(op.use_lowbit_product(gemm.get()));
+  }
+  op.set_fused_producers(fused);
+  Rng rng_w(3), rng_dy(4);
+  const auto w = cuda_test::randn(rng_w, static_cast<size_t>(out * in), 0.05);
+  auto dwm = upload(w);
+  op.prepare_weight(dwm.get(), nullptr);
+  const auto dy = cuda_test::randn(rng_dy, static_cast<size_t>(N * out), 1.0, true);
+  auto ddy = upload_bf16(dy);
+  DeviceBuffer<bf16> y(static_cast<size_t>(N * out)), dx(static_cast<size_t>(N * in)), xin(static_cast<size_t>(N * in));
+  DeviceBuffer<float> dw(static_cast<size_t>(out * in));
+  QUEST_CUDA_CHECK(cudaMemset(dw.get(), 0, dw.bytes()));
+  if (rmsnorm) {
+    const auto res = scaled_rows(N, in, 7, 1.0);
+    std::vector<float> nw(static_cast<size_t>(in));
+    Rng rng(8);
+    for (auto& v : nw) v = float(1.0 + 0.2 * rng.normal());
+    auto dres = upload(res);
+    auto dnw = upload(nw);
+    DeviceBuffer<float> rstd(static_cast<size_t>(N));
+    op.forward_rmsnorm(dres.get(), dnw.get(), 1e-5f, rstd.get(), xin.get(), false, y.get(), N,
+                       nullptr);
+    cuda_test::sync();
+  } else {
+    const auto a = scaled_rows(N, in, 9, 2.0), b = scaled_rows(N, in, 10, 1.0);
+    auto da = upload_bf16(a);
+    auto db = upload_bf16(b);
+    op.forward_swiglu(da.get(), db.get(), xin.get(), false, y.get(), N, nullptr);
+    cuda_test::sync();
+  }
+  op.backward(ddy.get(), dx.get(), dw.get(), N, nullptr);
+  cuda_test::sync();
+  return {download_bf16(y), download_bf16(dx), download(dw)};
+}
+
+TEST(CudaFusedLinear, SameAsPlainOps) {
+  QUEST_REQUIRE_CUDA();
+  for (const char* c : {"w=quest:4,a=quest:4", "w=quest:1,a=quest:1", "w=quest:8,a=quest:8",
+                        "w=ste:4,a=trust:3", ""})
+    for (const bool rms : {true, false})
+      for (const bool lowbit : {false, true}) {
+        const QuantConfig cfg = *c ? QuantConfig::parse(c) : QuantConfig::none();
+        if (lowbit && !(cfg.input.bits >= 1 && cfg.input.bits <= 7 && cfg.uses_hadamard()))
+          continue;
+        SCOPED_TRACE(std::string(c) + (rms ? " rmsnorm" : " swiglu") + (lowbit ? " int8" : ""));
+        const int64_t in = rms ? 640 : 1792, out = rms ? 384 : 640, N = 203;
+        const LinearRun f = run_linear(cfg, true, rms, lowbit, in, out, N);
+        const LinearRun p = run_linear(cfg, false, rms, lowbit, in, out, N);
+        EXPECT_TRUE(bit_equal(f.y, p.y, "y"));
+        EXPECT_TRUE(bit_equal(f.dx, p.dx, "dx"));
+        EXPECT_TRUE(bit_equal(f.dw, p.dw, "dw"));
+      }
+}
+
+// w1 fused without writing ln, w2 taking w1's quantized input: w2's y and backward as when both
+// quantize the written ln themselves.
+TEST(CudaFusedLinear, SharedInputWithoutLn) {
+  QUEST_REQUIRE_CUDA();
+  const QuantConfig cfg = QuantConfig::parse("w=quest:4,a=quest:4");
+  constexpr int64_t d = 640, H = 384, N = 130;
+  const auto res = scaled_rows(N, d, 17, 1.0);
+  std::vector<float> nw(static_cast<size_t>(d), 1.25f);
+  auto dres = upload(res);
+  auto dnw = upload(nw);
+  Rng r1(1), r2(2), r4(4);
+  const auto w1 = cuda_test::randn(r1, static_cast<size_t>(H * d), 0.05);
+  const auto w2 = cuda_test::randn(r2, static_cast<size_t>(H * d), 0.05);
+  auto dw1 = upload(w1);
+  auto dw2 = upload(w2);
+  const auto dy = cuda_test::randn(r4, static_cast<size_t>(N * H), 1.0, true);
+  auto ddy = upload_bf16(dy);
+  std::vector<float> ys[2], dxs[2];
+  for (const bool fused : {true, false}) {
+    cuda::Blas blas;
+    cuda::LowbitGemm gemm;
+    cuda::CudaLinearOp op1(d, H, N, cfg, blas), op2(d, H, N, cfg, blas);
+    op1.use_lowbit_product(&gemm);
+    op2.use_lowbit_product(&gemm);
+    if (fused) ASSERT_TRUE(op2.share_input_quantization(op1));
+    EXPECT_EQ(op2.shares_input_with(op1), fused);
+    op1.set_fused_producers(fused);
+    op1.prepare_weight(dw1.get(), nullptr);
+    op2.prepare_weight(dw2.get(), nullptr);
+    DeviceBuffer<bf16> ln(static_cast<size_t>(N * d)), y1(static_cast<size_t>(N * H)), y2(static_cast<size_t>(N * H)), dx(static_cast<size_t>(N * d));
+    DeviceBuffer<float> rstd(static_cast<size_t>(N)), gw(static_cast<size_t>(H * d));
+    QUEST_CUDA_CHECK(cudaMemset(ln.get(), 0xff, ln.bytes()));  // NaN: must not be read when shared
+    QUEST_CUDA_CHECK(cudaMemset(gw.get(), 0, gw.bytes()));
+    op1.forward_rmsnorm(dres.get(), dnw.get(), 1e-5f, rstd.get(), ln.get(), !fused, y1.get(), N,
+                        nullptr);
+    op2.forward(ln.get(), y2.get(), N, nullptr);
+    op2.backward(ddy.get(), dx.get(), gw.get(), N, nullptr);
+    cuda_test::sync();
+    ys[fused] = download_bf16(y2);
+    dxs[fused] = download_bf16(dx);
+  }
+  EXPECT_TRUE(bit_equal(ys[1], ys[0], "w2 y"));
+  EXPECT_TRUE(bit_equal(dxs[1], dxs[0], "w2 dx"));
+}
+
+}  // namespace
+}  // namespace quest
