@@ -79,6 +79,19 @@ struct CpuBackend {
   void swiglu_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n) {
     cpu::swiglu_backward(da, db, dout, a, b, n);
   }
+  // The down projection's backward and SwiGLU's (CudaBackend fuses the input-gradient mask in).
+  void swiglu_linear_backward(LinearOp& lin, const float* dy, float* dw, float* da, float* db, float* dg,
+                              const float* a, const float* b, int64_t N, int64_t H) {
+    lin.backward(dy, dg, dw, N);
+    swiglu_backward(da, db, dg, a, b, N * H);
+  }
+  // Two linear layers of one input: dx = dx_a + dx_b (CudaBackend sums them in one product pass).
+  void linear_pair_backward(LinearOp& a, const float* dya, float* dwa, LinearOp& b, const float* dyb, float* dwb,
+                            float* dx, float* scratch, int64_t N, int64_t d) {
+    a.backward(dya, dx, dwa, N);
+    b.backward(dyb, scratch, dwb, N);
+    add(dx, dx, scratch, N * d);
+  }
   void add(float* out, const float* a, const float* b, int64_t n) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];

@@ -156,6 +156,16 @@ struct CudaBackend {
     QUEST_DEVICE_PROFILE("swiglu_backward", stream);
     cuda::swiglu_backward(da, db, dout, a, b, n, stream);
   }
+  // The down projection's backward and SwiGLU's (CudaLinearOp::backward_swiglu).
+  void swiglu_linear_backward(Linear& lin, const Act* dy, float* dw, Act* da, Act* db, Act* dg, const Act* a,
+                              const Act* b, int64_t N, int64_t /*H*/) {
+    lin.op().backward_swiglu(dy, dw, a, b, da, db, dg, N, stream);
+  }
+  // Two linear layers of one input (CudaLinearOp::backward_shared_input): dx = dx_a + dx_b.
+  void linear_pair_backward(Linear& a, const Act* dya, float* dwa, Linear& b, const Act* dyb, float* dwb, Act* dx,
+                            Act* scratch, int64_t N, int64_t /*d*/) {
+    cuda::CudaLinearOp::backward_shared_input(a.op(), dya, dwa, b.op(), dyb, dwb, dx, scratch, N, stream);
+  }
   void add(Act* out, const Act* a, const Act* b, int64_t n) {
     QUEST_DEVICE_PROFILE("add", stream);
     cuda::add(out, a, b, n, stream);

@@ -162,11 +162,9 @@ class LlamaGraph {
       Layer& a = layers_[l];
       auto& lin = linears_[l];
       // res_out = res_mid + w3(g): dres flows on unchanged, and into the MLP.
-      lin.w3.backward(dres_act(), dg_, grads + t[6].offset, N);
-      b_.swiglu_backward(da_, db_, dg_, a.a, a.b, N * H);
-      lin.w1.backward(da_, dln_, grads + t[4].offset, N);
-      lin.w2.backward(db_, dln2_, grads + t[5].offset, N);
-      b_.add(dln_, dln_, dln2_, N * d);
+      b_.swiglu_linear_backward(lin.w3, dres_act(), grads + t[6].offset, da_, db_, dg_, a.a, a.b, N, H);
+      // w1 and w2 read ln2: dln = dx(w1) + dx(w2) (dln2 is scratch).
+      b_.linear_pair_backward(lin.w1, da_, grads + t[4].offset, lin.w2, db_, grads + t[5].offset, dln_, dln2_, N, d);
       b_.rmsnorm_backward(dres_, dres_act(), grads + t[3].offset, dln_, a.res_mid, w + t[3].offset, a.rstd2, N, d);
       // res_mid = res_in + wo(att)
       lin.wo.backward(dres_act(), datt_, grads + t[2].offset, N);

@@ -86,6 +86,9 @@ void cross_entropy(bf16* dlogits, float* losses, const bf16* logits, const int32
 // ---- matrix products (cuBLASLt; bf16 in, fp32 accumulate) --------------------------------------
 // The workspace is shared by all calls of one Blas: use one Blas per stream (or serialized
 // streams). Algorithms are chosen once per (product, shape, pointer alignment) and cached.
+struct BlasBackwardFlags {
+  bool dx_accumulate = false, dw_overwrite = false;
+};
 class Blas {
  public:
   explicit Blas(size_t workspace_bytes = 32u << 20);
@@ -95,9 +98,14 @@ class Blas {
   // out[N,M] = x[N,K] . w[M,K]^T (bf16 out, overwritten)
   void matmul_forward(bf16* out, const bf16* x, const bf16* w, int64_t N, int64_t K, int64_t M,
                       cudaStream_t stream);
-  // dx[N,K] = dout . w (bf16, overwritten; skipped when null); dw[M,K] += dout^T . x (fp32)
+  // dx[N,K] = dout . w (bf16, overwritten; skipped when null); dw[M,K] += dout^T . x (fp32).
+  // The flags (BlasBackwardFlags) turn the first into dx += dout . w (the sum of two layers' input
+  // gradients without a separate add: fp32 sum of the bf16 dx and the product, rounded once) and
+  // the second into dw = dout^T . x (a scratch gradient that need not be zeroed first).
+  using BackwardFlags = BlasBackwardFlags;
   void matmul_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const bf16* w,
-                       int64_t N, int64_t K, int64_t M, cudaStream_t stream);
+                       int64_t N, int64_t K, int64_t M, cudaStream_t stream,
+                       BackwardFlags flags = {});
 
  private:
   void* handle_ = nullptr;

@@ -61,7 +61,8 @@ struct Layer {
   cuda::Blas blas;
   cuda::LowbitGemm gemm;
   CudaLinearOp op;
-  Layer(const std::string& cfg, bool lowbit) : op(kIn, kOut, kMaxRows, QuantConfig::parse(cfg), blas) {
+  Layer(const std::string& cfg, bool lowbit)
+      : op(kIn, kOut, kMaxRows, cfg.empty() ? QuantConfig::none() : QuantConfig::parse(cfg), blas) {
     EXPECT_EQ(op.use_lowbit_product(lowbit ? &gemm : nullptr), lowbit);
   }
 };
@@ -219,6 +220,117 @@ TEST(CudaSharedInputChecks, RefusedWhereTheQuantizersCouldDiffer) {
   EXPECT_FALSE(src->share_input_quantization(*src));
   EXPECT_TRUE(op("w=quest:2,a=quest:4")->share_input_quantization(*src));   // weights may differ
 }
+
+}  // namespace
+}  // namespace quest
+
+namespace quest {
+namespace {
+
+// CudaLinearOp::backward_shared_input against the two backwards and an add: the weight gradients
+// bit for bit, dx to the rounding of the one sum the separate path rounds twice.
+class CudaPairBackward : public ::testing::TestWithParam<std::pair<const char*, bool>> {};
+
+TEST_P(CudaPairBackward, SameAsTwoBackwardsAndAnAdd) {
+  QUEST_REQUIRE_CUDA();
+  const auto [cfg, lowbit] = GetParam();
+  const auto x = upload_bf16(randn(kRows * kIn, 13));
+  const auto dya = upload_bf16(randn(kRows * kOut, 14)), dyb = upload_bf16(randn(kRows * kOut, 15));
+  auto w1 = upload(randn(kOut * kIn, 16, 0.05)), w2 = upload(randn(kOut * kIn, 17, 0.05));
+  std::vector<float> dx[2], dwa[2], dwb[2];
+  for (int pair = 0; pair < 2; ++pair) {
+    Layer a(cfg, lowbit), b(cfg, lowbit);
+    b.op.share_input_quantization(a.op);
+    a.op.prepare_weight(w1.get(), nullptr);
+    b.op.prepare_weight(w2.get(), nullptr);
+    DeviceBuffer<bf16> ya(size_t(kRows * kOut)), yb(size_t(kRows * kOut));
+    DeviceBuffer<bf16> d(size_t(kRows * kIn)), scratch(size_t(kRows * kIn));
+    auto ga = upload(std::vector<float>(size_t(kOut * kIn), 0.5f));
+    auto gb = upload(std::vector<float>(size_t(kOut * kIn), -0.5f));
+    a.op.forward(x.get(), ya.get(), kRows, nullptr);
+    b.op.forward(x.get(), yb.get(), kRows, nullptr);
+    if (pair) {
+      CudaLinearOp::backward_shared_input(a.op, dya.get(), ga.get(), b.op, dyb.get(), gb.get(),
+                                          d.get(), scratch.get(), kRows, nullptr);
+    } else {
+      a.op.backward(dya.get(), d.get(), ga.get(), kRows, nullptr);
+      b.op.backward(dyb.get(), scratch.get(), gb.get(), kRows, nullptr);
+      cuda::add(d.get(), d.get(), scratch.get(), kRows * kIn, nullptr);
+    }
+    cuda_test::sync();
+    dx[pair] = download_bf16(d), dwa[pair] = download(ga), dwb[pair] = download(gb);
+  }
+  EXPECT_TRUE(cuda_test::bit_equal(dwa[1], dwa[0], "dw a"));
+  EXPECT_TRUE(cuda_test::bit_equal(dwb[1], dwb[0], "dw b"));
+  EXPECT_TRUE(cuda_test::all_close(dx[1], dx[0], 1e-3 * rms(dx[0]), 1.0 / 64, "dx"));
+  EXPECT_GT(rms(dx[0]), 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, CudaPairBackward,
+                         ::testing::Values(std::pair{"w=quest:4,a=quest:4", true},
+                                           std::pair{"w=quest:4,a=quest:4", false},
+                                           std::pair{"w=quest:4", false},  // transform, no input quantizer
+                                           std::pair{"", false},           // bf16
+                                           std::pair{"w=quest:4,a=lsq:4", false}),  // two backwards
+                         [](const auto& info) {
+                           std::string s = std::string(info.param.first[0] ? info.param.first : "none") +
+                                           (info.param.second ? "_int8" : "");
+                           for (char& c : s)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace quest
+
+namespace quest {
+namespace {
+
+// CudaLinearOp::backward_swiglu (the mask, transform and SwiGLU backward in one pass where it
+// applies) against backward() and swiglu_backward, bit for bit.
+class CudaSwigluBackward : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CudaSwigluBackward, SameAsBackwardThenSwiglu) {
+  QUEST_REQUIRE_CUDA();
+  const std::string cfg = GetParam();
+  const auto a = upload_bf16(randn(kRows * kIn, 18)), b = upload_bf16(randn(kRows * kIn, 19));
+  const auto dy = upload_bf16(randn(kRows * kOut, 20));
+  auto w = upload(randn(kOut * kIn, 21, 0.05));
+  std::vector<float> da[2], db[2], dw[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    Layer L(cfg, false);
+    L.op.prepare_weight(w.get(), nullptr);
+    DeviceBuffer<bf16> g(size_t(kRows * kIn)), y(size_t(kRows * kOut));
+    DeviceBuffer<bf16> dda(size_t(kRows * kIn)), ddb(size_t(kRows * kIn)), dg(size_t(kRows * kIn));
+    auto gw = upload(std::vector<float>(size_t(kOut * kIn), 0.25f));
+    cuda::swiglu_forward(g.get(), a.get(), b.get(), kRows * kIn, nullptr);
+    L.op.forward(g.get(), y.get(), kRows, nullptr);
+    if (fused) {
+      L.op.backward_swiglu(dy.get(), gw.get(), a.get(), b.get(), dda.get(), ddb.get(), dg.get(),
+                           kRows, nullptr);
+    } else {
+      L.op.backward(dy.get(), dg.get(), gw.get(), kRows, nullptr);
+      cuda::swiglu_backward(dda.get(), ddb.get(), dg.get(), a.get(), b.get(), kRows * kIn, nullptr);
+    }
+    cuda_test::sync();
+    da[fused] = download_bf16(dda), db[fused] = download_bf16(ddb), dw[fused] = download(gw);
+  }
+  EXPECT_TRUE(cuda_test::bit_equal(da[1], da[0], "da"));
+  EXPECT_TRUE(cuda_test::bit_equal(db[1], db[0], "db"));
+  EXPECT_TRUE(cuda_test::bit_equal(dw[1], dw[0], "dw"));
+  EXPECT_GT(rms(da[0]), 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, CudaSwigluBackward,
+                         ::testing::Values("w=quest:4,a=quest:4", "w=quest:1,a=quest:1",
+                                           "w=hadamard-ste:4,a=hadamard-ste:4", "w=quest:4", "",
+                                           "w=quest:4,a=lsq:4", "w=quest:4,a=quest:4,form=full"),
+                         [](const auto& info) {
+                           std::string s = info.param[0] ? info.param : "none";
+                           for (char& c : s)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return s;
+                         });
 
 }  // namespace
 }  // namespace quest

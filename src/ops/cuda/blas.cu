@@ -197,20 +197,29 @@ void Blas::matmul_forward(bf16* out, const bf16* x, const bf16* w, int64_t N, in
 }
 
 void Blas::matmul_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const bf16* w,
-                           int64_t N, int64_t K, int64_t M, cudaStream_t stream) {
+                           int64_t N, int64_t K, int64_t M, cudaStream_t stream,
+                           BackwardFlags flags) {
   check_dims("matmul_backward", N, K, M);
   auto& impl = *static_cast<Impl*>(handle_);
   if (dx && N > 0 && K > 0) {
     if (M == 0) {
-      QUEST_CUDA_CHECK(cudaMemsetAsync(dx, 0, size_t(N * K) * sizeof(bf16), stream));
+      if (!flags.dx_accumulate)
+        QUEST_CUDA_CHECK(cudaMemsetAsync(dx, 0, size_t(N * K) * sizeof(bf16), stream));
     } else {
       const Key key{Product::kDx, N, K, M, alignment(w), alignment(dout), alignment(dx)};
-      run(impl, workspace_, workspace_bytes_, key, w, dout, dx, 0.0f, stream);
+      run(impl, workspace_, workspace_bytes_, key, w, dout, dx, flags.dx_accumulate ? 1.0f : 0.0f,
+          stream);
     }
   }
-  if (dw && M > 0 && K > 0 && N > 0) {
-    const Key key{Product::kDw, N, K, M, alignment(x), alignment(dout), alignment(dw)};
-    run(impl, workspace_, workspace_bytes_, key, x, dout, dw, 1.0f, stream);
+  if (dw && M > 0 && K > 0) {
+    if (N == 0) {
+      if (flags.dw_overwrite)
+        QUEST_CUDA_CHECK(cudaMemsetAsync(dw, 0, size_t(M * K) * sizeof(float), stream));
+    } else {
+      const Key key{Product::kDw, N, K, M, alignment(x), alignment(dout), alignment(dw)};
+      run(impl, workspace_, workspace_bytes_, key, x, dout, dw, flags.dw_overwrite ? 0.0f : 1.0f,
+          stream);
+    }
   }
 }
 

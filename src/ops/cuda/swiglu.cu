@@ -6,6 +6,7 @@
 // element's inputs are read before its outputs are written, by the same thread, so outputs may
 // alias inputs (da or db may be dout).
 #include "ops/cuda/common.cuh"
+#include "ops/cuda/swiglu_math.cuh"
 
 namespace quest::cuda {
 namespace {
@@ -13,8 +14,7 @@ namespace {
 using namespace detail;
 constexpr int kThreads = 256;
 
-// 1 / (1 + e^-a): for very negative a, e^-a overflows to inf and the result is a clean 0.
-__device__ __forceinline__ float sigmoid(float a) { return 1.0f / (1.0f + expf(-a)); }
+__device__ __forceinline__ float sigmoid(float a) { return swiglu_sigmoid(a); }
 
 template <int VEC>
 __device__ __forceinline__ void swiglu_fwd(bf16* out, const bf16* a, const bf16* b) {
@@ -35,11 +35,7 @@ __device__ __forceinline__ void swiglu_bwd(bf16* da, bf16* db, const bf16* dout,
   load<VEC>(b, fb);
   load<VEC>(dout, g);
 #pragma unroll
-  for (int k = 0; k < VEC; ++k) {
-    const float s = sigmoid(fa[k]);
-    ra[k] = g[k] * fb[k] * (s + fa[k] * s * (1.0f - s));
-    rb[k] = g[k] * fa[k] * s;
-  }
+  for (int k = 0; k < VEC; ++k) swiglu_grads(g[k], fa[k], fb[k], ra[k], rb[k]);
   store<VEC>(da, ra);
   store<VEC>(db, rb);
 }

@@ -203,23 +203,82 @@ void CudaLinearOp::forward_swiglu(const bf16* a, const bf16* b, bf16* g, bool wr
   forward(g, y, N, stream);
 }
 
-void CudaLinearOp::backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cudaStream_t stream) {
+void CudaLinearOp::check_backward(int64_t N, bool has_dx) const {
   QUEST_QUANT_REQUIRE(x_ != nullptr && N == n_, "CudaLinearOp::backward(", N,
                       " rows) without its forward");
-  QUEST_QUANT_REQUIRE(dx || !xq_ || !xq_->has_param(),
+  QUEST_QUANT_REQUIRE(has_dx || !xq_ || !xq_->has_param(),
                       "CudaLinearOp::backward: the input quantizer's learned parameter needs dx");
+}
+
+void CudaLinearOp::input_gradient_product(const bf16* dy, bf16* dx, bool accumulate,
+                                          cudaStream_t stream) {
+  QUEST_DEVICE_PROFILE("linear_backward_dx", stream, in_, out_);
+  Blas::BackwardFlags flags;
+  flags.dx_accumulate = accumulate;
+  blas_.matmul_backward(dx, nullptr, dy, x_, w_, n_, in_, out_, stream, flags);
+}
+
+void CudaLinearOp::mask_input_gradient(bf16* dx, cudaStream_t stream) {
+  QUEST_DEVICE_PROFILE("mask_input_gradient", stream);
+  if (DeviceQuantizer* q = input_quantizer())  // the source's mask when the input was shared
+    q->backward(dx, n_, form(), stream);  // half: HT(M(dx)); full: quantizer's own backward
+  else if (half_)
+    hadamard_rows(dx, dx, n_, in_, stream);
+}
+
+void CudaLinearOp::backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cudaStream_t stream) {
+  check_backward(N, dx != nullptr);
   if (dx) {
-    {
-      QUEST_DEVICE_PROFILE("linear_backward_dx", stream, in_, out_);
-      blas_.matmul_backward(dx, nullptr, dy, x_, w_, N, in_, out_, stream);
-    }
-    QUEST_DEVICE_PROFILE("mask_input_gradient", stream);
-    if (DeviceQuantizer* q = input_quantizer())  // the source's mask when the input was shared
-      q->backward(dx, N, form(), stream);  // half: HT(M(dx)); full: quantizer's own backward
-    else if (half_)
-      hadamard_rows(dx, dx, N, in_, stream);
+    input_gradient_product(dy, dx, false, stream);
+    mask_input_gradient(dx, stream);
   }
+  weight_gradient(dy, dw, stream);
+}
+
+void CudaLinearOp::backward_shared_input(CudaLinearOp& a, const bf16* dya, float* dwa,
+                                         CudaLinearOp& b, const bf16* dyb, float* dwb, bf16* dx,
+                                         bf16* scratch, int64_t N, cudaStream_t stream) {
+  a.check_backward(N, true);
+  b.check_backward(N, true);
+  // One mask for both: b took a's quantized input (same xq, same mask), or neither quantizes its
+  // input and both transform it alike. HT(M(p)) + HT(M(q)) = HT(M(p + q)).
+  const bool shared = b.shared_now_ && b.share_src_ == &a;
+  const bool plain = !a.xq_ && !b.xq_ && a.half_ == b.half_;
+  if (a.in_ != b.in_ || !(shared || plain)) {
+    a.backward(dya, dx, dwa, N, stream);
+    b.backward(dyb, scratch, dwb, N, stream);
+    QUEST_DEVICE_PROFILE("add", stream);
+    add(dx, dx, scratch, N * a.in_, stream);
+    return;
+  }
+  a.input_gradient_product(dya, dx, false, stream);
+  b.input_gradient_product(dyb, dx, true, stream);
+  a.mask_input_gradient(dx, stream);
+  a.weight_gradient(dya, dwa, stream);
+  b.weight_gradient(dyb, dwb, stream);
+}
+
+void CudaLinearOp::backward_swiglu(const bf16* dy, float* dw, const bf16* a, const bf16* b,
+                                   bf16* da, bf16* db, bf16* dg, int64_t N, cudaStream_t stream) {
+  check_backward(N, true);
+  const DeviceQuantizer* q = input_quantizer();
+  input_gradient_product(dy, dg, false, stream);
+  bool fused = false;
+  if (half_ && (!q || q->fused_supported())) {
+    QUEST_DEVICE_PROFILE("mask_swiglu_backward", stream);
+    fused = mask_ht_swiglu_backward(da, db, dg, q ? q->mask() : nullptr, a, b, N, in_, stream);
+  }
+  if (!fused) {
+    mask_input_gradient(dg, stream);
+    QUEST_DEVICE_PROFILE("swiglu_backward", stream);
+    swiglu_backward(da, db, dg, a, b, N * in_, stream);
+  }
+  weight_gradient(dy, dw, stream);
+}
+
+void CudaLinearOp::weight_gradient(const bf16* dy, float* dw, cudaStream_t stream) {
   if (!dw) return;
+  const int64_t N = n_;
   if (!wq_ && !half_) {  // dW accumulates straight into the caller's gradient
     QUEST_DEVICE_PROFILE("linear_backward_dw", stream, in_, out_);
     blas_.matmul_backward(nullptr, dw, dy, x_, w_, N, in_, out_, stream);
@@ -227,8 +286,9 @@ void CudaLinearOp::backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cuda
   }
   {
     QUEST_DEVICE_PROFILE("linear_backward_dw", stream, in_, out_);
-    QUEST_CUDA_CHECK(cudaMemsetAsync(dw_buf_, 0, size_t(out_ * in_) * sizeof(float), stream));
-    blas_.matmul_backward(nullptr, dw_buf_, dy, x_, w_, N, in_, out_, stream);
+    Blas::BackwardFlags flags;
+    flags.dw_overwrite = true;  // dw_buf_ = dY^T . X, no zeroing pass
+    blas_.matmul_backward(nullptr, dw_buf_, dy, x_, w_, N, in_, out_, stream, flags);
   }
   QUEST_DEVICE_PROFILE("mask_weight_gradient", stream);
   if (wq_) {

@@ -92,6 +92,21 @@ class CudaLinearOp {
 
   // dx[N,in] overwritten (skipped when null); dw[out,in] accumulates (skipped when null).
   void backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cudaStream_t stream);
+  // The backward of two layers that read the same input x (the MLP's w1 and w2): dx = dx_a + dx_b
+  // (overwritten), dwa and dwb accumulate. When b took a's quantized input, or neither quantizes
+  // its input, the masks agree and the transform is linear, so the second product accumulates
+  // onto the first and one mask pass follows (no add, one pass fewer); otherwise the two
+  // backwards run and scratch [N, in] holds b's dx before the add.
+  // backward() of a layer reading g = silu(a) * b, with SwiGLU's backward: da, db (overwritten)
+  // and dw (accumulates). Where the input gradient's mask and transform are the half form's
+  // (an input quantizer of the grid family with the transform, or none), one pass applies them
+  // and the SwiGLU backward (mask_ht_swiglu_backward) to dg_pre = dY . Wq written into dg;
+  // otherwise backward() writes dg and swiglu_backward follows. Same results either way.
+  void backward_swiglu(const bf16* dy, float* dw, const bf16* a, const bf16* b, bf16* da,
+                       bf16* db, bf16* dg, int64_t N, cudaStream_t stream);
+  static void backward_shared_input(CudaLinearOp& a, const bf16* dya, float* dwa, CudaLinearOp& b,
+                                    const bf16* dyb, float* dwb, bf16* dx, bf16* scratch,
+                                    int64_t N, cudaStream_t stream);
 
   // Switches the low-precision forward product on with `gemm` (the caller's, one per stream like
   // Blas; null switches it off). Returns whether it applies to this layer. Takes effect at the
@@ -134,6 +149,12 @@ class CudaLinearOp {
 
  private:
   QuantForm form() const { return half_ ? QuantForm::Half : QuantForm::Full; }
+  // The parts of backward(): the argument checks; dx (+)= dY . Wq; the input quantizer's mask and
+  // transform on dx; dw += the masked weight gradient (nothing when dw is null).
+  void check_backward(int64_t N, bool has_dx) const;
+  void input_gradient_product(const bf16* dy, bf16* dx, bool accumulate, cudaStream_t stream);
+  void mask_input_gradient(bf16* dx, cudaStream_t stream);
+  void weight_gradient(const bf16* dy, float* dw, cudaStream_t stream);
   // Whether forward_rmsnorm / forward_swiglu may run the fused pass.
   bool fusable() const { return fused_producers_ && half_ && xq_ && xq_->fused_supported() && !share_src_; }
   // After a fused pass wrote x_buf_ (and xcodes_ when xc): the bookkeeping of forward(), then

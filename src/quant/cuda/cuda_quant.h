@@ -60,6 +60,15 @@ void mask_backward(bf16* grad, int64_t rows, int64_t cols, const MaskBackward& m
 void mask_backward_accumulate(float* dst, const float* grad, int64_t rows, int64_t cols,
                               const MaskBackward& mb, cudaStream_t stream);
 
+// The SwiGLU backward with the input-gradient mask and transform of the layer reading
+// g = silu(a) * b (half form): dg = bf16(HT(M(dg_pre))) (M: mask, SET = zeroed; null: none),
+// then da, db = swiglu_backward(dg, a, b), in one pass (swiglu_mask_backward.cu), bitwise that
+// sequence. [rows, cols] each, cols % 128 == 0; da or db may alias dg_pre. Returns false,
+// launching nothing, unless every pointer is 16-byte aligned and cols % 128 == 0.
+bool mask_ht_swiglu_backward(bf16* da, bf16* db, const bf16* dg_pre, const uint64_t* mask,
+                             const bf16* a, const bf16* b, int64_t rows, int64_t cols,
+                             cudaStream_t stream);
+
 // out[0] += number of set bits in words[n] (masked entries, for statistics).
 void count_bits(unsigned long long* out, const uint64_t* words, int64_t n, cudaStream_t stream);
 
