@@ -262,7 +262,11 @@ TEST_P(CudaPairBackward, SameAsTwoBackwardsAndAnAdd) {
   }
   EXPECT_TRUE(cuda_test::bit_equal(dwa[1], dwa[0], "dw a"));
   EXPECT_TRUE(cuda_test::bit_equal(dwb[1], dwb[0], "dw b"));
-  EXPECT_TRUE(cuda_test::all_close(dx[1], dx[0], 1e-3 * rms(dx[0]), 1.0 / 64, "dx"));
+  // The pair path rounds the pre-transform sum once where the other rounds each product and the
+  // sum; through the transform a rounding of the larger pre-transform values moves an entry by up
+  // to a few bf16 ulps of them: 3% of the rms bounds it (a missing mask, transform or term is
+  // of the order of the rms).
+  EXPECT_TRUE(cuda_test::all_close(dx[1], dx[0], 0.03 * rms(dx[0]), 1.0 / 64, "dx"));
   EXPECT_GT(rms(dx[0]), 0.0);
 }
 
