@@ -55,6 +55,12 @@ struct CpuBackend {
     rmsnorm_forward(ln, rstd, x, w, N, d, eps);
     lin.forward(ln, y, N);
   }
+  void add_rmsnorm_linear_forward(LinearOp& lin, LinearOp* also_reads_ln, float* res_out,
+                                  const float* res_in, const float* branch, float* ln, float* rstd,
+                                  const float* w, float* y, int64_t N, int64_t d, float eps) {
+    add(res_out, res_in, branch, N * d);
+    rmsnorm_linear_forward(lin, also_reads_ln, ln, rstd, res_out, w, y, N, d, eps);
+  }
   void swiglu_linear_forward(LinearOp& lin, float* g, const float* a, const float* b, float* y,
                              int64_t N, int64_t H) {
     swiglu_forward(g, a, b, N * H);

@@ -121,6 +121,19 @@ struct CudaBackend {
     const bool write_ln = also_reads_ln && !also_reads_ln->op().shares_input_with(lin.op());
     lin.op().forward_rmsnorm(x, master(w), eps, rstd, ln, write_ln, y, N, stream);
   }
+  // The residual add of the previous branch folded in front: res_out = res_in + branch (fp32, as
+  // add(Res*, ...); the backward and the next residual read it), then rmsnorm_linear_forward on
+  // res_out (CudaLinearOp::forward_add_rmsnorm: one kernel with the input quantizer, or the
+  // plain add_rmsnorm kernel before an unquantized product).
+  void add_rmsnorm_linear_forward(Linear& lin, Linear* also_reads_ln, Res* res_out, const Res* res_in,
+                                  const Act* branch, Act* ln, float* rstd, const Weight* w, Act* y,
+                                  int64_t N, int64_t d, float eps) {
+    QUEST_CHECK(d == lin.op().in_features(), "add_rmsnorm_linear_forward: d {} vs in_features {}",
+                d, lin.op().in_features());
+    const bool write_ln = also_reads_ln && !also_reads_ln->op().shares_input_with(lin.op());
+    lin.op().forward_add_rmsnorm(res_in, branch, res_out, master(w), eps, rstd, ln, write_ln, y, N,
+                                 stream);
+  }
   // SwiGLU and the down projection (CudaLinearOp::forward_swiglu); g has no other reader (the
   // backward recomputes from a and b), so the fused pass does not write it.
   void swiglu_linear_forward(Linear& lin, Act* g, const Act* a, const Act* b, Act* y, int64_t N,

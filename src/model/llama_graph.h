@@ -106,24 +106,32 @@ class LlamaGraph {
     const int64_t N = B * T, d = c_.d_model, H = c_.hidden_dim(), nh = c_.n_head(), hd = c_.head_dim;
     const float eps = c_.norm_eps;
     b_.embedding_forward(layers_[0].res_in, x, w + layout_[0].offset, N, d);
+    // RMSNorm -> QKV / w1 and SwiGLU -> w3 go through one backend call each (the CUDA backend
+    // fuses the producer into the layer's input quantizer; ln1 and g may then stay unwritten:
+    // only rstd, the residual and a, b are read by the backward). w2 reads ln2 after w1.
+    // Each residual add x += branch is folded into the RMSNorm that reads its sum: res_mid =
+    // res_in + wo(att) into ln2's call, and layer l's res_out = res_mid + w3(g) into layer
+    // l + 1's ln1 call (the branch output waits in tmp_, which nothing touches in between). The
+    // sums are written all the same (the backward reads res_in and res_mid). The last layer's
+    // add stays before the final norm.
     for (int64_t l = 0; l < c_.n_layer; ++l) {
       const ParamTensor* t = &layout_[1 + 7 * l];  // attn_norm wqkv wo mlp_norm w1 w2 w3
       Layer& a = layers_[l];
       auto& lin = linears_[l];
-      Res* res_out = l + 1 < c_.n_layer ? layers_[l + 1].res_in.get() : final_res_.get();
-      // RMSNorm -> QKV and SwiGLU -> w3 go through one backend call each (the CUDA backend fuses
-      // the producer into the layer's input quantizer; ln1 and g may then stay unwritten: only
-      // rstd, the residual and a, b are read by the backward). w2 reads ln2 after w1.
-      b_.rmsnorm_linear_forward(lin.qkv, nullptr, a.ln1, a.rstd1, a.res_in, w + t[0].offset, a.qkv, N, d, eps);
+      if (l == 0)
+        b_.rmsnorm_linear_forward(lin.qkv, nullptr, a.ln1, a.rstd1, a.res_in, w + t[0].offset, a.qkv, N, d, eps);
+      else  // res_in = the previous layer's res_mid + its MLP output (tmp_)
+        b_.add_rmsnorm_linear_forward(lin.qkv, nullptr, a.res_in, layers_[l - 1].res_mid, tmp_, a.ln1, a.rstd1,
+                                      w + t[0].offset, a.qkv, N, d, eps);
       b_.rope_forward(a.qkv, B, T, nh, hd, c_.rope_theta, 0);
       b_.attention_forward(a.att, a.att_saved, a.qkv, B, T, nh, hd);
       lin.wo.forward(a.att, tmp_, N);
-      b_.add(a.res_mid, a.res_in, tmp_, N * d);
-      b_.rmsnorm_linear_forward(lin.w1, &lin.w2, a.ln2, a.rstd2, a.res_mid, w + t[3].offset, a.a, N, d, eps);
+      b_.add_rmsnorm_linear_forward(lin.w1, &lin.w2, a.res_mid, a.res_in, tmp_, a.ln2, a.rstd2, w + t[3].offset,
+                                    a.a, N, d, eps);
       lin.w2.forward(a.ln2, a.b, N);
       b_.swiglu_linear_forward(lin.w3, a.g, a.a, a.b, tmp_, N, H);
-      b_.add(res_out, a.res_mid, tmp_, N * d);
     }
+    b_.add(final_res_, layers_.back().res_mid, tmp_, N * d);
     b_.rmsnorm_forward(lnf_, rstdf_, final_res_, w + final_norm().offset, N, d, eps);
   }
 

@@ -44,6 +44,11 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* tokens,
 // x: the fp32 residual stream; w: the fp32 master weight; out: bf16 (a linear layer's input).
 void rmsnorm_forward(bf16* out, float* rstd, const float* x, const float* w, int64_t N, int64_t d,
                      float eps, cudaStream_t stream);
+// The residual add folded in: res_out = res_in + branch (add's fp32 addition; res_out may alias
+// res_in), then rmsnorm_forward(out, rstd, res_out, w, ...), bitwise those two calls in one pass.
+void add_rmsnorm_forward(float* res_out, bf16* out, float* rstd, const float* res_in,
+                         const bf16* branch, const float* w, int64_t N, int64_t d, float eps,
+                         cudaStream_t stream);
 // dx accumulates (the fp32 residual stream's gradient; it must not alias dout), dw accumulates
 // (deterministic); dx_copy, when not null, receives bf16(dx) after the update (what the next
 // linear layer's backward reads). scratch: at least rmsnorm_backward_scratch(N, d) floats.

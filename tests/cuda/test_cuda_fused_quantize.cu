@@ -4,9 +4,13 @@
 //   rmsnorm_forward / swiglu_forward followed by forward (bits 8) or forward_with_codes (bits
 //   <= 7), Half form: xq, mask, step, codes, rstd and the optional ln / g, at the model widths and
 //   a row count that is not a multiple of the rows per CTA, trust, clip and ste rules;
-// - CudaFusedLinear.*: CudaLinearOp::forward_rmsnorm / forward_swiglu against the plain ops and
-//   forward(): y, then dx and dw after the same backward; with the int8 product and with w2
-//   taking w1's quantized input (ln not written).
+// - CudaFusedQuantize.AddRmsNorm: forward_add_rmsnorm (the residual add folded in front) against
+//   cuda::add followed by the plain sequence above: res_out too, also in place (res_out aliasing
+//   res_in); CudaAddRmsNorm.SameAsAddThenRmsNorm: the plain kernel cuda::add_rmsnorm_forward
+//   against add + rmsnorm_forward (both vector widths, the misaligned fallback, in place);
+// - CudaFusedLinear.*: CudaLinearOp::forward_rmsnorm / forward_add_rmsnorm / forward_swiglu
+//   against the plain ops and forward(): y (and res_out), then dx and dw after the same
+//   backward; with the int8 product and with w2 taking w1's quantized input (ln not written).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -132,6 +136,108 @@ TEST(CudaFusedQuantize, RmsNorm) {
   }
 }
 
+// The residual variant: res_out = res_in + branch, then RMSNorm and the quantizer, against
+// cuda::add then rmsnorm_forward then the quantizer. Widths of the 30M / 200M models, a row count
+// that is not a multiple of 8 (the rows per CTA at P = 1) and one of several CTAs.
+TEST(CudaFusedQuantize, AddRmsNorm) {
+  QUEST_REQUIRE_CUDA();
+  constexpr float eps = 1e-5f;
+  for (const int64_t d : {640, 1280}) {
+    for (const int64_t rows : {int64_t(37), int64_t(1003)}) {
+      const auto res = scaled_rows(rows, d, 41 + uint64_t(d) + uint64_t(rows), 1.0);
+      const auto br = cuda_test::round_bf16(scaled_rows(rows, d, 51 + uint64_t(d) + uint64_t(rows), 0.5));
+      Rng rng(6 + uint64_t(d));
+      std::vector<float> w(static_cast<size_t>(d));
+      for (auto& v : w) v = float(1.0 + 0.3 * rng.normal());
+      auto dres = upload(res);
+      auto dbr = upload_bf16(br);
+      auto dw = upload(w);
+      for (const auto& name : fused_specs()) {
+        if (rows > 100 && name != "hadamard-trust:4" && name != "hadamard-trust:1") continue;
+        SCOPED_TRACE(name + " d " + std::to_string(d) + " rows " + std::to_string(rows));
+        const QuantSpec spec = QuantSpec::parse(name);
+        DeviceQuantizer qp(spec, QuantRole::Input, rows, d), qf(spec, QuantRole::Input, rows, d);
+        const bool with_codes = qf.codes_supported();
+        const size_t n = static_cast<size_t>(rows * d);
+        DeviceBuffer<bf16> ln_p(n), ln_f(n), xq_p(n), xq_f(n), xq_f2(n);
+        DeviceBuffer<float> res_p(n), res_f(n), rstd_p(static_cast<size_t>(rows)),
+            rstd_f(static_cast<size_t>(rows));
+        DeviceBuffer<int8_t> codes_p(with_codes ? n : 0), codes_f(with_codes ? n : 0);
+
+        cuda::add(res_p.get(), dres.get(), dbr.get(), rows * d, nullptr);
+        cuda::rmsnorm_forward(ln_p.get(), rstd_p.get(), res_p.get(), dw.get(), rows, d, eps, nullptr);
+        plain_quantize(qp, ln_p.get(), xq_p, with_codes ? &codes_p : nullptr, rows);
+        QUEST_CUDA_CHECK(cudaMemset(res_f.get(), 0xff, res_f.bytes()));  // NaN: all written?
+        ASSERT_TRUE(qf.forward_add_rmsnorm(dres.get(), dbr.get(), res_f.get(), dw.get(), eps,
+                                           rstd_f.get(), ln_f.get(), xq_f.get(),
+                                           with_codes ? codes_f.get() : nullptr, rows, nullptr));
+        cuda_test::sync();
+        const QuantOut plain = read_out(qp, xq_p, with_codes ? &codes_p : nullptr, rows);
+        expect_same(read_out(qf, xq_f, with_codes ? &codes_f : nullptr, rows), plain);
+        EXPECT_TRUE(bit_equal(download(res_f), download(res_p), "res_out"));
+        EXPECT_TRUE(bit_equal(download(rstd_f), download(rstd_p), "rstd"));
+        EXPECT_TRUE(bit_equal(download_bf16(ln_f), download_bf16(ln_p), "ln"));
+        EXPECT_EQ(qf.last_rows(), rows);
+
+        // In place (res_out = res_in), without ln: the same outputs.
+        auto inplace = upload(res);
+        ASSERT_TRUE(qf.forward_add_rmsnorm(inplace.get(), dbr.get(), inplace.get(), dw.get(), eps,
+                                           rstd_f.get(), nullptr, xq_f2.get(),
+                                           with_codes ? codes_f.get() : nullptr, rows, nullptr));
+        cuda_test::sync();
+        expect_same(read_out(qf, xq_f2, with_codes ? &codes_f : nullptr, rows), plain);
+        EXPECT_TRUE(bit_equal(download(inplace), download(res_p), "res_out in place"));
+        EXPECT_TRUE(bit_equal(download(rstd_f), download(rstd_p), "rstd in place"));
+      }
+    }
+  }
+}
+
+// The plain add + RMSNorm kernel (the unquantized path's fold) against the two ops.
+TEST(CudaAddRmsNorm, SameAsAddThenRmsNorm) {
+  QUEST_REQUIRE_CUDA();
+  constexpr float eps = 1e-5f;
+  // d = 100: the scalar path (d % 8 != 0); shift 1: res_in and branch misaligned (the two-kernel
+  // fallback; the sums must still be the vector path's).
+  for (const int64_t d : {640, 1280, 100}) {
+    for (const int64_t shift : {0, 1}) {
+      const int64_t rows = 37;
+      const size_t n = static_cast<size_t>(rows * d);
+      SCOPED_TRACE("d " + std::to_string(d) + " shift " + std::to_string(shift));
+      auto res = scaled_rows(rows, d, 61 + uint64_t(d), 1.0);
+      auto br = cuda_test::round_bf16(scaled_rows(rows, d, 71 + uint64_t(d), 0.5));
+      res.insert(res.begin(), static_cast<size_t>(shift), 0.0f);
+      br.insert(br.begin(), static_cast<size_t>(shift), 0.0f);
+      Rng rng(9 + uint64_t(d));
+      std::vector<float> w(static_cast<size_t>(d));
+      for (auto& v : w) v = float(1.0 + 0.3 * rng.normal());
+      auto dres = upload(res);
+      auto dbr = upload_bf16(br);
+      auto dw = upload(w);
+      const float* rin = dres.get() + shift;
+      const bf16* b = dbr.get() + shift;
+      DeviceBuffer<float> res_p(n), res_f(n), rstd_p(static_cast<size_t>(rows)),
+          rstd_f(static_cast<size_t>(rows));
+      DeviceBuffer<bf16> ln_p(n), ln_f(n);
+      cuda::add(res_p.get(), rin, b, rows * d, nullptr);
+      cuda::rmsnorm_forward(ln_p.get(), rstd_p.get(), res_p.get(), dw.get(), rows, d, eps, nullptr);
+      cuda::add_rmsnorm_forward(res_f.get(), ln_f.get(), rstd_f.get(), rin, b, dw.get(), rows, d,
+                                eps, nullptr);
+      cuda_test::sync();
+      EXPECT_TRUE(bit_equal(download(res_f), download(res_p), "res_out"));
+      EXPECT_TRUE(bit_equal(download(rstd_f), download(rstd_p), "rstd"));
+      EXPECT_TRUE(bit_equal(download_bf16(ln_f), download_bf16(ln_p), "ln"));
+      if (shift == 0) {  // in place
+        cuda::add_rmsnorm_forward(dres.get(), ln_f.get(), rstd_f.get(), dres.get(), b, dw.get(),
+                                  rows, d, eps, nullptr);
+        cuda_test::sync();
+        EXPECT_TRUE(bit_equal(download(dres), download(res_p), "res_out in place"));
+        EXPECT_TRUE(bit_equal(download_bf16(ln_f), download_bf16(ln_p), "ln in place"));
+      }
+    }
+  }
+}
+
 TEST(CudaFusedQuantize, Swiglu) {
   QUEST_REQUIRE_CUDA();
   for (const int64_t H : {640, 1280, 1792, 3584}) {
@@ -183,13 +289,13 @@ TEST(CudaFusedQuantize, NotApplicable) {
 
 // ---- the linear op ----------------------------------------------------------------------------
 struct LinearRun {
-  std::vector<float> y, dx, dw;
+  std::vector<float> y, dx, dw, res_out;
 };
 
 // One op: prepare, forward (fused or plain producer), backward. rmsnorm: the producer is RMSNorm
-// over K = in, else SwiGLU.
+// over K = in (add_res: with the residual add in front, forward_add_rmsnorm), else SwiGLU.
 LinearRun run_linear(const QuantConfig& cfg, bool fused, bool rmsnorm, bool lowbit, int64_t in,
-                     int64_t out, int64_t N) {
+                     int64_t out, int64_t N, bool add_res = false) {
   cuda::Blas blas;
   std::unique_ptr<cuda::LowbitGemm> gemm;
   cuda::CudaLinearOp op(in, out, N, cfg, blas);
@@ -207,6 +313,7 @@ LinearRun run_linear(const QuantConfig& cfg, bool fused, bool rmsnorm, bool lowb
   DeviceBuffer<bf16> y(static_cast<size_t>(N * out)), dx(static_cast<size_t>(N * in)), xin(static_cast<size_t>(N * in));
   DeviceBuffer<float> dw(static_cast<size_t>(out * in));
   QUEST_CUDA_CHECK(cudaMemset(dw.get(), 0, dw.bytes()));
+  std::vector<float> res_outs;
   if (rmsnorm) {
     const auto res = scaled_rows(N, in, 7, 1.0);
     std::vector<float> nw(static_cast<size_t>(in));
@@ -215,8 +322,18 @@ LinearRun run_linear(const QuantConfig& cfg, bool fused, bool rmsnorm, bool lowb
     auto dres = upload(res);
     auto dnw = upload(nw);
     DeviceBuffer<float> rstd(static_cast<size_t>(N));
-    op.forward_rmsnorm(dres.get(), dnw.get(), 1e-5f, rstd.get(), xin.get(), false, y.get(), N,
-                       nullptr);
+    if (add_res) {
+      const auto br = cuda_test::round_bf16(scaled_rows(N, in, 12, 0.5));
+      auto dbr = upload_bf16(br);
+      DeviceBuffer<float> res_out(static_cast<size_t>(N * in));
+      op.forward_add_rmsnorm(dres.get(), dbr.get(), res_out.get(), dnw.get(), 1e-5f, rstd.get(),
+                             xin.get(), false, y.get(), N, nullptr);
+      cuda_test::sync();
+      res_outs = download(res_out);
+    } else {
+      op.forward_rmsnorm(dres.get(), dnw.get(), 1e-5f, rstd.get(), xin.get(), false, y.get(), N,
+                         nullptr);
+    }
     cuda_test::sync();
   } else {
     const auto a = scaled_rows(N, in, 9, 2.0), b = scaled_rows(N, in, 10, 1.0);
@@ -227,7 +344,7 @@ LinearRun run_linear(const QuantConfig& cfg, bool fused, bool rmsnorm, bool lowb
   }
   op.backward(ddy.get(), dx.get(), dw.get(), N, nullptr);
   cuda_test::sync();
-  return {download_bf16(y), download_bf16(dx), download(dw)};
+  return {download_bf16(y), download_bf16(dx), download(dw), res_outs};
 }
 
 TEST(CudaFusedLinear, SameAsPlainOps) {
@@ -247,6 +364,28 @@ TEST(CudaFusedLinear, SameAsPlainOps) {
         EXPECT_TRUE(bit_equal(f.dx, p.dx, "dx"));
         EXPECT_TRUE(bit_equal(f.dw, p.dw, "dw"));
       }
+}
+
+// forward_add_rmsnorm: fused (the quantizer's kernel, or the plain add_rmsnorm kernel for the
+// unquantized and non-fusable configs) against add + rmsnorm_forward + forward().
+TEST(CudaFusedLinear, AddRmsNormSameAsPlainOps) {
+  QUEST_REQUIRE_CUDA();
+  for (const char* c : {"w=quest:4,a=quest:4", "w=quest:8,a=quest:8", "w=ste:4,a=trust:3",
+                        "w=lsq:4,a=lsq:4", ""})
+    for (const bool lowbit : {false, true}) {
+      const QuantConfig cfg = *c ? QuantConfig::parse(c) : QuantConfig::none();
+      if (lowbit && !(cfg.input.bits >= 1 && cfg.input.bits <= 7 && cfg.uses_hadamard())) continue;
+      SCOPED_TRACE(std::string(c) + (lowbit ? " int8" : ""));
+      for (const int64_t in : {640, 1280}) {
+        const int64_t out = 384, N = 203;
+        const LinearRun f = run_linear(cfg, true, true, lowbit, in, out, N, true);
+        const LinearRun p = run_linear(cfg, false, true, lowbit, in, out, N, true);
+        EXPECT_TRUE(bit_equal(f.res_out, p.res_out, "res_out"));
+        EXPECT_TRUE(bit_equal(f.y, p.y, "y"));
+        EXPECT_TRUE(bit_equal(f.dx, p.dx, "dx"));
+        EXPECT_TRUE(bit_equal(f.dw, p.dw, "dw"));
+      }
+    }
 }
 
 // w1 fused without writing ln, w2 taking w1's quantized input: w2's y and backward as when both

@@ -4,6 +4,15 @@
 //
 // Vector width VEC: 8 (16-byte accesses) when d % 8 == 0 and every pointer is 16-byte aligned,
 // else 1. Rows are d elements; with d % 8 == 0 every row start keeps the base's alignment.
+//
+// add_rmsnorm_forward (the layer's residual add folded in front of the next RMSNorm): the forward
+// kernel with kAdd forms x = res_in + float(branch) with add_kernel's single fp32 addition
+// (elementwise.cu), writes it to res_out, and normalizes it with the same per-lane sum order as
+// rmsnorm_forward on res_out, so it is BITWISE cuda::add then rmsnorm_forward. The sum order
+// depends on VEC, so VEC follows rmsnorm_forward's rule on (out, res_out, w); where that rule
+// gives 8 but res_in or branch is not 16-byte aligned, the two kernels run instead. The second
+// pass re-reads res_out at the entries the same lane wrote in the first (same ownership), so
+// res_out may alias res_in.
 #include "ops/cuda/common.cuh"
 
 namespace quest::cuda {
@@ -24,21 +33,29 @@ int64_t dw_segments(int64_t N) { return (N + kDwRows - 1) / kDwRows; }
 // Forward. Warp w of block b owns row n = 8b + w; lane l owns the column groups l, l + 32, ...
 // (VEC columns each). Sum of squares in fp32 per lane, then a butterfly (all lanes agree on r).
 // The second pass re-reads x (L1/L2) with w.
-template <int VEC>
+// kAdd: x is res_in, and the row normalized is res_in + branch, written to res_out first.
+template <int VEC, bool kAdd>
 __global__ void __launch_bounds__(kRowThreads)
-    rmsnorm_forward_kernel(bf16* out, float* rstd, const float* x, const float* w, int64_t N,
-                           int64_t d, float eps) {
+    rmsnorm_forward_kernel(bf16* out, float* rstd, const float* x, const bf16* branch,
+                           float* res_out, const float* w, int64_t N, int64_t d, float eps) {
   const int64_t n = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;  // the whole warp
   const int lane = threadIdx.x & 31;
-  const float* xr = x + n * d;
   float ss = 0.0f;
   for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
     float f[VEC];
-    load<VEC>(xr + c, f);
+    load<VEC>(x + n * d + c, f);
+    if constexpr (kAdd) {
+      float fb[VEC];
+      load<VEC>(branch + n * d + c, fb);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) f[k] += fb[k];  // add_kernel's `fa[k] += fb[k]`
+      store<VEC>(res_out + n * d + c, f);
+    }
 #pragma unroll
     for (int k = 0; k < VEC; ++k) ss += f[k] * f[k];
   }
+  const float* xr = (kAdd ? res_out : x) + n * d;  // the normalized row (this lane's entries)
   ss = warp_reduce(ss, Sum{});
   const float r = 1.0f / sqrtf(ss / float(d) + eps);
   if (lane == 0) rstd[n] = r;
@@ -227,10 +244,34 @@ void rmsnorm_forward(bf16* out, float* rstd, const float* x, const float* w, int
   if (N == 0) return;
   const unsigned grid = unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock);
   if (d % 8 == 0 && aligned16(out) && aligned16(x) && aligned16(w))
-    rmsnorm_forward_kernel<8><<<grid, kRowThreads, 0, stream>>>(out, rstd, x, w, N, d, eps);
+    rmsnorm_forward_kernel<8, false>
+        <<<grid, kRowThreads, 0, stream>>>(out, rstd, x, nullptr, nullptr, w, N, d, eps);
   else
-    rmsnorm_forward_kernel<1><<<grid, kRowThreads, 0, stream>>>(out, rstd, x, w, N, d, eps);
+    rmsnorm_forward_kernel<1, false>
+        <<<grid, kRowThreads, 0, stream>>>(out, rstd, x, nullptr, nullptr, w, N, d, eps);
   QUEST_CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
+}
+
+void add_rmsnorm_forward(float* res_out, bf16* out, float* rstd, const float* res_in,
+                         const bf16* branch, const float* w, int64_t N, int64_t d, float eps,
+                         cudaStream_t stream) {
+  QUEST_CUDA_REQUIRE(N >= 0 && d > 0, "cuda::add_rmsnorm_forward: bad shape N=", N, " d=", d);
+  if (N == 0) return;
+  const unsigned grid = unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock);
+  // rmsnorm_forward's VEC rule on the tensors it would read (res_out, w) and write (out).
+  const bool vec = d % 8 == 0 && aligned16(out) && aligned16(res_out) && aligned16(w);
+  if (vec && !(aligned16(res_in) && aligned16(branch))) {
+    add(res_out, res_in, branch, N * d, stream);
+    rmsnorm_forward(out, rstd, res_out, w, N, d, eps, stream);
+    return;
+  }
+  if (vec)
+    rmsnorm_forward_kernel<8, true>
+        <<<grid, kRowThreads, 0, stream>>>(out, rstd, res_in, branch, res_out, w, N, d, eps);
+  else
+    rmsnorm_forward_kernel<1, true>
+        <<<grid, kRowThreads, 0, stream>>>(out, rstd, res_in, branch, res_out, w, N, d, eps);
+  QUEST_CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel<add>");
 }
 
 int64_t rmsnorm_backward_scratch(int64_t N, int64_t d) { return dw_segments(N) * d; }

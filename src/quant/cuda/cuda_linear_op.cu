@@ -162,20 +162,47 @@ void CudaLinearOp::forward_fused_tail(const bf16* x, const int8_t* xc, bf16* y, 
 void CudaLinearOp::forward_rmsnorm(const float* res, const float* norm_w, float eps, float* rstd,
                                    bf16* ln, bool write_ln, bf16* y, int64_t N,
                                    cudaStream_t stream) {
+  rmsnorm_impl(res, nullptr, nullptr, norm_w, eps, rstd, ln, write_ln, y, N, stream);
+}
+
+void CudaLinearOp::forward_add_rmsnorm(const float* res_in, const bf16* branch, float* res_out,
+                                       const float* norm_w, float eps, float* rstd, bf16* ln,
+                                       bool write_ln, bf16* y, int64_t N, cudaStream_t stream) {
+  QUEST_QUANT_REQUIRE(branch && res_out, "CudaLinearOp::forward_add_rmsnorm needs branch and res_out");
+  rmsnorm_impl(res_in, branch, res_out, norm_w, eps, rstd, ln, write_ln, y, N, stream);
+}
+
+void CudaLinearOp::rmsnorm_impl(const float* res, const bf16* branch, float* res_out,
+                                const float* norm_w, float eps, float* rstd, bf16* ln,
+                                bool write_ln, bf16* y, int64_t N, cudaStream_t stream) {
   QUEST_QUANT_REQUIRE(w_ != nullptr, "CudaLinearOp::forward_rmsnorm before prepare_weight");
   QUEST_QUANT_REQUIRE(N >= 0 && N <= max_rows_, "CudaLinearOp: ", N, " rows exceed the planned ",
                       max_rows_);
   if (fusable()) {
     int8_t* xc = lowbit_active() ? xcodes_ : nullptr;
+    bf16* lnw = write_ln ? ln : nullptr;
     bool done;
-    {
+    if (branch) {
+      QUEST_DEVICE_PROFILE("add_rmsnorm_quantize_input", stream);
+      done = xq_->forward_add_rmsnorm(res, branch, res_out, norm_w, eps, rstd, lnw, x_buf_, xc, N,
+                                      stream);
+    } else {
       QUEST_DEVICE_PROFILE("rmsnorm_quantize_input", stream);
-      done = xq_->forward_rmsnorm(res, norm_w, eps, rstd, write_ln ? ln : nullptr, x_buf_, xc, N,
-                                  stream);
+      done = xq_->forward_rmsnorm(res, norm_w, eps, rstd, lnw, x_buf_, xc, N, stream);
     }
     if (done) return forward_fused_tail(ln, xc, y, N, stream);
   }
-  {
+  if (branch && fused_producers_) {
+    // No fused quantizer (bf16 input, another family, or the kernel declined): the add still
+    // folds into the plain RMSNorm kernel; ln is written (forward() reads it).
+    QUEST_DEVICE_PROFILE("add_rmsnorm_forward", stream);
+    add_rmsnorm_forward(res_out, ln, rstd, res, branch, norm_w, N, in_, eps, stream);
+  } else {
+    if (branch) {
+      QUEST_DEVICE_PROFILE("residual_add", stream);
+      add(res_out, res, branch, N * in_, stream);
+      res = res_out;
+    }
     QUEST_DEVICE_PROFILE("rmsnorm_forward", stream);
     rmsnorm_forward(ln, rstd, res, norm_w, N, in_, eps, stream);
   }

@@ -83,6 +83,14 @@ class CudaLinearOp {
   // it. Same y, same backward as the plain sequence.
   void forward_rmsnorm(const float* res, const float* norm_w, float eps, float* rstd, bf16* ln,
                        bool write_ln, bf16* y, int64_t N, cudaStream_t stream);
+  // forward_rmsnorm with the residual add in front: res_out = res_in + branch (cuda::add, fp32
+  // res_in and res_out, bf16 branch; res_out may alias res_in) is always written, then
+  // forward_rmsnorm(res_out, ...). Fused: one kernel (the quantized input's, or with fused
+  // producers on and no fused quantizer, cuda::add_rmsnorm_forward before forward(ln));
+  // otherwise cuda::add then the plain path. Bitwise the same either way.
+  void forward_add_rmsnorm(const float* res_in, const bf16* branch, float* res_out,
+                           const float* norm_w, float eps, float* rstd, bf16* ln, bool write_ln,
+                           bf16* y, int64_t N, cudaStream_t stream);
   void forward_swiglu(const bf16* a, const bf16* b, bf16* g, bool write_g, bf16* y, int64_t N,
                       cudaStream_t stream);
   // The producer-fused passes on (default; the environment variable QUEST_FUSED_PRODUCERS=0 at
@@ -155,6 +163,10 @@ class CudaLinearOp {
   void input_gradient_product(const bf16* dy, bf16* dx, bool accumulate, cudaStream_t stream);
   void mask_input_gradient(bf16* dx, cudaStream_t stream);
   void weight_gradient(const bf16* dy, float* dw, cudaStream_t stream);
+  // forward_rmsnorm (branch, res_out null) and forward_add_rmsnorm.
+  void rmsnorm_impl(const float* res, const bf16* branch, float* res_out, const float* norm_w,
+                    float eps, float* rstd, bf16* ln, bool write_ln, bf16* y, int64_t N,
+                    cudaStream_t stream);
   // Whether forward_rmsnorm / forward_swiglu may run the fused pass.
   bool fusable() const { return fused_producers_ && half_ && xq_ && xq_->fused_supported() && !share_src_; }
   // After a fused pass wrote x_buf_ (and xcodes_ when xc): the bookkeeping of forward(), then

@@ -125,10 +125,17 @@ class DeviceQuantizer {
   // 16384, a pointer not 16-byte aligned); the caller then runs the two ops.
   // RMSNorm (cuda::rmsnorm_forward, d = cols): x fp32 [rows, cols], w fp32 [cols]; writes rstd
   // [rows] and, when ln is not null, the bf16 normed rows.
+  // RMSNorm with the residual add in front (forward_add_rmsnorm): res_out = res_in + branch
+  // (cuda::add's fp32 add of the bf16 branch output) is written, then RMSNorm as above on
+  // res_out; bitwise cuda::add followed by forward_rmsnorm(res_out, ...). res_out may alias
+  // res_in. On false nothing ran, res_out included.
   // SwiGLU (cuda::swiglu_forward): a, b bf16 [rows, cols]; when g is not null, g = silu(a) * b.
   bool fused_supported() const;
   bool forward_rmsnorm(const float* x, const float* w, float eps, float* rstd, bf16* ln, bf16* xq,
                        int8_t* codes, int64_t rows, cudaStream_t stream);
+  bool forward_add_rmsnorm(const float* res_in, const bf16* branch, float* res_out, const float* w,
+                           float eps, float* rstd, bf16* ln, bf16* xq, int8_t* codes, int64_t rows,
+                           cudaStream_t stream);
   bool forward_swiglu(const bf16* a, const bf16* b, bf16* g, bf16* xq, int8_t* codes, int64_t rows,
                       cudaStream_t stream);
 
@@ -173,6 +180,10 @@ class DeviceQuantizer {
   // The grid family's row-kernel arguments of a forward (Grid, Fp4, Sparse48).
   void row_args(qdetail::RowQuantArgs& a, int64_t rows, QuantForm form, int8_t* codes) const;
   void check_codes(int8_t* codes, QuantForm form) const;
+  // forward_rmsnorm / forward_add_rmsnorm (branch and res_out null: no add).
+  bool rmsnorm_impl(const float* x, const bf16* branch, float* res_out, const float* w, float eps,
+                    float* rstd, bf16* ln, bf16* xq, int8_t* codes, int64_t rows,
+                    cudaStream_t stream);
 
   QuantSpec spec_;
   Family family_;

@@ -178,19 +178,34 @@ bool DeviceQuantizer::fused_supported() const {
   return family_ == Family::Grid && spec_.hadamard;  // the grid family has no learned parameter
 }
 
-bool DeviceQuantizer::forward_rmsnorm(const float* x, const float* w, float eps, float* rstd,
-                                      bf16* ln, bf16* xq, int8_t* codes, int64_t rows,
-                                      cudaStream_t stream) {
+bool DeviceQuantizer::rmsnorm_impl(const float* x, const bf16* branch, float* res_out,
+                                   const float* w, float eps, float* rstd, bf16* ln, bf16* xq,
+                                   int8_t* codes, int64_t rows, cudaStream_t stream) {
   check_call(rows, QuantForm::Half, "forward_rmsnorm");
   check_codes(codes, QuantForm::Half);
   QUEST_QUANT_REQUIRE(fused_supported(), "CUDA quantizer '", spec_.to_string(),
                       "': no producer-fused forward (grid family with the transform only)");
   qdetail::RowQuantArgs a;
   row_args(a, rows, QuantForm::Half, codes);
-  if (!qdetail::launch_rmsnorm_ht_grid_rows(x, w, eps, rstd, ln, xq, a, stream)) return false;
+  if (!qdetail::launch_rmsnorm_ht_grid_rows(x, branch, res_out, w, eps, rstd, ln, xq, a, stream))
+    return false;
   rows_ = rows;
   form_ = QuantForm::Half;
   return true;
+}
+
+bool DeviceQuantizer::forward_rmsnorm(const float* x, const float* w, float eps, float* rstd,
+                                      bf16* ln, bf16* xq, int8_t* codes, int64_t rows,
+                                      cudaStream_t stream) {
+  return rmsnorm_impl(x, nullptr, nullptr, w, eps, rstd, ln, xq, codes, rows, stream);
+}
+
+bool DeviceQuantizer::forward_add_rmsnorm(const float* res_in, const bf16* branch, float* res_out,
+                                          const float* w, float eps, float* rstd, bf16* ln,
+                                          bf16* xq, int8_t* codes, int64_t rows,
+                                          cudaStream_t stream) {
+  QUEST_QUANT_REQUIRE(branch && res_out, "CUDA quantizer: forward_add_rmsnorm needs branch and res_out");
+  return rmsnorm_impl(res_in, branch, res_out, w, eps, rstd, ln, xq, codes, rows, stream);
 }
 
 bool DeviceQuantizer::forward_swiglu(const bf16* a_in, const bf16* b_in, bf16* g, bf16* xq,

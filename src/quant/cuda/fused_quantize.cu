@@ -25,7 +25,16 @@
 //   VEC = 1 path sums in another order) - implied by cols % 128 and the launcher's checks.
 // - SwiGLU: g = bf16(a * sigmoid(a) * b), sigmoid(a) = 1 / (1 + expf(-a)), swiglu_fwd's
 //   expressions; elementwise, so no staging.
-// - Each lane writes only its own entries of ln / g (the team layout's); x, w, a, b are only read.
+// - RMSNorm with the residual add (kAdd; the layer's residual connection folded in front): the
+//   row is x = res_in + float(branch), the same single fp32 addition as cuda::add's add_kernel
+//   (src/ops/cuda/elementwise.cu, `fa += fb`), formed in load() and written to res_out (fp32, the
+//   next residual and the backward's input) before anything else uses it; everything after is the
+//   RMSNorm source above on those fp32 values. So the outputs are bitwise cuda::add followed by
+//   the plain RMSNorm path. Each lane reads res_in / branch and writes res_out only at its own
+//   entries (the team layout's 8-column groups), so res_out may alias res_in; branch must not
+//   alias res_out. Requires 16-byte aligned res_in, branch, res_out.
+// - Each lane writes only its own entries of ln / g / res_out (the team layout's); x, w, a, b,
+//   branch are only read.
 #include "core/error.h"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/ht_row_kernel.cuh"
@@ -40,15 +49,28 @@ __device__ __forceinline__ void round_bf16_8(float (&v)[8]) {
   for (int k = 0; k < 8; ++k) v[k] = __bfloat162float(__float2bfloat16_rn(v[k]));
 }
 
+// kAdd: the residual add in front (see the invariants); a template parameter so that the plain
+// source's code (and its register use, at the 64-register cap) stays as it was.
+template <bool kAdd>
 struct RmsNormSource {
-  const float* x;  // [rows, cols] the fp32 residual stream
+  const float* x;  // [rows, cols] the fp32 residual stream (kAdd: res_in)
   const float* w;  // [cols] the fp32 norm weight
   float eps;
   float* rstd;  // [rows]
   bf16* ln;     // [rows, cols] or null
+  const bf16* branch = nullptr;  // kAdd: [rows, cols] the branch output added to x
+  float* res_out = nullptr;      // kAdd: [rows, cols] receives x + branch
 
   __device__ __forceinline__ void load(const RowCtx& c, int col, float (&v)[8]) const {
-    load8(x + c.r * c.cols + col, v);
+    const int64_t off = c.r * c.cols + col;
+    load8(x + off, v);
+    if constexpr (kAdd) {
+      float fb[8];
+      load8(branch + off, fb);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] += fb[k];  // add_kernel's `fa[k] += fb[k]`
+      store8(res_out + off, v);
+    }
   }
 
   template <int S>
@@ -114,12 +136,19 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 }  // namespace
 
-bool launch_rmsnorm_ht_grid_rows(const float* x, const float* w, float eps, float* rstd, bf16* ln,
-                                 bf16* xq, const RowQuantArgs& a, cudaStream_t stream) {
+bool launch_rmsnorm_ht_grid_rows(const float* x, const bf16* branch, float* res_out,
+                                 const float* w, float eps, float* rstd, bf16* ln, bf16* xq,
+                                 const RowQuantArgs& a, cudaStream_t stream) {
   if (!ht_rows_shape_ok(a) || a.ht_out || !aligned16(x) || !aligned16(w) || !aligned16(xq) ||
       (ln && !aligned16(ln)) || !rstd)
     return false;
-  launch_ht_rows(RmsNormSource{x, w, eps, rstd, ln}, xq, a, stream);
+  if (!branch != !res_out) return false;  // both or neither (the caller's check)
+  if (branch) {
+    if (!aligned16(branch) || !aligned16(res_out)) return false;
+    launch_ht_rows(RmsNormSource<true>{x, w, eps, rstd, ln, branch, res_out}, xq, a, stream);
+  } else {
+    launch_ht_rows(RmsNormSource<false>{x, w, eps, rstd, ln}, xq, a, stream);
+  }
   return true;
 }
 

@@ -73,9 +73,12 @@ bool launch_ht_grid_rows(const TIn* x, TOut* xq, const RowQuantArgs& a, cudaStre
 // launch_ht_grid_rows on its bf16 output. Return false (launching nothing) where the kernel does
 // not apply (launch_ht_grid_rows's conditions, or a pointer not 16-byte aligned).
 // RMSNorm (rmsnorm_forward): x [rows, cols] fp32, w [cols] fp32; writes rstd [rows] and, when ln
-// is not null, ln = the bf16 normed rows.
-bool launch_rmsnorm_ht_grid_rows(const float* x, const float* w, float eps, float* rstd, bf16* ln,
-                                 bf16* xq, const RowQuantArgs& a, cudaStream_t stream);
+// is not null, ln = the bf16 normed rows. With branch and res_out (both or neither): the residual
+// add in front, bitwise cuda::add(res_out, x, branch) then the above on res_out; res_out
+// [rows, cols] fp32 is written (may alias x), branch [rows, cols] bf16.
+bool launch_rmsnorm_ht_grid_rows(const float* x, const bf16* branch, float* res_out,
+                                 const float* w, float eps, float* rstd, bf16* ln, bf16* xq,
+                                 const RowQuantArgs& a, cudaStream_t stream);
 // SwiGLU (swiglu_forward): a, b [rows, cols] bf16; when g is not null, g = bf16(silu(a) * b).
 bool launch_swiglu_ht_grid_rows(const bf16* a_in, const bf16* b_in, bf16* g, bf16* xq,
                                 const RowQuantArgs& a, cudaStream_t stream);
