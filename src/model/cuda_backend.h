@@ -49,7 +49,14 @@ class CudaLinear {
   CudaLinear(std::unique_ptr<cuda::CudaLinearOp> op, cudaStream_t stream, const float* master,
              const cuda::bf16* copy)
       : op_(std::move(op)), stream_(stream), master_(master), copy_(copy) {}
-  void prepare_weight(const cuda::bf16* w) { op_->prepare_weight(master_ + (w - copy_), stream_); }
+  // An unquantized, untransformed weight is the bf16 copy itself (the optimizer writes it as the
+  // master's round to nearest, what converting the master again would give).
+  void prepare_weight(const cuda::bf16* w) {
+    if (op_->weight_is_plain())
+      op_->prepare_weight(w, stream_);
+    else
+      op_->prepare_weight(master_ + (w - copy_), stream_);
+  }
   void forward(const cuda::bf16* x, cuda::bf16* y, int64_t N) { op_->forward(x, y, N, stream_); }
   void backward(const cuda::bf16* dy, cuda::bf16* dx, float* dw, int64_t N) {
     op_->backward(dy, dx, dw, N, stream_);

@@ -61,6 +61,8 @@ class CudaLinearOp {
   int64_t max_rows() const { return max_rows_; }
   const QuantConfig& quant_config() const { return quant_; }
   bool half_form() const { return half_; }
+  // The product weight is W itself in bf16 (no weight quantizer, no transform).
+  bool weight_is_plain() const { return !wq_ && !half_; }
 
   // Quantizes (and/or transforms) the weight [out, in] from the fp32 master weight or its bf16
   // copy. The fp32 master gives exactly the CPU's quantized values (then rounded to bf16).
