@@ -84,7 +84,7 @@ prepare_data() {
 DATADIR="$WORK/gutenberg-gpt2"
 
 # Throughput on synthetic tokens (`quest bench`), 64 x 512 micro-batches, with the per-op profile
-# of one step; one JSON line per run in bench.jsonl.
+# of one step; one JSON line per run in bench.jsonl. Then the kernel microbenchmarks.
 if stage bench; then
   for preset in ${QUEST_BENCH_PRESETS:-30M 200M}; do
     for q in ${QUEST_BENCH_METHODS:-bf16 quest4 quest1}; do
@@ -96,6 +96,16 @@ if stage bench; then
       [[ -n "$line" ]] && echo "$line" | sed "s/^{/{\"method\":\"$q\",/" >>"$OUT/bench.jsonl"
       log "$(grep -E 'tokens/s' "$OUT/$name.log" | head -1 || echo "bench $preset $q failed")"
     done
+  done
+  # The kernel microbenchmarks (built with QUEST_BUILD_BENCH, the default): one quantized linear
+  # layer at 7B and preset shapes against cuBLAS bf16, the activation quantizer, attention, RoPE
+  # and AdamW against a copy. Each prints its own table (docs/LOWBIT_GEMM.md, docs/PERF.md).
+  for b in "bench_lowbit_linear --bits 4" bench_quantizer bench_attention bench_memory_ops; do
+    exe=$BUILD/${b%% *}
+    [[ -x "$exe" ]] || continue
+    # shellcheck disable=SC2086
+    $BUILD/$b >"$OUT/${b%% *}.log" 2>&1
+    log "${b%% *}: exit $? (see ${b%% *}.log)"
   done
 fi
 
