@@ -1,11 +1,15 @@
-// CudaLinearOp's two options (cuda_linear_op.h): the int8 forward product from the quantizer's
-// codes, and w2 taking w1's quantized input.
+// CudaLinearOp's options and fused passes (cuda_linear_op.h): the int8 forward product from the
+// quantizer's codes, w2 taking w1's quantized input, and the fused backward passes.
 // - CudaLowbitLinear.*: the integer product equals the exact product of the dequantized operands
 //   (recovered from the op's saved xq, wq and steps) up to the output's bf16 rounding; the
 //   backward is bit for bit the bf16 path's; the weight's codes come from prepare_weight only.
 // - CudaSharedInput.*: a layer that takes another's quantized input computes bit for bit what it
 //   computes quantizing the same x itself, forward and backward; sharing is refused where the
 //   quantizers could differ.
+// - CudaPairBackward.*: w1 + w2's input gradients in one product and one mask pass, against two
+//   backwards and an add.
+// - CudaSwigluBackward.*: the down projection's mask and transform fused into SwiGLU's backward,
+//   bit for bit the plain sequence.
 #include <gtest/gtest.h>
 
 #include <cctype>
@@ -221,12 +225,6 @@ TEST(CudaSharedInputChecks, RefusedWhereTheQuantizersCouldDiffer) {
   EXPECT_TRUE(op("w=quest:2,a=quest:4")->share_input_quantization(*src));   // weights may differ
 }
 
-}  // namespace
-}  // namespace quest
-
-namespace quest {
-namespace {
-
 // CudaLinearOp::backward_shared_input against the two backwards and an add: the weight gradients
 // bit for bit, dx to the rounding of the one sum the separate path rounds twice.
 class CudaPairBackward : public ::testing::TestWithParam<std::pair<const char*, bool>> {};
@@ -283,12 +281,6 @@ INSTANTIATE_TEST_SUITE_P(Configs, CudaPairBackward,
                              if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
                            return s;
                          });
-
-}  // namespace
-}  // namespace quest
-
-namespace quest {
-namespace {
 
 // CudaLinearOp::backward_swiglu (the mask, transform and SwiGLU backward in one pass where it
 // applies) against backward() and swiglu_backward, bit for bit.
