@@ -107,9 +107,7 @@ void CudaLinearOp::set_product_weight(const bf16* w, cudaStream_t stream) {
 }
 
 void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t stream) {
-  QUEST_QUANT_REQUIRE(w_ != nullptr, "CudaLinearOp::forward before prepare_weight");
-  QUEST_QUANT_REQUIRE(N >= 0 && N <= max_rows_, "CudaLinearOp: ", N, " rows exceed the planned ",
-                      max_rows_);
+  check_forward(N, "forward");
   const bool lowbit = lowbit_active();
   const int8_t* xc = nullptr;  // the input's codes for the integer product
   shared_now_ = share_src_ && share_src_->last_x_ == x && share_src_->n_ == N && x;
@@ -175,9 +173,7 @@ void CudaLinearOp::forward_add_rmsnorm(const float* res_in, const bf16* branch, 
 void CudaLinearOp::rmsnorm_impl(const float* res, const bf16* branch, float* res_out,
                                 const float* norm_w, float eps, float* rstd, bf16* ln,
                                 bool write_ln, bf16* y, int64_t N, cudaStream_t stream) {
-  QUEST_QUANT_REQUIRE(w_ != nullptr, "CudaLinearOp::forward_rmsnorm before prepare_weight");
-  QUEST_QUANT_REQUIRE(N >= 0 && N <= max_rows_, "CudaLinearOp: ", N, " rows exceed the planned ",
-                      max_rows_);
+  check_forward(N, "forward_rmsnorm");
   if (fusable()) {
     int8_t* xc = lowbit_active() ? xcodes_ : nullptr;
     bf16* lnw = write_ln ? ln : nullptr;
@@ -211,9 +207,7 @@ void CudaLinearOp::rmsnorm_impl(const float* res, const bf16* branch, float* res
 
 void CudaLinearOp::forward_swiglu(const bf16* a, const bf16* b, bf16* g, bool write_g, bf16* y,
                                   int64_t N, cudaStream_t stream) {
-  QUEST_QUANT_REQUIRE(w_ != nullptr, "CudaLinearOp::forward_swiglu before prepare_weight");
-  QUEST_QUANT_REQUIRE(N >= 0 && N <= max_rows_, "CudaLinearOp: ", N, " rows exceed the planned ",
-                      max_rows_);
+  check_forward(N, "forward_swiglu");
   if (fusable()) {
     int8_t* xc = lowbit_active() ? xcodes_ : nullptr;
     bool done;
@@ -228,6 +222,12 @@ void CudaLinearOp::forward_swiglu(const bf16* a, const bf16* b, bf16* g, bool wr
     swiglu_forward(g, a, b, N * in_, stream);
   }
   forward(g, y, N, stream);
+}
+
+void CudaLinearOp::check_forward(int64_t N, const char* what) const {
+  QUEST_QUANT_REQUIRE(w_ != nullptr, "CudaLinearOp::", what, " before prepare_weight");
+  QUEST_QUANT_REQUIRE(N >= 0 && N <= max_rows_, "CudaLinearOp: ", N, " rows exceed the planned ",
+                      max_rows_);
 }
 
 void CudaLinearOp::check_backward(int64_t N, bool has_dx) const {

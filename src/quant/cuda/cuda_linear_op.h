@@ -162,6 +162,8 @@ class CudaLinearOp {
   // The parts of backward(): the argument checks; dx (+)= dY . Wq; the input quantizer's mask and
   // transform on dx; dw += the masked weight gradient (nothing when dw is null).
   void check_backward(int64_t N, bool has_dx) const;
+  // forward()'s argument checks (a prepared weight, N within the planned rows), for `what`.
+  void check_forward(int64_t N, const char* what) const;
   void input_gradient_product(const bf16* dy, bf16* dx, bool accumulate, cudaStream_t stream);
   void mask_input_gradient(bf16* dx, cudaStream_t stream);
   void weight_gradient(const bf16* dy, float* dw, cudaStream_t stream);

@@ -180,6 +180,8 @@ class DeviceQuantizer {
   // The grid family's row-kernel arguments of a forward (Grid, Fp4, Sparse48).
   void row_args(qdetail::RowQuantArgs& a, int64_t rows, QuantForm form, int8_t* codes) const;
   void check_codes(int8_t* codes, QuantForm form) const;
+  // The checks and the Half-form RowQuantArgs of a producer-fused forward named `what`.
+  qdetail::RowQuantArgs fused_args(int64_t rows, int8_t* codes, const char* what) const;
   // forward_rmsnorm / forward_add_rmsnorm (branch and res_out null: no add).
   bool rmsnorm_impl(const float* x, const bf16* branch, float* res_out, const float* w, float eps,
                     float* rstd, bf16* ln, bf16* xq, int8_t* codes, int64_t rows,

@@ -178,15 +178,21 @@ bool DeviceQuantizer::fused_supported() const {
   return family_ == Family::Grid && spec_.hadamard;  // the grid family has no learned parameter
 }
 
-bool DeviceQuantizer::rmsnorm_impl(const float* x, const bf16* branch, float* res_out,
-                                   const float* w, float eps, float* rstd, bf16* ln, bf16* xq,
-                                   int8_t* codes, int64_t rows, cudaStream_t stream) {
-  check_call(rows, QuantForm::Half, "forward_rmsnorm");
+qdetail::RowQuantArgs DeviceQuantizer::fused_args(int64_t rows, int8_t* codes,
+                                                  const char* what) const {
+  check_call(rows, QuantForm::Half, what);
   check_codes(codes, QuantForm::Half);
   QUEST_QUANT_REQUIRE(fused_supported(), "CUDA quantizer '", spec_.to_string(),
                       "': no producer-fused forward (grid family with the transform only)");
   qdetail::RowQuantArgs a;
   row_args(a, rows, QuantForm::Half, codes);
+  return a;
+}
+
+bool DeviceQuantizer::rmsnorm_impl(const float* x, const bf16* branch, float* res_out,
+                                   const float* w, float eps, float* rstd, bf16* ln, bf16* xq,
+                                   int8_t* codes, int64_t rows, cudaStream_t stream) {
+  const qdetail::RowQuantArgs a = fused_args(rows, codes, "forward_rmsnorm");
   if (!qdetail::launch_rmsnorm_ht_grid_rows(x, branch, res_out, w, eps, rstd, ln, xq, a, stream))
     return false;
   rows_ = rows;
@@ -210,12 +216,7 @@ bool DeviceQuantizer::forward_add_rmsnorm(const float* res_in, const bf16* branc
 
 bool DeviceQuantizer::forward_swiglu(const bf16* a_in, const bf16* b_in, bf16* g, bf16* xq,
                                      int8_t* codes, int64_t rows, cudaStream_t stream) {
-  check_call(rows, QuantForm::Half, "forward_swiglu");
-  check_codes(codes, QuantForm::Half);
-  QUEST_QUANT_REQUIRE(fused_supported(), "CUDA quantizer '", spec_.to_string(),
-                      "': no producer-fused forward (grid family with the transform only)");
-  qdetail::RowQuantArgs a;
-  row_args(a, rows, QuantForm::Half, codes);
+  const qdetail::RowQuantArgs a = fused_args(rows, codes, "forward_swiglu");
   if (!qdetail::launch_swiglu_ht_grid_rows(a_in, b_in, g, xq, a, stream)) return false;
   rows_ = rows;
   form_ = QuantForm::Half;
