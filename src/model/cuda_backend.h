@@ -77,8 +77,10 @@ struct CudaBackend {
   using Linear = CudaLinear;
   template <class T>
   using Buffer = DeviceBuffer<T>;
-  // Elements of one bf16 logits chunk of the lm_head (256M = 512 MB).
-  static constexpr int64_t kHeadChunkElements = int64_t{256} << 20;
+  // Elements of one bf16 logits chunk of the lm_head (1G = 2 GiB): two chunks for 64 x 512 tokens
+  // of the GPT-2 vocabulary. Each chunk adds a read and write of the fp32 lm_head gradient (257 MB
+  // at 200M), which 512 MiB chunks (7 of them) made cost about 1 ms a step.
+  static constexpr int64_t kHeadChunkElements = int64_t{1} << 30;
 
   // Scratch sized for micro-batches of up to [batch, seq_len] tokens of width d. `master` holds
   // the fp32 parameters whose bf16 copy, at `copy`, the graph passes as weights.

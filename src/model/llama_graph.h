@@ -49,7 +49,11 @@ class LlamaGraph {
                                           make_linear(p + "w1", d, H, N), make_linear(p + "w2", d, H, N),
                                           make_linear(p + "w3", H, d, N)});
     }
-    head_chunk_ = std::clamp<int64_t>(Backend::kHeadChunkElements / Vp, 1, N);
+    // Row chunks of the head, as even as possible: a short last chunk would run its products at a
+    // fraction of the GEMM rate, and every chunk re-reads and re-writes the fp32 lm_head gradient.
+    const int64_t max_rows = std::clamp<int64_t>(Backend::kHeadChunkElements / Vp, 1, N);
+    const int64_t chunks = (N + max_rows - 1) / max_rows;
+    head_chunk_ = (N + chunks - 1) / chunks;
     for (int64_t l = 0; l < L; ++l) {
       Layer a;
       a.res_in = b_.alloc_res(N * d);

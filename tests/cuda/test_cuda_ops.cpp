@@ -429,13 +429,16 @@ struct CeCase {
 };
 
 // Padding columns hold garbage (large values) that must not enter the softmax and must come back
-// as exact zeros in dlogits. Losses are fp32 (rtol 1e-5: a 50k-term fp32 sum); dlogits carry one
+// as exact zeros in dlogits. The cases cover the three kernels: rows staged in shared memory (Vp
+// % 8 == 0, the GPT-2 vocabulary), 16-byte groups read twice from memory (a row of 240 KB, over
+// any GPU's shared memory per block) and single elements (Vp % 8 != 0). Losses are fp32 (rtol 1e-5: a 50k-term fp32 sum); dlogits carry one
 // bf16 rounding (they are ~grad_scale / V, far above any denormal, so atol is ~0).
 TEST(CudaCrossEntropy, MatchesCpu) {
   QUEST_REQUIRE_CUDA();
   Rng rng(12);
   for (const CeCase c : {CeCase{kN, kV, kVp, true}, CeCase{kN, kV, kVp, false},
-                         CeCase{7, 1000, 1003, false}, CeCase{5, 1000, 1003, true}}) {
+                         CeCase{7, 1000, 1003, false}, CeCase{5, 1000, 1003, true},
+                         CeCase{3, 119997, 120000, true}}) {
     auto logits = randn(rng, c.N * c.Vp, 2.0);
     for (int64_t n = 0; n < c.N; ++n)
       for (int64_t j = c.V; j < c.Vp; ++j) logits[n * c.Vp + j] = 50.0f;

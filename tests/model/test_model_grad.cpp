@@ -118,5 +118,39 @@ TEST(ModelInit, FollowsTheSpec) {
   EXPECT_EQ(model.param(model.tensor("final_norm"))[3], 1.0f);
 }
 
+// The lm_head runs over row chunks of at most CpuBackend::kHeadChunkElements logits. With the
+// GPT-2 vocabulary, 64 x 6 tokens need two chunks; 32 x 6 fit in one. The chunked micro-batch must
+// give the losses and gradients of its two halves run separately.
+TEST(ModelHead, RowChunksGiveWhatSeparateMicroBatchesGive) {
+  ModelConfig cfg = test::tiny_config();
+  cfg.vocab_size = 50257;
+  ASSERT_GT(64 * cfg.seq_len * cfg.padded_vocab(), CpuBackend::kHeadChunkElements);
+  ASSERT_LT(32 * cfg.seq_len * cfg.padded_vocab(), CpuBackend::kHeadChunkElements);
+  const int64_t B = 64, T = cfg.seq_len, N = B * T;
+  Rng rng(5);
+  std::vector<int32_t> x(N), y(N);
+  for (auto& t : x) t = int32_t(rng.below(cfg.vocab_size));
+  for (auto& t : y) t = int32_t(rng.below(cfg.vocab_size));
+
+  Model whole(cfg, B), halves(cfg, B / 2);
+  whole.init_weights(11), halves.init_weights(11);
+  whole.zero_grads(), halves.zero_grads();
+  const float scale = 1.0f / float(N);
+  const double loss = whole.forward_backward(x.data(), y.data(), B, T, scale);
+  const double half_losses = halves.forward_backward(x.data(), y.data(), B / 2, T, scale) +
+                             halves.forward_backward(x.data() + N / 2, y.data() + N / 2, B / 2, T, scale);
+  EXPECT_NEAR(loss, half_losses, 1e-7 * std::abs(loss));  // fp32 sums, other blockings
+  EXPECT_GT(loss, 0.0);
+  for (const auto& t : whole.layout()) {
+    double diff = 0, norm = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const double a = whole.grad(t)[i], b = halves.grad(t)[i];
+      diff = std::max(diff, std::abs(a - b)), norm = std::max(norm, std::abs(b));
+    }
+    EXPECT_GT(norm, 0.0) << t.name;
+    EXPECT_LE(diff, 1e-5 * norm) << t.name;
+  }
+}
+
 }  // namespace
 }  // namespace quest

@@ -13,6 +13,12 @@ namespace {
 using namespace detail;
 constexpr int kThreads = 512;
 
+// 16 bytes global -> shared without passing through registers (completes at cp.async.wait_all).
+__device__ __forceinline__ void copy16_async(bf16* dst, const bf16* src) {
+  const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
+
 // One block of kThreads per row (grid N). Thread t owns the column groups t, t + kThreads, ...
 // (VEC columns each: 8 with Vp % 8 == 0 and 16-byte aligned pointers, one 16-byte access; else 1).
 // Pass 1: an online (max, sum of e^(l - max)) per thread over the real columns [0, V) (the group
@@ -21,10 +27,18 @@ constexpr int kThreads = 512;
 // - l[y], in double. Pass 2 (dlogits != null): each thread rewrites its own groups with
 // grad_scale * e^(l - max) / sum (- grad_scale at y; 0 in [V, Vp)); every element is read and
 // then written by the same thread and l[y] was consumed before, so dlogits may alias logits.
-template <int VEC>
+//
+// STAGED (VEC = 8, the row fits in shared memory): each thread first copies its own groups of the
+// row into dynamic shared memory (cp.async) and both passes read them there, so the logits leave
+// DRAM once instead of twice (a 50k-column row is 100 KB: more rows in flight than L2 holds, so
+// the second pass of the unstaged kernel missed it). A thread only reads what it copied itself,
+// so waiting for its own copies suffices; no barrier. Same arithmetic, same bits as unstaged.
+template <int VEC, bool STAGED>
 __global__ void __launch_bounds__(kThreads)
     cross_entropy_kernel(bf16* dlogits, float* losses, const bf16* logits, const int32_t* targets,
                          int64_t V, int64_t Vp, float grad_scale) {
+  static_assert(!STAGED || VEC == 8, "staging copies 16-byte groups");
+  extern __shared__ uint4 staged_row[];
   __shared__ float shared[32];
   const int64_t n = blockIdx.x;
   const bf16* l = logits + n * Vp;
@@ -32,11 +46,19 @@ __global__ void __launch_bounds__(kThreads)
   const bool valid = y >= 0 && y < V;
   float ly = 0.0f;
   if (threadIdx.x == 0 && valid) ly = __bfloat162float(l[y]);
+  const bf16* src = l;
+  if constexpr (STAGED) {
+    bf16* row = reinterpret_cast<bf16*>(staged_row);
+    for (int64_t c = int64_t(threadIdx.x) * VEC; c < Vp; c += int64_t(kThreads) * VEC)
+      copy16_async(row + c, l + c);
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    src = row;
+  }
 
   float mx = -INFINITY, sum = 0.0f;
   for (int64_t c = int64_t(threadIdx.x) * VEC; c < V; c += int64_t(kThreads) * VEC) {
     float f[VEC];
-    load<VEC>(l + c, f);
+    load<VEC>(src + c, f);
     float gmax = -INFINITY;
 #pragma unroll
     for (int k = 0; k < VEC; ++k)
@@ -61,7 +83,7 @@ __global__ void __launch_bounds__(kThreads)
   bf16* g = dlogits + n * Vp;
   for (int64_t c = int64_t(threadIdx.x) * VEC; c < Vp; c += int64_t(kThreads) * VEC) {
     float f[VEC];
-    load<VEC>(l + c, f);
+    load<VEC>(src + c, f);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       const int64_t j = c + k;
@@ -70,6 +92,14 @@ __global__ void __launch_bounds__(kThreads)
     }
     store<VEC>(g + c, f);
   }
+}
+
+// Shared bytes a block may use on the current device (opt-in limit), queried once per device.
+int max_block_smem() {
+  int device = 0, bytes = 0;
+  QUEST_CUDA_CHECK(cudaGetDevice(&device));
+  QUEST_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return bytes;
 }
 
 }  // namespace
@@ -81,12 +111,21 @@ void cross_entropy(bf16* dlogits, float* losses, const bf16* logits, const int32
   QUEST_CUDA_REQUIRE(N <= INT32_MAX, "cuda::cross_entropy: too many rows N=", N);
   if (N == 0) return;
   const bool vec = Vp % 8 == 0 && aligned16(logits) && (!dlogits || aligned16(dlogits));
-  if (vec)
-    cross_entropy_kernel<8><<<unsigned(N), kThreads, 0, stream>>>(dlogits, losses, logits, targets,
-                                                                 V, Vp, grad_scale);
-  else
-    cross_entropy_kernel<1><<<unsigned(N), kThreads, 0, stream>>>(dlogits, losses, logits, targets,
-                                                                 V, Vp, grad_scale);
+  const int64_t row_bytes = Vp * int64_t(sizeof(bf16));
+  static const int smem_limit = max_block_smem();
+  if (vec && row_bytes <= smem_limit) {
+    const auto kernel = cross_entropy_kernel<8, true>;
+    QUEST_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(row_bytes)));
+    kernel<<<unsigned(N), kThreads, size_t(row_bytes), stream>>>(dlogits, losses, logits, targets, V,
+                                                                Vp, grad_scale);
+  } else if (vec) {
+    cross_entropy_kernel<8, false><<<unsigned(N), kThreads, 0, stream>>>(
+        dlogits, losses, logits, targets, V, Vp, grad_scale);
+  } else {
+    cross_entropy_kernel<1, false><<<unsigned(N), kThreads, 0, stream>>>(
+        dlogits, losses, logits, targets, V, Vp, grad_scale);
+  }
   QUEST_CUDA_LAUNCH_CHECK("cross_entropy_kernel");
 }
 
