@@ -13,6 +13,15 @@ namespace {
 using namespace detail;
 constexpr int kThreads = 512;
 
+constexpr float kLog2e = 1.4426950408889634f;
+
+// 2^x by the special-function unit (relative error 2 ulp; results below 2^-126 flush to 0).
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // 16 bytes global -> shared without passing through registers (completes at cp.async.wait_all).
 __device__ __forceinline__ void copy16_async(bf16* dst, const bf16* src) {
   const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
@@ -21,18 +30,18 @@ __device__ __forceinline__ void copy16_async(bf16* dst, const bf16* src) {
 
 // One block of kThreads per row (grid N). Thread t owns the column groups t, t + kThreads, ...
 // (VEC columns each: 8 with Vp % 8 == 0 and 16-byte aligned pointers, one 16-byte access; else 1).
-// Pass 1: an online (max, sum of e^(l - max)) per thread over the real columns [0, V) (the group
-// straddling V is masked), the block max, each thread's sum rescaled to it, the block sum (fixed
-// order: deterministic); l[y] is read by thread 0 before the first barrier. loss = max + log(sum)
-// - l[y], in double. Pass 2 (dlogits != null): each thread rewrites its own groups with
-// grad_scale * e^(l - max) / sum (- grad_scale at y; 0 in [V, Vp)); every element is read and
-// then written by the same thread and l[y] was consumed before, so dlogits may alias logits.
+// Over the real columns [0, V) (the group straddling V is masked): each thread's max, the block
+// max, each thread's sum of e^(l - max), the block sum (fixed order: deterministic); l[y] is read
+// by thread 0 before the first barrier. loss = max + log(sum) - l[y], in double. Then (dlogits !=
+// null) each thread rewrites its own groups with grad_scale * e^(l - max) / sum (- grad_scale at
+// y; 0 in [V, Vp)); every element is read and then written by the same thread and l[y] was
+// consumed before, so dlogits may alias logits.
 //
 // STAGED (VEC = 8, the row fits in shared memory): each thread first copies its own groups of the
-// row into dynamic shared memory (cp.async) and both passes read them there, so the logits leave
-// DRAM once instead of twice (a 50k-column row is 100 KB: more rows in flight than L2 holds, so
+// row into dynamic shared memory (cp.async) and the three sweeps read them there, so the logits
+// leave DRAM once instead of twice (a 50k-column row is 100 KB: more rows in flight than L2 holds, so
 // the second pass of the unstaged kernel missed it). A thread only reads what it copied itself,
-// so waiting for its own copies suffices; no barrier. Same arithmetic, same bits as unstaged.
+// so waiting for its own copies suffices. Same arithmetic, same bits as unstaged.
 template <int VEC, bool STAGED>
 __global__ void __launch_bounds__(kThreads)
     cross_entropy_kernel(bf16* dlogits, float* losses, const bf16* logits, const int32_t* targets,
@@ -55,25 +64,29 @@ __global__ void __launch_bounds__(kThreads)
     src = row;
   }
 
-  float mx = -INFINITY, sum = 0.0f;
+  // Sweep 1: the row max (no exponentials). Sweep 2: the sum of e^(l - max). Sweep 3: the
+  // gradient. e^(l - max) = 2^(l log2 e - max log2 e): one FFMA (the product is not rounded, only
+  // max log2 e is: relative error ~6e-8 |max|) and one ex2.approx (2 ulp): the exponentials are
+  // what bounds this kernel's time beside memory, and expf costs several instructions more.
+  float mx = -INFINITY;
   for (int64_t c = int64_t(threadIdx.x) * VEC; c < V; c += int64_t(kThreads) * VEC) {
     float f[VEC];
     load<VEC>(src + c, f);
-    float gmax = -INFINITY;
 #pragma unroll
     for (int k = 0; k < VEC; ++k)
-      if (c + k < V) gmax = fmaxf(gmax, f[k]);
-    if (gmax > mx) {
-      sum *= expf(mx - gmax);  // 0 * e^-inf = 0 on the first group
-      mx = gmax;
-    }
-#pragma unroll
-    for (int k = 0; k < VEC; ++k)
-      if (c + k < V) sum += expf(f[k] - mx);
+      if (c + k < V) mx = fmaxf(mx, f[k]);
   }
   const float row_max = block_reduce(mx, Max{}, shared);
-  const float row_sum =
-      block_reduce(mx == -INFINITY ? 0.0f : sum * expf(mx - row_max), Sum{}, shared);
+  const float shift = row_max * kLog2e;
+  float sum = 0.0f;
+  for (int64_t c = int64_t(threadIdx.x) * VEC; c < V; c += int64_t(kThreads) * VEC) {
+    float f[VEC];
+    load<VEC>(src + c, f);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k)
+      if (c + k < V) sum += exp2_approx(fmaf(f[k], kLog2e, -shift));
+  }
+  const float row_sum = block_reduce(sum, Sum{}, shared);
 
   if (threadIdx.x == 0 && losses)
     losses[n] = valid ? float(double(row_max) + log(double(row_sum)) - double(ly)) : NAN;
@@ -87,7 +100,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       const int64_t j = c + k;
-      f[k] = j < V ? expf(f[k] - row_max) * scale - (j == y ? grad_scale : 0.0f)
+      f[k] = j < V ? exp2_approx(fmaf(f[k], kLog2e, -shift)) * scale - (j == y ? grad_scale : 0.0f)
                    : (valid ? 0.0f : NAN);
     }
     store<VEC>(g + c, f);
