@@ -28,6 +28,12 @@ constexpr int kRowsPerBlock = kRowThreads / 32;
 constexpr int64_t kDwRows = 64;
 constexpr int kDwThreads = 256;            // threads per dw-partial block (8 warps)
 
+// 16 bytes global -> shared without passing through registers (done at cp.async.wait_all).
+__device__ __forceinline__ void copy16_async(float* dst, const float* src) {
+  const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
+
 int64_t dw_segments(int64_t N) { return (N + kDwRows - 1) / kDwRows; }
 
 // Forward. Warp w of block b owns row n = 8b + w; lane l owns the column groups l, l + 32, ...
@@ -157,21 +163,30 @@ __global__ void __launch_bounds__(kDwThreads)
 // and writes partial[p, :]. dx, dx_copy and m are computed exactly as in
 // rmsnorm_backward_dx_kernel (the same expressions in the same order): only the grouping of the
 // dw sums differs from the separate passes. Fixed orders throughout: deterministic.
+// The row's dx (read-modify-write) is copied into the warp's staging row in shared memory
+// (cp.async) when the row starts, so its DRAM latency overlaps the loads and the reduction of m
+// instead of following them (each lane copies and reads back only its own groups: no barrier).
 template <int CHUNKS>
 __global__ void __launch_bounds__(kDwThreads)
     rmsnorm_backward_fused_kernel(float* dx, bf16* dx_copy, float* partial, const bf16* dout, const float* x,
                                   const float* w, const float* rstd, int64_t N, int64_t d) {
   constexpr int VEC = 8, kWarps = kDwThreads / 32;
-  extern __shared__ float sums[];  // [kWarps][d]
+  extern __shared__ float sums[];  // [kWarps][d] dw sums, then [kWarps][d] staged dx rows
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t p = blockIdx.x, n0 = p * kDwRows, n1 = min(N, n0 + kDwRows);
   float* mine = sums + warp * d;
+  float* staged_dx = sums + (kWarps + warp) * d;
   for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC)
 #pragma unroll
     for (int j = 0; j < VEC; ++j) mine[c + j] = 0.0f;
   for (int64_t n = n0 + warp; n < n1; n += kWarps) {
     const float* xr = x + n * d;
     const bf16* gr = dout + n * d;
+    float* dxr = dx + n * d;
+    for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
+      copy16_async(staged_dx + c, dxr + c);
+      copy16_async(staged_dx + c + 4, dxr + c + 4);
+    }
     const float r = rstd[n];
     float g[CHUNKS][VEC], f[CHUNKS][VEC];
     float s = 0.0f;
@@ -187,14 +202,14 @@ __global__ void __launch_bounds__(kDwThreads)
       for (int j = 0; j < VEC; ++j) s += g[k][j] * wf[j] * (f[k][j] * r);
     }
     const float m = warp_reduce(s, Sum{}) / float(d);
-    float* dxr = dx + n * d;
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
 #pragma unroll
     for (int k = 0; k < CHUNKS; ++k) {
       const int64_t c = int64_t(lane + 32 * k) * VEC;
       if (c >= d) break;
       float wf[VEC], a[VEC];
       load<VEC>(w + c, wf);
-      load<VEC>(dxr + c, a);
+      load<VEC>(staged_dx + c, a);
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
         a[j] += r * (g[k][j] * wf[j] - f[k][j] * r * m);
@@ -215,7 +230,8 @@ __global__ void __launch_bounds__(kDwThreads)
 template <int CHUNKS>
 void launch_backward_fused(float* dx, bf16* dx_copy, float* partial, const bf16* dout, const float* x,
                            const float* w, const float* rstd, int64_t N, int64_t d, cudaStream_t stream) {
-  const size_t smem = size_t(kDwThreads / 32) * size_t(d) * sizeof(float);  // 64 KB at d = 2048
+  // dw sums and staged dx rows: 80 KB at d = 1280 (two blocks an SM), 128 KB at d = 2048.
+  const size_t smem = 2 * size_t(kDwThreads / 32) * size_t(d) * sizeof(float);
   if (smem > 48 * 1024)
     check(cudaFuncSetAttribute(rmsnorm_backward_fused_kernel<CHUNKS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(smem)),
