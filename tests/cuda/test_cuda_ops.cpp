@@ -222,7 +222,9 @@ TEST(CudaRmsNorm, ForwardMatchesCpu) {
   QUEST_REQUIRE_CUDA();
   Rng rng(7);
   const float eps = 1e-5f;
-  for (const auto [N, d] : {std::pair<int64_t, int64_t>{kN, kD}, {13, 37}}) {
+  // Rows held in registers (16-byte groups: 2, 3, 5 or 8 a lane at d = 64, 640, 1280, 2048),
+  // re-read (d = 2560: 10 groups a lane) and single elements (d = 37).
+  for (const auto [N, d] : {std::pair<int64_t, int64_t>{kN, kD}, {13, 37}, {40, 64}, {300, 1280}, {70, 2048}, {9, 2560}}) {
     const auto x = randn(rng, N * d, 1.5);
     auto w = randn(rng, d, 0.2);
     for (auto& v : w) v = 1.0f + v;

@@ -11,8 +11,8 @@
 // rmsnorm_forward on res_out, so it is BITWISE cuda::add then rmsnorm_forward. The sum order
 // depends on VEC, so VEC follows rmsnorm_forward's rule on (out, res_out, w); where that rule
 // gives 8 but res_in or branch is not 16-byte aligned, the two kernels run instead. The second
-// pass re-reads res_out at the entries the same lane wrote in the first (same ownership), so
-// res_out may alias res_in.
+// pass takes (registers) or re-reads (res_out) the entries the same lane formed in the first (same
+// ownership), so res_out may alias res_in.
 #include "ops/cuda/common.cuh"
 
 namespace quest::cuda {
@@ -38,42 +38,79 @@ int64_t dw_segments(int64_t N) { return (N + kDwRows - 1) / kDwRows; }
 
 // Forward. Warp w of block b owns row n = 8b + w; lane l owns the column groups l, l + 32, ...
 // (VEC columns each). Sum of squares in fp32 per lane, then a butterfly (all lanes agree on r).
-// The second pass re-reads x (L1/L2) with w.
 // kAdd: x is res_in, and the row normalized is res_in + branch, written to res_out first.
-template <int VEC, bool kAdd>
+// CHUNKS > 0 (VEC = 8, at most CHUNKS groups a lane): the lane's entries stay in registers for
+// the second pass; CHUNKS = 0: the second pass re-reads them (L1/L2), from res_out under kAdd.
+// Either way the same values in the same order: the same bits.
+template <int VEC, bool kAdd, int CHUNKS>
 __global__ void __launch_bounds__(kRowThreads)
     rmsnorm_forward_kernel(bf16* out, float* rstd, const float* x, const bf16* branch,
                            float* res_out, const float* w, int64_t N, int64_t d, float eps) {
+  static_assert(CHUNKS == 0 || VEC == 8, "registers hold 16-byte groups");
   const int64_t n = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;  // the whole warp
   const int lane = threadIdx.x & 31;
+  constexpr int kHeld = CHUNKS > 0 ? CHUNKS : 1;
+  float held[kHeld][VEC];
   float ss = 0.0f;
-  for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
+  for (int64_t c = int64_t(lane) * VEC, k = 0; c < d; c += 32 * VEC, ++k) {
     float f[VEC];
     load<VEC>(x + n * d + c, f);
     if constexpr (kAdd) {
       float fb[VEC];
       load<VEC>(branch + n * d + c, fb);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) f[k] += fb[k];  // add_kernel's `fa[k] += fb[k]`
+      for (int j = 0; j < VEC; ++j) f[j] += fb[j];  // add_kernel's `fa[k] += fb[k]`
       store<VEC>(res_out + n * d + c, f);
     }
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) ss += f[k] * f[k];
+    for (int j = 0; j < VEC; ++j) ss += f[j] * f[j];
+    if constexpr (CHUNKS > 0) {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) held[k][j] = f[j];
+    }
   }
   const float* xr = (kAdd ? res_out : x) + n * d;  // the normalized row (this lane's entries)
   ss = warp_reduce(ss, Sum{});
   const float r = 1.0f / sqrtf(ss / float(d) + eps);
   if (lane == 0) rstd[n] = r;
   bf16* o = out + n * d;
-  for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
+  for (int64_t c = int64_t(lane) * VEC, k = 0; c < d; c += 32 * VEC, ++k) {
     float f[VEC], wf[VEC];
-    load<VEC>(xr + c, f);
+    if constexpr (CHUNKS > 0) {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) f[j] = held[k][j];
+    } else {
+      load<VEC>(xr + c, f);
+    }
     load<VEC>(w + c, wf);
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) f[k] = f[k] * r * wf[k];
+    for (int j = 0; j < VEC; ++j) f[j] = f[j] * r * wf[j];
     store<VEC>(o + c, f);
   }
+}
+
+// The forward kernel for (VEC, kAdd): registers hold the row where 16-byte groups allow it.
+template <bool kAdd>
+void launch_forward(bool vec, bf16* out, float* rstd, const float* x, const bf16* branch,
+                    float* res_out, const float* w, int64_t N, int64_t d, float eps, cudaStream_t stream) {
+  const unsigned grid = unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock);
+  const int64_t chunks = (d / 8 + 31) / 32;  // 16-byte groups per lane
+  auto run = [&](auto kernel) {
+    kernel<<<grid, kRowThreads, 0, stream>>>(out, rstd, x, branch, res_out, w, N, d, eps);
+  };
+  if (!vec)
+    run(rmsnorm_forward_kernel<1, kAdd, 0>);
+  else if (chunks <= 2)
+    run(rmsnorm_forward_kernel<8, kAdd, 2>);
+  else if (chunks <= 3)
+    run(rmsnorm_forward_kernel<8, kAdd, 3>);
+  else if (chunks <= 5)
+    run(rmsnorm_forward_kernel<8, kAdd, 5>);
+  else if (chunks <= 8)
+    run(rmsnorm_forward_kernel<8, kAdd, 8>);
+  else
+    run(rmsnorm_forward_kernel<8, kAdd, 0>);
 }
 
 // Backward, dx. Same ownership as the forward. With g = dout * w and xhat = x * r:
@@ -258,13 +295,8 @@ void rmsnorm_forward(bf16* out, float* rstd, const float* x, const float* w, int
                      float eps, cudaStream_t stream) {
   QUEST_CUDA_REQUIRE(N >= 0 && d > 0, "cuda::rmsnorm_forward: bad shape N=", N, " d=", d);
   if (N == 0) return;
-  const unsigned grid = unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock);
-  if (d % 8 == 0 && aligned16(out) && aligned16(x) && aligned16(w))
-    rmsnorm_forward_kernel<8, false>
-        <<<grid, kRowThreads, 0, stream>>>(out, rstd, x, nullptr, nullptr, w, N, d, eps);
-  else
-    rmsnorm_forward_kernel<1, false>
-        <<<grid, kRowThreads, 0, stream>>>(out, rstd, x, nullptr, nullptr, w, N, d, eps);
+  const bool vec = d % 8 == 0 && aligned16(out) && aligned16(x) && aligned16(w);
+  launch_forward<false>(vec, out, rstd, x, nullptr, nullptr, w, N, d, eps, stream);
   QUEST_CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
 }
 
@@ -273,7 +305,6 @@ void add_rmsnorm_forward(float* res_out, bf16* out, float* rstd, const float* re
                          cudaStream_t stream) {
   QUEST_CUDA_REQUIRE(N >= 0 && d > 0, "cuda::add_rmsnorm_forward: bad shape N=", N, " d=", d);
   if (N == 0) return;
-  const unsigned grid = unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock);
   // rmsnorm_forward's VEC rule on the tensors it would read (res_out, w) and write (out).
   const bool vec = d % 8 == 0 && aligned16(out) && aligned16(res_out) && aligned16(w);
   if (vec && !(aligned16(res_in) && aligned16(branch))) {
@@ -281,12 +312,7 @@ void add_rmsnorm_forward(float* res_out, bf16* out, float* rstd, const float* re
     rmsnorm_forward(out, rstd, res_out, w, N, d, eps, stream);
     return;
   }
-  if (vec)
-    rmsnorm_forward_kernel<8, true>
-        <<<grid, kRowThreads, 0, stream>>>(out, rstd, res_in, branch, res_out, w, N, d, eps);
-  else
-    rmsnorm_forward_kernel<1, true>
-        <<<grid, kRowThreads, 0, stream>>>(out, rstd, res_in, branch, res_out, w, N, d, eps);
+  launch_forward<true>(vec, out, rstd, res_in, branch, res_out, w, N, d, eps, stream);
   QUEST_CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel<add>");
 }
 
