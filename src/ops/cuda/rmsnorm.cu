@@ -50,11 +50,13 @@ __global__ void __launch_bounds__(kRowThreads)
   const int64_t n = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;  // the whole warp
   const int lane = threadIdx.x & 31;
+  // This lane's groups when held (VEC = 8, d % 8 == 0): c = (lane + 32 k) 8 < d for k < groups.
+  const int64_t groups = (d / VEC - lane + 31) / 32;
   constexpr int kHeld = CHUNKS > 0 ? CHUNKS : 1;
   float held[kHeld][VEC];
   float ss = 0.0f;
-  for (int64_t c = int64_t(lane) * VEC, k = 0; c < d; c += 32 * VEC, ++k) {
-    float f[VEC];
+  // One group: x (+ branch, stored to res_out) into f, its squares into ss.
+  auto first = [&](int64_t c, float (&f)[VEC]) {
     load<VEC>(x + n * d + c, f);
     if constexpr (kAdd) {
       float fb[VEC];
@@ -65,9 +67,15 @@ __global__ void __launch_bounds__(kRowThreads)
     }
 #pragma unroll
     for (int j = 0; j < VEC; ++j) ss += f[j] * f[j];
-    if constexpr (CHUNKS > 0) {
+  };
+  if constexpr (CHUNKS > 0) {
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) held[k][j] = f[j];
+    for (int k = 0; k < CHUNKS; ++k)
+      if (k < groups) first(int64_t(lane + 32 * k) * VEC, held[k]);
+  } else {
+    for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
+      float f[VEC];
+      first(c, f);
     }
   }
   const float* xr = (kAdd ? res_out : x) + n * d;  // the normalized row (this lane's entries)
@@ -75,18 +83,23 @@ __global__ void __launch_bounds__(kRowThreads)
   const float r = 1.0f / sqrtf(ss / float(d) + eps);
   if (lane == 0) rstd[n] = r;
   bf16* o = out + n * d;
-  for (int64_t c = int64_t(lane) * VEC, k = 0; c < d; c += 32 * VEC, ++k) {
-    float f[VEC], wf[VEC];
-    if constexpr (CHUNKS > 0) {
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) f[j] = held[k][j];
-    } else {
-      load<VEC>(xr + c, f);
-    }
+  auto second = [&](int64_t c, float (&f)[VEC]) {
+    float wf[VEC];
     load<VEC>(w + c, wf);
 #pragma unroll
     for (int j = 0; j < VEC; ++j) f[j] = f[j] * r * wf[j];
     store<VEC>(o + c, f);
+  };
+  if constexpr (CHUNKS > 0) {
+#pragma unroll
+    for (int k = 0; k < CHUNKS; ++k)
+      if (k < groups) second(int64_t(lane + 32 * k) * VEC, held[k]);
+  } else {
+    for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
+      float f[VEC];
+      load<VEC>(xr + c, f);
+      second(c, f);
+    }
   }
 }
 
