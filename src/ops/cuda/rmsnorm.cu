@@ -226,9 +226,10 @@ __global__ void __launch_bounds__(kDwThreads)
   const int64_t p = blockIdx.x, n0 = p * kDwRows, n1 = min(N, n0 + kDwRows);
   float* mine = sums + warp * d;
   float* staged_dx = sums + (kWarps + warp) * d;
-  for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC)
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) mine[c + j] = 0.0f;
+  for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
+    const float zero[VEC] = {};
+    store<VEC>(mine + c, zero);
+  }
   for (int64_t n = n0 + warp; n < n1; n += kWarps) {
     const float* xr = x + n * d;
     const bf16* gr = dout + n * d;
@@ -257,14 +258,16 @@ __global__ void __launch_bounds__(kDwThreads)
     for (int k = 0; k < CHUNKS; ++k) {
       const int64_t c = int64_t(lane + 32 * k) * VEC;
       if (c >= d) break;
-      float wf[VEC], a[VEC];
+      float wf[VEC], a[VEC], acc[VEC];
       load<VEC>(w + c, wf);
       load<VEC>(staged_dx + c, a);
-#pragma unroll
+      load<VEC>(mine + c, acc);  // 16-byte accesses: scalar ones at a 32-byte lane stride
+#pragma unroll                   // conflict 8 ways
       for (int j = 0; j < VEC; ++j) {
         a[j] += r * (g[k][j] * wf[j] - f[k][j] * r * m);
-        mine[c + j] += g[k][j] * (f[k][j] * r);
+        acc[j] += g[k][j] * (f[k][j] * r);
       }
+      store<VEC>(mine + c, acc);
       store<VEC>(dxr + c, a);
       if (dx_copy) store<VEC>(dx_copy + n * d + c, a);
     }
@@ -290,15 +293,26 @@ void launch_backward_fused(float* dx, bf16* dx_copy, float* partial, const bf16*
       dx, dx_copy, partial, dout, x, w, rstd, N, d);
 }
 
-// Backward, dw. Grid-stride over columns, one per thread: dw[j] += sum_p partial[p, j], p in
-// increasing order (coalesced: neighbouring threads read neighbouring columns).
-__global__ void rmsnorm_dw_final_kernel(float* dw, const float* partial, int64_t segments,
-                                        int64_t d) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < d; j += stride) {
-    float s = 0.0f;
-    for (int64_t p = 0; p < segments; ++p) s += partial[p * d + j];
-    dw[j] += s;
+// Backward, dw. Block x owns the 32 columns [32 x, 32 x + 32); warp w of kFinalWarps adds the
+// partials p = w, w + kFinalWarps, ... of its lane's column in increasing order (coalesced rows
+// of 32 floats; the warps' chains run side by side, so ~segments / kFinalWarps dependent loads a
+// thread instead of segments), then thread (0, lane) adds the warps' sums in warp order:
+// dw[j] += that. A fixed order: deterministic.
+constexpr int kFinalWarps = 16;
+__global__ void __launch_bounds__(kFinalWarps * 32)
+    rmsnorm_dw_final_kernel(float* dw, const float* partial, int64_t segments, int64_t d) {
+  __shared__ float sums[kFinalWarps][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t j = int64_t(blockIdx.x) * 32 + lane;
+  float s = 0.0f;
+  if (j < d)
+    for (int64_t p = warp; p < segments; p += kFinalWarps) s += partial[p * d + j];
+  sums[warp][lane] = s;
+  __syncthreads();
+  if (warp == 0 && j < d) {
+    float t = sums[0][lane];
+    for (int wi = 1; wi < kFinalWarps; ++wi) t += sums[wi][lane];
+    dw[j] += t;
   }
 }
 
@@ -363,7 +377,8 @@ void rmsnorm_backward(float* dx, bf16* dx_copy, float* dw, const bf16* dout, con
     rmsnorm_dw_partial_kernel<1><<<pgrid, kDwThreads, 0, stream>>>(scratch, dout, x, rstd, N, d);
   }
   QUEST_CUDA_LAUNCH_CHECK("rmsnorm_backward (dx, dw partials)");
-  rmsnorm_dw_final_kernel<<<grid_for(d, 256), 256, 0, stream>>>(dw, scratch, segments, d);
+  rmsnorm_dw_final_kernel<<<unsigned((d + 31) / 32), kFinalWarps * 32, 0, stream>>>(dw, scratch,
+                                                                                    segments, d);
   QUEST_CUDA_LAUNCH_CHECK("rmsnorm_dw_final_kernel");
 }
 
