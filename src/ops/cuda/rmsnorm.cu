@@ -14,6 +14,7 @@
 // pass takes (registers) or re-reads (res_out) the entries the same lane formed in the first (same
 // ownership), so res_out may alias res_in.
 #include "ops/cuda/common.cuh"
+#include "ops/cuda/rmsnorm_backward_rows.cuh"
 
 namespace quest::cuda {
 namespace {
@@ -22,19 +23,7 @@ using namespace detail;
 
 constexpr int kRowThreads = 256;           // 8 warps, one row each
 constexpr int kRowsPerBlock = kRowThreads / 32;
-// dw: rows per partial (one scratch row per segment). 64: the fused backward runs one block per
-// segment, and N / 64 blocks cover the GPU (512 at 64 x 512 tokens); the final sum then adds
-// N / 64 partials per column.
-constexpr int64_t kDwRows = 64;
-constexpr int kDwThreads = 256;            // threads per dw-partial block (8 warps)
-
-// 16 bytes global -> shared without passing through registers (done at cp.async.wait_all).
-__device__ __forceinline__ void copy16_async(float* dst, const float* src) {
-  const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
-}
-
-int64_t dw_segments(int64_t N) { return (N + kDwRows - 1) / kDwRows; }
+using namespace rmsnorm_rows;
 
 // Forward. Warp w of block b owns row n = 8b + w; lane l owns the column groups l, l + 32, ...
 // (VEC columns each). Sum of squares in fp32 per lane, then a butterfly (all lanes agree on r).
@@ -203,119 +192,6 @@ __global__ void __launch_bounds__(kDwThreads)
   }
 }
 
-// Backward, dx and the dw partials in one pass (rows up to 32 VEC 8 columns wide). Block p owns
-// the segment of kDwRows rows [kDwRows p, kDwRows (p + 1)); warp w takes its rows w, w + 8, ...
-// in order, with the ownership of rmsnorm_backward_dx_kernel (lane l: column groups l, l + 32,
-// ..., at most CHUNKS of them). A row's dout and x stay in registers between the mean and the
-// update, so each is read once; the lane adds dout * x * r of its columns to its warp's dw sums
-// in shared memory (sums[w][d], fp32, rows in order; only that lane touches those entries until
-// the barrier). Then thread t adds the 8 warps' sums in warp order for columns t, t + 256, ...
-// and writes partial[p, :]. dx, dx_copy and m are computed exactly as in
-// rmsnorm_backward_dx_kernel (the same expressions in the same order): only the grouping of the
-// dw sums differs from the separate passes. Fixed orders throughout: deterministic.
-// The row's dx (read-modify-write) is copied into the warp's staging row in shared memory
-// (cp.async) when the row starts, so its DRAM latency overlaps the loads and the reduction of m
-// instead of following them (each lane copies and reads back only its own groups: no barrier).
-template <int CHUNKS>
-__global__ void __launch_bounds__(kDwThreads)
-    rmsnorm_backward_fused_kernel(float* dx, bf16* dx_copy, float* partial, const bf16* dout, const float* x,
-                                  const float* w, const float* rstd, int64_t N, int64_t d) {
-  constexpr int VEC = 8, kWarps = kDwThreads / 32;
-  extern __shared__ float sums[];  // [kWarps][d] dw sums, then [kWarps][d] staged dx rows
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t p = blockIdx.x, n0 = p * kDwRows, n1 = min(N, n0 + kDwRows);
-  float* mine = sums + warp * d;
-  float* staged_dx = sums + (kWarps + warp) * d;
-  for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
-    const float zero[VEC] = {};
-    store<VEC>(mine + c, zero);
-  }
-  for (int64_t n = n0 + warp; n < n1; n += kWarps) {
-    const float* xr = x + n * d;
-    const bf16* gr = dout + n * d;
-    float* dxr = dx + n * d;
-    for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
-      copy16_async(staged_dx + c, dxr + c);
-      copy16_async(staged_dx + c + 4, dxr + c + 4);
-    }
-    const float r = rstd[n];
-    float g[CHUNKS][VEC], f[CHUNKS][VEC];
-    float s = 0.0f;
-#pragma unroll
-    for (int k = 0; k < CHUNKS; ++k) {
-      const int64_t c = int64_t(lane + 32 * k) * VEC;
-      if (c >= d) break;
-      float wf[VEC];
-      load<VEC>(gr + c, g[k]);
-      load<VEC>(w + c, wf);
-      load<VEC>(xr + c, f[k]);
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) s += g[k][j] * wf[j] * (f[k][j] * r);
-    }
-    const float m = warp_reduce(s, Sum{}) / float(d);
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-#pragma unroll
-    for (int k = 0; k < CHUNKS; ++k) {
-      const int64_t c = int64_t(lane + 32 * k) * VEC;
-      if (c >= d) break;
-      float wf[VEC], a[VEC], acc[VEC];
-      load<VEC>(w + c, wf);
-      load<VEC>(staged_dx + c, a);
-      load<VEC>(mine + c, acc);  // 16-byte accesses: scalar ones at a 32-byte lane stride
-#pragma unroll                   // conflict 8 ways
-      for (int j = 0; j < VEC; ++j) {
-        a[j] += r * (g[k][j] * wf[j] - f[k][j] * r * m);
-        acc[j] += g[k][j] * (f[k][j] * r);
-      }
-      store<VEC>(mine + c, acc);
-      store<VEC>(dxr + c, a);
-      if (dx_copy) store<VEC>(dx_copy + n * d + c, a);
-    }
-  }
-  __syncthreads();
-  for (int64_t c = threadIdx.x; c < d; c += kDwThreads) {
-    float t = sums[c];
-    for (int wi = 1; wi < kWarps; ++wi) t += sums[wi * d + c];
-    partial[p * d + c] = t;
-  }
-}
-
-template <int CHUNKS>
-void launch_backward_fused(float* dx, bf16* dx_copy, float* partial, const bf16* dout, const float* x,
-                           const float* w, const float* rstd, int64_t N, int64_t d, cudaStream_t stream) {
-  // dw sums and staged dx rows: 80 KB at d = 1280 (two blocks an SM), 128 KB at d = 2048.
-  const size_t smem = 2 * size_t(kDwThreads / 32) * size_t(d) * sizeof(float);
-  if (smem > 48 * 1024)
-    check(cudaFuncSetAttribute(rmsnorm_backward_fused_kernel<CHUNKS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(smem)),
-          "cudaFuncSetAttribute(rmsnorm_backward_fused_kernel)", __FILE__, __LINE__);
-  rmsnorm_backward_fused_kernel<CHUNKS><<<unsigned(dw_segments(N)), kDwThreads, smem, stream>>>(
-      dx, dx_copy, partial, dout, x, w, rstd, N, d);
-}
-
-// Backward, dw. Block x owns the 32 columns [32 x, 32 x + 32); warp w of kFinalWarps adds the
-// partials p = w, w + kFinalWarps, ... of its lane's column in increasing order (coalesced rows
-// of 32 floats; the warps' chains run side by side, so ~segments / kFinalWarps dependent loads a
-// thread instead of segments), then thread (0, lane) adds the warps' sums in warp order:
-// dw[j] += that. A fixed order: deterministic.
-constexpr int kFinalWarps = 16;
-__global__ void __launch_bounds__(kFinalWarps * 32)
-    rmsnorm_dw_final_kernel(float* dw, const float* partial, int64_t segments, int64_t d) {
-  __shared__ float sums[kFinalWarps][32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t j = int64_t(blockIdx.x) * 32 + lane;
-  float s = 0.0f;
-  if (j < d)
-    for (int64_t p = warp; p < segments; p += kFinalWarps) s += partial[p * d + j];
-  sums[warp][lane] = s;
-  __syncthreads();
-  if (warp == 0 && j < d) {
-    float t = sums[0][lane];
-    for (int wi = 1; wi < kFinalWarps; ++wi) t += sums[wi][lane];
-    dw[j] += t;
-  }
-}
-
 }  // namespace
 
 void rmsnorm_forward(bf16* out, float* rstd, const float* x, const float* w, int64_t N, int64_t d,
@@ -355,17 +231,10 @@ void rmsnorm_backward(float* dx, bf16* dx_copy, float* dw, const bf16* dout, con
   const bool vec = d % 8 == 0 && aligned16(dx) && (!dx_copy || aligned16(dx_copy)) &&
                    aligned16(dout) && aligned16(x) && aligned16(w) && aligned16(scratch);
   const int64_t segments = dw_segments(N);
-  const int64_t chunks = (d / 8 + 31) / 32;  // 16-byte groups per lane
-  if (vec && chunks <= 8) {
-    if (chunks <= 2)
-      launch_backward_fused<2>(dx, dx_copy, scratch, dout, x, w, rstd, N, d, stream);
-    else if (chunks <= 3)
-      launch_backward_fused<3>(dx, dx_copy, scratch, dout, x, w, rstd, N, d, stream);
-    else if (chunks <= 5)
-      launch_backward_fused<5>(dx, dx_copy, scratch, dout, x, w, rstd, N, d, stream);
-    else
-      launch_backward_fused<8>(dx, dx_copy, scratch, dout, x, w, rstd, N, d, stream);
-  } else if (vec) {
+  if (vec && launch_backward_rows(dx, dx_copy, dw, TensorGrad{dout, d}, x, w, rstd, N, d, scratch,
+                                  stream))
+    return;
+  if (vec) {
     rmsnorm_backward_dx_kernel<8><<<grid, kRowThreads, 0, stream>>>(dx, dx_copy, dout, x, w, rstd, N, d);
     QUEST_CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
     const dim3 pgrid(unsigned((d / 8 + 31) / 32), unsigned(segments));
@@ -377,9 +246,7 @@ void rmsnorm_backward(float* dx, bf16* dx_copy, float* dw, const bf16* dout, con
     rmsnorm_dw_partial_kernel<1><<<pgrid, kDwThreads, 0, stream>>>(scratch, dout, x, rstd, N, d);
   }
   QUEST_CUDA_LAUNCH_CHECK("rmsnorm_backward (dx, dw partials)");
-  rmsnorm_dw_final_kernel<<<unsigned((d + 31) / 32), kFinalWarps * 32, 0, stream>>>(dw, scratch,
-                                                                                    segments, d);
-  QUEST_CUDA_LAUNCH_CHECK("rmsnorm_dw_final_kernel");
+  launch_dw_final(dw, scratch, N, d, stream);
 }
 
 }  // namespace quest::cuda

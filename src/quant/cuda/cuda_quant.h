@@ -69,6 +69,15 @@ bool mask_ht_swiglu_backward(bf16* da, bf16* db, const bf16* dg_pre, const uint6
                              const bf16* a, const bf16* b, int64_t rows, int64_t cols,
                              cudaStream_t stream);
 
+// The RMSNorm backward (cuda::rmsnorm_backward, d = cols) of dln = bf16(HT(M(dln_pre))), the
+// half-form input gradient of the layer(s) reading the normed rows (M: mask, SET = zeroed; null:
+// none), in one pass that reads dln_pre once and writes no dln (rmsnorm_mask_backward.cu),
+// bitwise that sequence. Returns false, launching nothing, unless d % 128 == 0, d <= 2048 and
+// every pointer is 16-byte aligned; scratch: rmsnorm_backward_scratch(N, d) floats.
+bool mask_ht_rmsnorm_backward(float* dx, bf16* dx_copy, float* dw, const bf16* dln_pre,
+                              const uint64_t* mask, const float* x, const float* w,
+                              const float* rstd, int64_t N, int64_t d, float* scratch,
+                              cudaStream_t stream);
 // out[0] += number of set bits in words[n] (masked entries, for statistics).
 void count_bits(unsigned long long* out, const uint64_t* words, int64_t n, cudaStream_t stream);
 
