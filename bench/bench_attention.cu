@@ -13,6 +13,10 @@
 // 2.5 times that (the five products of the FA2 backward, recomputation not counted). The GEMM
 // column is y[4096, M] = x[4096, 4096] . w[M, 4096]^T with M chosen so that 2 * 4096 * 4096 * M
 // matches the attention call's FLOPs (rounded to a multiple of 64).
+// The fwd column is cuda::attention_forward as dispatched (the sm90 wgmma kernel on Hopper at
+// head_dim 128, unless QUEST_ATTN_SM90=0). Where the sm90 kernel is available, each head_dim-128
+// case also prints both forward kernels called directly: the mma.sync kernel ("old") and the
+// sm90 kernel ("new"), and old / new.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,6 +28,7 @@
 #include <vector>
 
 #include "cuda_bench_util.cuh"
+#include "ops/cuda/attention_forward_sm90.h"
 #include "ops/cuda_ops.h"
 
 namespace {
@@ -67,6 +72,14 @@ double gemm_ms(const Options& o, quest::cuda::Blas& blas, double flops, int64_t*
   return t * (flops / (2.0 * N * K * M));  // scaled to exactly `flops`
 }
 
+std::vector<std::string> sm90_lines;  // printed after the table
+
+std::string fmt_ms(double ms, double tflops) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.3f ms (%.0f TF/s)", ms, tflops);
+  return buf;
+}
+
 void run_case(const Case& c, const Options& o, quest::cuda::Blas& blas) {
   const int64_t C = c.H * c.HD;
   bf16* qkv = dalloc<bf16>(size_t(c.B * c.T * 3 * C));
@@ -99,6 +112,45 @@ void run_case(const Case& c, const Options& o, quest::cuda::Blas& blas) {
               c.name, (long long)c.B, (long long)c.T, (long long)c.H, (long long)c.HD, f_fwd / 1e9,
               t_fwd, tf(f_fwd, t_fwd), g_fwd, tf(f_fwd, g_fwd), t_fwd / g_fwd, t_bwd,
               tf(f_bwd, t_bwd), g_bwd, tf(f_bwd, g_bwd), t_bwd / g_bwd);
+  if (c.HD == 128 && quest::cuda::attn::attention_forward_sm90_available()) {
+    const double t_old = time_ms(o, [&] {
+      quest::cuda::attn::attention_forward_mma(out, lse, qkv, c.B, c.T, c.H, c.HD, nullptr);
+    });
+    using quest::cuda::attn::Sm90Variant;
+    const double t_new = time_ms(o, [&] {
+      quest::cuda::attn::attention_forward_sm90(out, lse, qkv, c.B, c.T, c.H, c.HD, nullptr);
+    });
+    const double t_free = time_ms(o, [&] {
+      quest::cuda::attn::attention_forward_sm90(out, lse, qkv, c.B, c.T, c.H, c.HD, nullptr,
+                                                Sm90Variant::kNoPingPong);
+    });
+    const double t_nohint = time_ms(o, [&] {
+      quest::cuda::attn::attention_forward_sm90(out, lse, qkv, c.B, c.T, c.H, c.HD, nullptr,
+                                                Sm90Variant::kNoL2Hints);
+    });
+    // The memory floor: a device-to-device copy moving as many bytes (read + write) as the
+    // forward must (qkv read once, out and lse written once).
+    const double bytes = 2.0 * double(c.B * c.T * 3 * C) + 2.0 * double(c.B * c.T * C) +
+                         4.0 * double(c.B * c.H * c.T);
+    const size_t half = size_t(bytes / 2) / 16 * 16;
+    char* cp_src = dalloc<char>(half);
+    char* cp_dst = dalloc<char>(half);
+    CK(cudaMemset(cp_src, 1, half));
+    const double t_copy = time_ms(o, [&] {
+      CK(cudaMemcpyAsync(cp_dst, cp_src, half, cudaMemcpyDeviceToDevice, nullptr));
+    });
+    CK(cudaDeviceSynchronize());
+    cudaFree(cp_src), cudaFree(cp_dst);
+    char floor_buf[160];
+    std::snprintf(floor_buf, sizeof(floor_buf),
+                  "; memory floor: D2D copy of the same %.0f MB %.3f ms (%.2f TB/s), sm90 at %.2f TB/s",
+                  bytes / 1e6, t_copy, bytes / (t_copy * 1e-3) / 1e12, bytes / (t_new * 1e-3) / 1e12);
+    sm90_lines.push_back(std::string(c.name) + ": forward mma.sync " + fmt_ms(t_old, tf(f_fwd, t_old)) +
+                         ", sm90 wgmma " + fmt_ms(t_new, tf(f_fwd, t_new)) + ", old / new " +
+                         std::to_string(t_old / t_new).substr(0, 4) + "x (sm90 variants: without ping-pong " +
+                         fmt_ms(t_free, tf(f_fwd, t_free)) + ", without L2 hints " +
+                         fmt_ms(t_nohint, tf(f_fwd, t_nohint)) + ")" + floor_buf);
+  }
   std::fflush(stdout);
   for (void* p : std::initializer_list<void*>{qkv, out, dout, dqkv, lse, scratch}) cudaFree(p);
 }
@@ -138,6 +190,11 @@ int main(int argc, char** argv) {
         {"30m", 64, 512, 5, 128}, {"200m", 64, 512, 10, 128}, {"hd64", 64, 512, 10, 64}};
     for (const Case& c : cases)
       if (o.only.empty() || o.only == c.name) run_case(c, o, blas);
+    if (!sm90_lines.empty()) {
+      std::printf("\nforward kernels called directly (sm90 dispatch %s):\n",
+                  quest::cuda::attn::attention_forward_sm90_enabled() ? "on" : "off (QUEST_ATTN_SM90=0)");
+      for (const std::string& l : sm90_lines) std::printf("  %s\n", l.c_str());
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_attention: %s\n", e.what());
     return 1;

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "ops/cuda/attention_common.cuh"
+#include "ops/cuda/attention_forward_sm90.h"  // the Hopper kernel (dispatch below)
 #include "ops/cuda/common.cuh"  // QUEST_CUDA_REQUIRE (quest::Error without core/error.h's fmt)
 #include "ops/cuda_ops.h"
 
@@ -264,6 +265,15 @@ void check_attention_args(const char* op, int64_t B, int64_t T, int64_t n_head, 
                      ": 3 * n_head * head_dim exceeds 2^31 - 1");
 }
 
+void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int64_t B, int64_t T,
+                           int64_t n_head, int64_t head_dim, cudaStream_t stream) {
+  if (B * T * n_head == 0) return;
+  if (head_dim <= 64)
+    launch_forward<64>(out, lse, qkv, B, T, n_head, head_dim, stream);
+  else
+    launch_forward<128>(out, lse, qkv, B, T, n_head, head_dim, stream);
+}
+
 }  // namespace attn
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int64_t B, int64_t T, int64_t n_head,
@@ -273,10 +283,12 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int64_t B, int64_
   QUEST_CUDA_REQUIRE(out && lse && qkv, "attention_forward: null pointer");
   QUEST_CUDA_REQUIRE(detail::aligned16(out) && detail::aligned16(qkv) && detail::aligned(lse, 4),
                      "attention_forward: qkv and out must be 16-byte aligned, lse 4-byte aligned");
-  if (head_dim <= 64)
-    attn::launch_forward<64>(out, lse, qkv, B, T, n_head, head_dim, stream);
+  // Hopper: the wgmma kernel (attention_forward_sm90.cu) for head_dim 128, unless
+  // QUEST_ATTN_SM90=0.
+  if (head_dim == 128 && attn::attention_forward_sm90_enabled())
+    attn::attention_forward_sm90(out, lse, qkv, B, T, n_head, head_dim, stream);
   else
-    attn::launch_forward<128>(out, lse, qkv, B, T, n_head, head_dim, stream);
+    attn::attention_forward_mma(out, lse, qkv, B, T, n_head, head_dim, stream);
 }
 
 }  // namespace quest::cuda
