@@ -44,8 +44,11 @@ struct CpuBackend {
     cpu::rmsnorm_forward(out, rstd, x, w, N, d, eps);
   }
   // Res and Act are both fp32 here: the graph passes dx itself as dx_copy.
+  // Linear backwards here apply their own masks (CudaBackend may leave one to the RMSNorm
+  // backward that reads the gradient next): nothing is ever owed.
+  struct MaskOwed {};
   void rmsnorm_backward(float* dx, float* /*dx_copy*/, float* dw, const float* dout, const float* x,
-                        const float* w, const float* rstd, int64_t N, int64_t d) {
+                        const float* w, const float* rstd, int64_t N, int64_t d, MaskOwed = {}) {
     cpu::rmsnorm_backward(dx, dw, dout, x, w, rstd, N, d);
   }
   // The producer and its linear layer (CudaBackend fuses them); here the plain composition.
@@ -91,12 +94,18 @@ struct CpuBackend {
     lin.backward(dy, dg, dw, N);
     swiglu_backward(da, db, dg, a, b, N * H);
   }
-  // Two linear layers of one input: dx = dx_a + dx_b (CudaBackend sums them in one product pass).
-  void linear_pair_backward(LinearOp& a, const float* dya, float* dwa, LinearOp& b, const float* dyb, float* dwb,
-                            float* dx, float* scratch, int64_t N, int64_t d) {
+  // Two linear layers of one input: dx = dx_a + dx_b (CudaBackend sums them in one product pass),
+  // for an RMSNorm backward to read.
+  MaskOwed linear_pair_backward_to_norm(LinearOp& a, const float* dya, float* dwa, LinearOp& b, const float* dyb,
+                                        float* dwb, float* dx, float* scratch, int64_t N, int64_t d) {
     a.backward(dya, dx, dwa, N);
     b.backward(dyb, scratch, dwb, N);
     add(dx, dx, scratch, N * d);
+    return {};
+  }
+  MaskOwed linear_backward_to_norm(LinearOp& lin, const float* dy, float* dx, float* dw, int64_t N) {
+    lin.backward(dy, dx, dw, N);
+    return {};
   }
   void add(float* out, const float* a, const float* b, int64_t n) {
 #pragma omp parallel for schedule(static)

@@ -115,8 +115,22 @@ struct CudaBackend {
     QUEST_DEVICE_PROFILE("rmsnorm_forward", stream);
     cuda::rmsnorm_forward(out, rstd, x, master(w), N, d, eps, stream);
   }
-  void rmsnorm_backward(Res* dx, Act* dx_copy, float* dw, const Act* dout, const Res* x, const Weight* w,
-                        const float* rstd, int64_t N, int64_t d) {
+  // A mask pass a linear layer's backward left to the RMSNorm backward reading its dx.
+  using MaskOwed = cuda::CudaLinearOp::PendingInputMask;
+  // With `owed`, dout is the layer's unmasked input gradient: the mask and inverse transform run
+  // inside the RMSNorm backward's loads (mask_ht_rmsnorm_backward, bitwise the two passes), or
+  // first over dout where that kernel does not apply.
+  void rmsnorm_backward(Res* dx, Act* dx_copy, float* dw, Act* dout, const Res* x, const Weight* w,
+                        const float* rstd, int64_t N, int64_t d, MaskOwed owed = {}) {
+    if (owed.owed) {
+      QUEST_DEVICE_PROFILE("mask_rmsnorm_backward", stream);
+      if (cuda::mask_ht_rmsnorm_backward(dx, dx_copy, dw, dout, owed.mask, x, master(w), rstd, N, d, rms_scratch,
+                                         stream))
+        return;
+      cuda::MaskBackward mb;
+      mb.mask = owed.mask, mb.ht_after = true;
+      cuda::mask_backward(dout, N, d, mb, stream);
+    }
     QUEST_DEVICE_PROFILE("rmsnorm_backward", stream);
     cuda::rmsnorm_backward(dx, dx_copy, dw, dout, x, master(w), rstd, N, d, rms_scratch, stream);
   }
@@ -183,10 +197,16 @@ struct CudaBackend {
                               const Act* b, int64_t N, int64_t /*H*/) {
     lin.op().backward_swiglu(dy, dw, a, b, da, db, dg, N, stream);
   }
-  // Two linear layers of one input (CudaLinearOp::backward_shared_input): dx = dx_a + dx_b.
-  void linear_pair_backward(Linear& a, const Act* dya, float* dwa, Linear& b, const Act* dyb, float* dwb, Act* dx,
-                            Act* scratch, int64_t N, int64_t /*d*/) {
-    cuda::CudaLinearOp::backward_shared_input(a.op(), dya, dwa, b.op(), dyb, dwb, dx, scratch, N, stream);
+  // Two linear layers of one input (CudaLinearOp::backward_shared_input): dx = dx_a + dx_b, for
+  // an RMSNorm backward to read: the mask pass may be left to it (what is owed is returned).
+  MaskOwed linear_pair_backward_to_norm(Linear& a, const Act* dya, float* dwa, Linear& b, const Act* dyb,
+                                        float* dwb, Act* dx, Act* scratch, int64_t N, int64_t /*d*/) {
+    return cuda::CudaLinearOp::backward_shared_input(a.op(), dya, dwa, b.op(), dyb, dwb, dx, scratch, N, stream,
+                                                     /*defer_mask=*/true);
+  }
+  // A linear layer's backward whose dx an RMSNorm backward reads next (as the pair above).
+  MaskOwed linear_backward_to_norm(Linear& lin, const Act* dy, Act* dx, float* dw, int64_t N) {
+    return lin.op().backward(dy, dx, dw, N, stream, /*defer_mask=*/true);
   }
   void add(Act* out, const Act* a, const Act* b, int64_t n) {
     QUEST_DEVICE_PROFILE("add", stream);

@@ -175,15 +175,19 @@ class LlamaGraph {
       auto& lin = linears_[l];
       // res_out = res_mid + w3(g): dres flows on unchanged, and into the MLP.
       b_.swiglu_linear_backward(lin.w3, dres_act(), grads + t[6].offset, da_, db_, dg_, a.a, a.b, N, H);
-      // w1 and w2 read ln2: dln = dx(w1) + dx(w2) (dln2 is scratch).
-      b_.linear_pair_backward(lin.w1, da_, grads + t[4].offset, lin.w2, db_, grads + t[5].offset, dln_, dln2_, N, d);
-      b_.rmsnorm_backward(dres_, dres_act(), grads + t[3].offset, dln_, a.res_mid, w + t[3].offset, a.rstd2, N, d);
+      // w1 and w2 read ln2: dln = dx(w1) + dx(w2) (dln2 is scratch). A backend may leave the input
+      // gradient's mask pass to the RMSNorm backward that reads dln (`owed`).
+      auto owed = b_.linear_pair_backward_to_norm(lin.w1, da_, grads + t[4].offset, lin.w2, db_, grads + t[5].offset,
+                                                  dln_, dln2_, N, d);
+      b_.rmsnorm_backward(dres_, dres_act(), grads + t[3].offset, dln_, a.res_mid, w + t[3].offset, a.rstd2, N, d,
+                          owed);
       // res_mid = res_in + wo(att)
       lin.wo.backward(dres_act(), datt_, grads + t[2].offset, N);
       b_.attention_backward(dqkv_, datt_, a.att, a.qkv, a.att_saved, B, T, nh, hd);
       b_.rope_backward(dqkv_, B, T, nh, hd, c_.rope_theta, 0);
-      lin.qkv.backward(dqkv_, dln_, grads + t[1].offset, N);
-      b_.rmsnorm_backward(dres_, dres_act(), grads + t[0].offset, dln_, a.res_in, w + t[0].offset, a.rstd1, N, d);
+      owed = b_.linear_backward_to_norm(lin.qkv, dqkv_, dln_, grads + t[1].offset, N);
+      b_.rmsnorm_backward(dres_, dres_act(), grads + t[0].offset, dln_, a.res_in, w + t[0].offset, a.rstd1, N, d,
+                          owed);
       if (grads_ready) grads_ready(t[0].offset, t[6].offset + t[6].numel() - t[0].offset);
     }
     b_.embedding_backward(grads + layout_[0].offset, dres_, x, N, d);

@@ -10,8 +10,11 @@
 //   backwards and an add.
 // - CudaSwigluBackward.*: the down projection's mask and transform fused into SwiGLU's backward,
 //   bit for bit the plain sequence.
+// - CudaNormBackward.*: a layer's mask and transform left to (deferred into) the RMSNorm backward
+//   that reads its input gradient, bit for bit the plain sequence.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <memory>
@@ -20,6 +23,7 @@
 
 #include "cuda_test_util.h"
 #include "quant/cuda/cuda_linear_op.h"
+#include "quant/cuda/cuda_quant.h"
 #include "quant/quant_spec.h"
 
 namespace quest {
@@ -327,6 +331,85 @@ INSTANTIATE_TEST_SUITE_P(Configs, CudaSwigluBackward,
                              if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
                            return s;
                          });
+
+// CudaLinearOp::backward(..., defer_mask) + mask_ht_rmsnorm_backward against backward() and
+// rmsnorm_backward: the RMSNorm's dx (fp32, accumulating onto non-zero values), its bf16 copy,
+// its weight gradient and the layer's weight gradient, bit for bit. The mask is owed exactly
+// where it is the half form's (grid family with the transform, or the transform alone).
+class CudaNormBackward : public ::testing::TestWithParam<std::pair<const char*, bool>> {};
+
+TEST_P(CudaNormBackward, DeferredMaskSameAsBackwardThenRmsNorm) {
+  QUEST_REQUIRE_CUDA();
+  const auto [cfg, owes] = GetParam();
+  const float eps = 1e-5f;
+  const auto res = randn(kRows * kIn, 22, 1.5);
+  auto nw = randn(kIn, 23, 0.2);
+  for (auto& v : nw) v += 1.0f;
+  const auto dy = upload_bf16(randn(kRows * kOut, 24));
+  const auto dx0 = randn(kRows * kIn, 25, 0.5);
+  auto w = upload(randn(kOut * kIn, 26, 0.05));
+  auto x = upload(res), gnw = upload(nw);
+  DeviceBuffer<bf16> ln(size_t(kRows * kIn));
+  DeviceBuffer<float> rstd{size_t(kRows)};
+  cuda::rmsnorm_forward(ln.get(), rstd.get(), x.get(), gnw.get(), kRows, kIn, eps, nullptr);
+  std::vector<float> dx[2], copy[2], dnw[2], dw[2];
+  for (int deferred = 0; deferred < 2; ++deferred) {
+    Layer L(cfg, false);
+    L.op.prepare_weight(w.get(), nullptr);
+    DeviceBuffer<bf16> y(size_t(kRows * kOut)), dln(size_t(kRows * kIn)), dcopy(size_t(kRows * kIn));
+    DeviceBuffer<float> scratch(size_t(cuda::rmsnorm_backward_scratch(kRows, kIn)));
+    auto gw = upload(std::vector<float>(size_t(kOut * kIn), 0.25f));
+    auto ddx = upload(dx0);
+    auto gdnw = upload(std::vector<float>(size_t(kIn), -0.5f));
+    L.op.forward(ln.get(), y.get(), kRows, nullptr);
+    const auto owed = L.op.backward(dy.get(), dln.get(), gw.get(), kRows, nullptr, deferred == 1);
+    EXPECT_EQ(owed.owed, deferred == 1 && owes) << cfg;
+    if (owed.owed) {
+      ASSERT_TRUE(cuda::mask_ht_rmsnorm_backward(ddx.get(), dcopy.get(), gdnw.get(), dln.get(), owed.mask,
+                                                 x.get(), gnw.get(), rstd.get(), kRows, kIn,
+                                                 scratch.get(), nullptr));
+    } else {
+      cuda::rmsnorm_backward(ddx.get(), dcopy.get(), gdnw.get(), dln.get(), x.get(), gnw.get(), rstd.get(), kRows,
+                             kIn, scratch.get(), nullptr);
+    }
+    cuda_test::sync();
+    dx[deferred] = download(ddx), copy[deferred] = download_bf16(dcopy);
+    dnw[deferred] = download(gdnw), dw[deferred] = download(gw);
+  }
+  EXPECT_TRUE(cuda_test::bit_equal(dx[1], dx[0], "dx"));
+  EXPECT_TRUE(cuda_test::bit_equal(copy[1], copy[0], "dx copy"));
+  EXPECT_TRUE(cuda_test::bit_equal(dnw[1], dnw[0], "norm dw"));
+  EXPECT_TRUE(cuda_test::bit_equal(dw[1], dw[0], "layer dw"));
+  double change = 0;  // the gradient reached dx
+  for (size_t i = 0; i < dx0.size(); ++i) change = std::max(change, std::fabs(double(dx[0][i]) - dx0[i]));
+  EXPECT_GT(change, 1e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, CudaNormBackward,
+                         ::testing::Values(std::pair{"w=quest:4,a=quest:4", true},
+                                           std::pair{"w=quest:1,a=quest:1", true},
+                                           std::pair{"w=hadamard-ste:4,a=hadamard-ste:4", true},
+                                           std::pair{"w=quest:4", true},  // the transform alone
+                                           std::pair{"", false},          // bf16: no pass at all
+                                           std::pair{"w=quest:4,a=lsq:4", false},
+                                           std::pair{"w=quest:4,a=quest:4,form=full", false}),
+                         [](const auto& info) {
+                           std::string s = info.param.first[0] ? info.param.first : "none";
+                           for (char& c : s)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return s;
+                         });
+
+// Where the one-pass kernel does not apply it launches nothing and says so.
+TEST(CudaNormBackward, RefusesRowsOfPartialBlocks) {
+  QUEST_REQUIRE_CUDA();
+  DeviceBuffer<float> f(size_t(64 * 200));
+  DeviceBuffer<bf16> h(size_t(64 * 200));
+  EXPECT_FALSE(cuda::mask_ht_rmsnorm_backward(f.get(), h.get(), f.get(), h.get(), nullptr, f.get(), f.get(),
+                                              f.get(), 4, 200, f.get(), nullptr));  // 200 % 128 != 0
+  EXPECT_FALSE(cuda::mask_ht_rmsnorm_backward(f.get(), h.get(), f.get(), h.get(), nullptr, f.get(), f.get(),
+                                              f.get(), 2, 4096, f.get(), nullptr));  // over 2048
+}
 
 }  // namespace
 }  // namespace quest

@@ -253,18 +253,29 @@ void CudaLinearOp::mask_input_gradient(bf16* dx, cudaStream_t stream) {
     hadamard_rows(dx, dx, n_, in_, stream);
 }
 
-void CudaLinearOp::backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cudaStream_t stream) {
-  check_backward(N, dx != nullptr);
-  if (dx) {
-    input_gradient_product(dy, dx, false, stream);
-    mask_input_gradient(dx, stream);
-  }
-  weight_gradient(dy, dw, stream);
+CudaLinearOp::PendingInputMask CudaLinearOp::deferrable_input_mask() const {
+  const DeviceQuantizer* q = input_quantizer();
+  if (!half_ || (q && !q->fused_supported())) return {};
+  return {true, q ? q->mask() : nullptr};
 }
 
-void CudaLinearOp::backward_shared_input(CudaLinearOp& a, const bf16* dya, float* dwa,
-                                         CudaLinearOp& b, const bf16* dyb, float* dwb, bf16* dx,
-                                         bf16* scratch, int64_t N, cudaStream_t stream) {
+CudaLinearOp::PendingInputMask CudaLinearOp::backward(const bf16* dy, bf16* dx, float* dw,
+                                                      int64_t N, cudaStream_t stream,
+                                                      bool defer_mask) {
+  check_backward(N, dx != nullptr);
+  PendingInputMask owed;
+  if (dx) {
+    input_gradient_product(dy, dx, false, stream);
+    if (defer_mask) owed = deferrable_input_mask();
+    if (!owed.owed) mask_input_gradient(dx, stream);
+  }
+  weight_gradient(dy, dw, stream);
+  return owed;
+}
+
+CudaLinearOp::PendingInputMask CudaLinearOp::backward_shared_input(
+    CudaLinearOp& a, const bf16* dya, float* dwa, CudaLinearOp& b, const bf16* dyb, float* dwb,
+    bf16* dx, bf16* scratch, int64_t N, cudaStream_t stream, bool defer_mask) {
   a.check_backward(N, true);
   b.check_backward(N, true);
   // One mask for both: b took a's quantized input (same xq, same mask), or neither quantizes its
@@ -276,13 +287,16 @@ void CudaLinearOp::backward_shared_input(CudaLinearOp& a, const bf16* dya, float
     b.backward(dyb, scratch, dwb, N, stream);
     QUEST_DEVICE_PROFILE("add", stream);
     add(dx, dx, scratch, N * a.in_, stream);
-    return;
+    return {};
   }
   a.input_gradient_product(dya, dx, false, stream);
   b.input_gradient_product(dyb, dx, true, stream);
-  a.mask_input_gradient(dx, stream);
+  PendingInputMask owed;
+  if (defer_mask) owed = a.deferrable_input_mask();
+  if (!owed.owed) a.mask_input_gradient(dx, stream);
   a.weight_gradient(dya, dwa, stream);
   b.weight_gradient(dyb, dwb, stream);
+  return owed;
 }
 
 void CudaLinearOp::backward_swiglu(const bf16* dy, float* dw, const bf16* a, const bf16* b,

@@ -100,13 +100,20 @@ class CudaLinearOp {
   void set_fused_producers(bool on) { fused_producers_ = on; }
   bool fused_producers() const { return fused_producers_; }
 
-  // dx[N,in] overwritten (skipped when null); dw[out,in] accumulates (skipped when null).
-  void backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cudaStream_t stream);
-  // The backward of two layers that read the same input x (the MLP's w1 and w2): dx = dx_a + dx_b
-  // (overwritten), dwa and dwb accumulate. When b took a's quantized input, or neither quantizes
-  // its input, the masks agree and the transform is linear, so the second product accumulates
-  // onto the first and one mask pass follows (no add, one pass fewer); otherwise the two
-  // backwards run and scratch [N, in] holds b's dx before the add.
+  // The input gradient's mask pass that a backward left to its caller (defer_mask): dx <-
+  // bf16(HT(M(dx))), the half form's (M: `mask`, SET = zeroed; null: the transform alone), which
+  // the caller folds into the next kernel reading dx (mask_ht_rmsnorm_backward) or runs itself
+  // (mask_backward with ht_after) before anything else reads dx. owed == false: nothing left.
+  struct PendingInputMask {
+    bool owed = false;
+    const uint64_t* mask = nullptr;
+  };
+
+  // dx[N,in] overwritten (skipped when null); dw[out,in] accumulates (skipped when null). With
+  // defer_mask, a mask pass of the half form (an input quantizer of the grid family with the
+  // transform, or none) is left to the caller (see PendingInputMask).
+  PendingInputMask backward(const bf16* dy, bf16* dx, float* dw, int64_t N, cudaStream_t stream,
+                            bool defer_mask = false);
   // backward() of a layer reading g = silu(a) * b, with SwiGLU's backward: da, db (overwritten)
   // and dw (accumulates). Where the input gradient's mask and transform are the half form's
   // (an input quantizer of the grid family with the transform, or none), one pass applies them
@@ -114,9 +121,15 @@ class CudaLinearOp {
   // otherwise backward() writes dg and swiglu_backward follows. Same results either way.
   void backward_swiglu(const bf16* dy, float* dw, const bf16* a, const bf16* b, bf16* da,
                        bf16* db, bf16* dg, int64_t N, cudaStream_t stream);
-  static void backward_shared_input(CudaLinearOp& a, const bf16* dya, float* dwa, CudaLinearOp& b,
-                                    const bf16* dyb, float* dwb, bf16* dx, bf16* scratch,
-                                    int64_t N, cudaStream_t stream);
+  // The backward of two layers that read the same input x (the MLP's w1 and w2): dx = dx_a + dx_b
+  // (overwritten), dwa and dwb accumulate. When b took a's quantized input, or neither quantizes
+  // its input, the masks agree and the transform is linear, so the second product accumulates
+  // onto the first and one mask pass follows (no add, one pass fewer; deferrable as in
+  // backward()); otherwise the two backwards run and scratch [N, in] holds b's dx before the add.
+  static PendingInputMask backward_shared_input(CudaLinearOp& a, const bf16* dya, float* dwa,
+                                                CudaLinearOp& b, const bf16* dyb, float* dwb,
+                                                bf16* dx, bf16* scratch, int64_t N,
+                                                cudaStream_t stream, bool defer_mask = false);
 
   // Switches the low-precision forward product on with `gemm` (the caller's, one per stream like
   // Blas; null switches it off). Returns whether it applies to this layer. Takes effect at the
@@ -166,6 +179,9 @@ class CudaLinearOp {
   void check_forward(int64_t N, const char* what) const;
   void input_gradient_product(const bf16* dy, bf16* dx, bool accumulate, cudaStream_t stream);
   void mask_input_gradient(bf16* dx, cudaStream_t stream);
+  // What a deferred mask_input_gradient would owe: the half form's mask pass (owed), or nothing
+  // deferrable (another quantizer's backward, or no pass at all).
+  PendingInputMask deferrable_input_mask() const;
   void weight_gradient(const bf16* dy, float* dw, cudaStream_t stream);
   // forward_rmsnorm (branch, res_out null) and forward_add_rmsnorm.
   void rmsnorm_impl(const float* res, const bf16* branch, float* res_out, const float* norm_w,
