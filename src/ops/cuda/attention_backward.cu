@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "ops/cuda/attention_backward_sm90.h"
 #include "ops/cuda/attention_common.cuh"
 #include "ops/cuda/common.cuh"  // QUEST_CUDA_REQUIRE (quest::Error without core/error.h's fmt)
 #include "ops/cuda_ops.h"
@@ -449,9 +450,21 @@ int64_t attention_backward_scratch(int64_t B, int64_t T, int64_t n_head, int64_t
   return B * n_head * T;  // D, one float per (batch, head, query)
 }
 
+// On sm_90 with head_dim 128 the wgmma kernels (attention_backward_sm90.cu, 1.46x faster at the
+// training shapes on the H100) take over, unless QUEST_ATTN_SM90_BWD=0. Both paths are
+// deterministic with the same summation orders (identical bits on the H100, 2026-11-24).
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* out, const bf16* qkv,
                         const float* lse, int64_t B, int64_t T, int64_t n_head, int64_t head_dim,
                         float* scratch, cudaStream_t stream) {
+  if (attention_backward_uses_sm90(head_dim))
+    attention_backward_sm90(dqkv, dout, out, qkv, lse, B, T, n_head, head_dim, scratch, stream);
+  else
+    attention_backward_mma(dqkv, dout, out, qkv, lse, B, T, n_head, head_dim, scratch, stream);
+}
+
+void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* out, const bf16* qkv,
+                            const float* lse, int64_t B, int64_t T, int64_t n_head,
+                            int64_t head_dim, float* scratch, cudaStream_t stream) {
   attn::check_attention_args("attention_backward", B, T, n_head, head_dim);
   if (B * T * n_head == 0) return;
   QUEST_CUDA_REQUIRE(dqkv && dout && out && qkv && lse && scratch,

@@ -1,0 +1,680 @@
+// Causal attention backward on Hopper (sm_90a), head_dim 128: the algorithm and the two-kernel,
+// no-atomics structure of attention_backward.cu (bit-for-bit deterministic), with the products on
+// wgmma (attention_backward.cu dispatches here on sm_90; QUEST_ATTN_SM90_BWD=0 turns it off).
+//   1. dq kernel, per block of 64 queries (one warpgroup; 128 and two in variant 2): prologue
+//      D[t] = sum_d dO[t, d] O[t, d] (fp32, to the scratch for kernel 2); then per key tile of 64:
+//      S = Q K^T, dP = dO V^T (wgmma m64n64k16; B = K, V from shared memory, A = Q, dO from
+//      shared memory or, variant 3, registers), P = 2^(S scale log2e - lse log2e) (masked),
+//      dS = P (dP - D) in registers, dQ += dS K (wgmma m64n128k16, dS as the register A operand,
+//      K as an MN-major B from shared memory); dQ = scale dQ at the end.
+//   2. dkdv kernel, per block of 64 keys (one warpgroup; 128 and two in variant 2): per query tile
+//      of 64: S^T = K Q^T, dP^T = V dO^T (m64n64k16, both operands in shared memory), P^T, dS^T
+//      in registers, dV += P^T dO and dK += dS^T Q (m64n128k16, register A, MN-major B);
+//      dK = scale dK at the end.
+// Every sum runs in a fixed order (no atomics, no split reductions), so results are reproducible
+// bit for bit; the summation orders are the mma.sync kernels' (k16 steps in order, tiles of 64
+// in order, D in the same order), and on the H100 the results equal theirs bit for bit.
+//
+// Measured (H100 SXM, 2026-11-24, bench_attention_backward_sm90, median of 40): B = 64, T = 512,
+// head_dim 128: 30M (5 heads) 0.406 -> 0.278 ms (1.46x), 200M (10 heads) 0.761 -> 0.519 ms
+// (1.47x); T = 1024, B = 32, 10 heads: 1.246 -> 0.838 ms (1.49x). Variant 1: 0.281 / 0.523 ms,
+// variant 2: 0.305 / 0.569 ms. At 200M the dK/dV kernel takes 0.29 ms, the dQ kernel 0.23 ms:
+// about 335 and 310 TFLOP/s of executed products (recomputation and diagonal tiles counted),
+// with some 3.5 TB/s of L2 -> SM traffic (each 64-row block streams the other side's tiles).
+// One warpgroup a block with two blocks an SM (registers: 243 dK/dV, 240 dQ of variant 3) beat
+// two warpgroups a block with one block an SM: a block's prologue and epilogue overlap the other
+// block's products.
+//
+// Layout invariants
+// - Threads: 128 NWG = NWG warpgroups (NWG = 1, or 2 in variant 2); warpgroup w owns rows
+//   [64 w, 64 w + 64) of the block (queries in kernel 1, keys in kernel 2). All threads load
+//   tiles with cp.async (no producer warp); one __syncthreads per streamed tile separates the
+//   stages of the ring (two stages; three in variant 3's dq kernel, see kRegA).
+// - Shared tiles (bf16, head dim 128) are stored as two column blocks of 64 (128 bytes a row),
+//   each [R rows][128 B] with the 128-byte swizzle (16-byte chunk c of row r at chunk c ^ (r % 8)),
+//   every block 1024-byte aligned: element (r, d) of an R-row tile sits at byte
+//   (d / 64) R 128 + r 128 + (((d % 64) / 8) ^ (r % 8)) 16 + (d % 8) 2 (sw_off). The same tile
+//   serves as a K-major operand (rows = M or N, head dim = K: descriptor SBO 1024, k16 step j at
+//   byte (j / 4) R 128 + (j % 4) 32) and as an MN-major B operand (rows = K, head dim = N:
+//   LBO = R 128 (the second column block), SBO = 1024 (8 rows), k16 step j at byte 2048 j).
+// - wgmma accumulator layout (m64nN, f32): warp v of the warpgroup, lane (g = lane / 4,
+//   q = lane % 4) holds rows 16 v + g (d[4 j + 0, 1]) and 16 v + g + 8 (d[4 j + 2, 3]), columns
+//   8 j + 2 q + {0, 1}. The register A fragment of k16 step kk is then
+//   {pack(d[8kk], d[8kk+1]), pack(d[8kk+2], d[8kk+3]), pack(d[8kk+4], d[8kk+5]),
+//   pack(d[8kk+6], d[8kk+7])} (as a_frag_from_c for mma.sync); load_afrags reads the same
+//   fragment of a shared tile.
+// - Ordering: cp.async writes (generic proxy) are followed by cp.async.wait_group, then
+//   fence.proxy.async.shared::cta, then the barrier, before wgmma (async proxy) reads them; a
+//   stage is refilled only after every wgmma that read it has completed (wait_group 0 before the
+//   next barrier). The epilogue stages the bf16 results in a freed tile (after a barrier) and
+//   writes them with 16-byte stores.
+// - Masking: P = 0 where key > query (causal) or the query is >= T; tiles whose keys all pass
+//   their queries are skipped per warpgroup (uniform branch). Rows past T are zero-filled.
+// Device code exists only in the sm_90a compilation (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere the
+// kernel bodies are empty and the host never launches them (attention_backward_sm90_available).
+#include "ops/cuda/attention_backward_sm90.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <atomic>
+
+#include "ops/cuda/attention_common.cuh"
+#include "ops/cuda/common.cuh"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define QUEST_ATTN_SM90_DEVICE 1
+#else
+#define QUEST_ATTN_SM90_DEVICE 0
+#endif
+
+namespace quest::cuda {
+
+// The variant attention_backward uses unless QUEST_ATTN_SM90_BWD names another.
+constexpr int kAttnSm90DefaultVariant = 3;
+
+namespace attn_sm90 {
+
+using attn::kLog2e;
+constexpr int kHD = 128;
+
+// ---- kernel 1 (dQ) and 2 (dK, dV) shapes ----------------------------------------------------
+// NWG warpgroups per block (1: two blocks per SM; 2: one), 64 rows each.
+template <int NWG>
+struct QCfg {  // 64 NWG queries per block, key tiles of 64
+  static constexpr int kThreads = 128 * NWG, kMinBlocks = NWG == 1 ? 2 : 1;
+  static constexpr int kQM = 64 * NWG, kKN = 64;
+  static constexpr int kQBytes = kQM * kHD * 2, kKVBytes = kKN * kHD * 2;
+  // sQ, sdO, 2 stages x (K, V) (O in stage 1 for the prologue), sL, sD; + 1024 for alignment
+  static constexpr int kSmem = 2 * kQBytes + 4 * kKVBytes + 2 * kQM * 4 + 1024;
+  static_assert(2 * kKVBytes >= kQBytes, "O fits stage 1");
+};
+template <int NWG>
+struct KVCfg {  // 64 NWG keys per block, query tiles of 64
+  static constexpr int kThreads = 128 * NWG, kMinBlocks = NWG == 1 ? 2 : 1;
+  static constexpr int kKN = 64 * NWG, kQM = 64;
+  static constexpr int kKBytes = kKN * kHD * 2, kQBytes = kQM * kHD * 2;
+  // sK, sV, 2 stages x (Q, dO), 2 stages x (lse, D); + 1024 for alignment
+  static constexpr int kSmem = 2 * kKBytes + 4 * kQBytes + 4 * kQM * 4 + 1024;
+};
+
+#if QUEST_ATTN_SM90_DEVICE
+// ---- PTX wrappers (sm_90a) -------------------------------------------------------------------
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
+}
+// Pins accumulators in place around asynchronous wgmma (the compiler may not move them while a
+// wgmma that writes them is in flight).
+template <int N>
+__device__ __forceinline__ void keep(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+// 128-byte-swizzled operand descriptors: start >> 4, LBO, SBO 1024 B (8 rows of 128 B), mode 1.
+__device__ __forceinline__ uint64_t desc_k(uint32_t addr) {  // K-major (LBO unused: 1)
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
+         (uint64_t(1) << 62);
+}
+template <uint32_t kLbo>
+__device__ __forceinline__ uint64_t desc_mn(uint32_t addr) {  // MN-major, LBO: next 64 columns
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(kLbo >> 4) << 16) |
+         (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+// D[64 x 64] (+)= A[64 x 16] B[16 x 64]: A and B K-major in shared memory (descriptors).
+__device__ __forceinline__ void wgmma_m64n64_ss(float (&d)[32], uint64_t da, uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+
+// D[64 x 64] (+)= A[64 x 16] B[16 x 64]: A in registers, B K-major in shared memory.
+__device__ __forceinline__ void wgmma_m64n64_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
+}
+
+// D[64 x 128] += A[64 x 16] B[16 x 128]: A in registers (4 x bf16x2, the m64k16 A fragment), B
+// MN-major in shared memory (descriptor; imm-trans-b = 1).
+__device__ __forceinline__ void wgmma_m64n128_rs_tb(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
+// ---- tiles -----------------------------------------------------------------------------------
+// Byte offset of 16-byte chunk c (0..15) of row r in an R-row swizzled tile (see the header).
+template <int R>
+__device__ __forceinline__ uint32_t sw_off(int r, int c) {
+  return uint32_t((c >> 3) * R * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+// cp.async of ROWS rows x 128 bf16 (rows row0.. of g, row stride ld elements) into the swizzled
+// tile at dst; rows >= T zero-filled. All kThreads threads call it.
+template <int ROWS, int kThreads>
+__device__ __forceinline__ void load_tile(uint32_t dst, const __nv_bfloat16* g, int64_t ld, int row0,
+                                          int T, int tid) {
+#pragma unroll
+  for (int k = 0; k < ROWS * 16 / kThreads; ++k) {
+    const int id = k * kThreads + tid, r = id >> 4, c = id & 15;
+    const bool valid = row0 + r < T;
+    attn::cp_async16(dst + sw_off<ROWS>(r, c), valid ? g + int64_t(row0 + r) * ld + c * 8 : g, valid);
+  }
+}
+// The register A fragments of a 64 x 64 accumulator (4 k16 steps), as bf16.
+__device__ __forceinline__ void a_frags(uint32_t (&a)[4][4], const float (&d)[32]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) a[kk][e] = attn::pack_bf16(d[8 * kk + 2 * e], d[8 * kk + 2 * e + 1]);
+}
+// The register A fragments (8 k16 steps over the head dim) of rows r0 .. r0 + 63 of an R-row
+// swizzled tile at s: lane (g, q) of warp v takes rows r0 + 16 v + g (+ 8), columns 16 ks + 2 q
+// (+ 8) (conflict-free: the 8 rows of a phase sit in 8 different chunk columns).
+template <int R>
+__device__ __forceinline__ void load_afrags(uint32_t (&a)[8][4], const unsigned char* s, int r0, int t) {
+  const int r = r0 + 16 * (t >> 5) + ((t & 31) >> 2), q = t & 3;
+#pragma unroll
+  for (int ks = 0; ks < 8; ++ks)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      a[ks][e] = *reinterpret_cast<const uint32_t*>(s + sw_off<R>(r + 8 * (e & 1), 2 * ks + (e >> 1)) + 4 * q);
+}
+// A warpgroup's 64 x 128 fp32 accumulator times mul, as bf16, into the swizzled 64-row tile at s
+// (16 KB; conflict-free: the 8 rows of a store phase sit in 8 different chunk columns).
+__device__ __forceinline__ void stage_acc(unsigned char* s, const float (&d)[64], float mul, int t) {
+  const int v = t >> 5, lane = t & 31, r = 16 * v + (lane >> 2), q = lane & 3;
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr)
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+      *reinterpret_cast<uint32_t*>(s + sw_off<64>(r + 8 * hr, j) + 4 * q) =
+          attn::pack_bf16(d[4 * j + 2 * hr] * mul, d[4 * j + 2 * hr + 1] * mul);
+}
+// 16-byte stores of a staged 64-row tile to rows row0.. (< T) of g (row stride ld), by the 128
+// threads of a warpgroup (t = 0..127).
+__device__ __forceinline__ void store_staged(__nv_bfloat16* g, int64_t ld, int row0, int T,
+                                             const unsigned char* s, int t) {
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const int id = k * 128 + t, r = id >> 4, c = id & 15;
+    if (row0 + r < T)
+      *reinterpret_cast<int4*>(g + int64_t(row0 + r) * ld + c * 8) =
+          *reinterpret_cast<const int4*>(s + sw_off<64>(r, c));
+  }
+}
+#endif  // QUEST_ATTN_SM90_DEVICE
+
+// ---- 1. D and dQ -----------------------------------------------------------------------------
+// Grid B * n_head * n_qt (n_qt = ceil(T / QM), QM = 64 NWG); block x: (batch, head)
+// bh = x / n_qt, query tile qt = n_qt - 1 - x % n_qt, q0 = QM qt (longest first; the tiles of a
+// head run together and share K, V through L2). Warpgroup w: queries q0 + 64 w ..; key tiles
+// j = 0 .. min(ceil((q0 + QM) / 64), ceil(T / 64)) - 1 stream through the ring; a warpgroup skips
+// a tile whose keys all pass its queries.
+// kRegA (NWG 1 only): Q and dO stay in registers as the A operands of S and dP after the
+// prologue (halving the shared-memory reads of those products), and their 32 KB joins the ring as
+// a third stage (tile j in region (1 - j) mod 3 of [Q, dO | stage | stage]; prefetch distance 2).
+template <int NWG, bool kRegA>
+__global__ void __launch_bounds__(QCfg<NWG>::kThreads, QCfg<NWG>::kMinBlocks) attn_bwd_dq_sm90(
+    __nv_bfloat16* __restrict__ dqkv, float* __restrict__ Dsum, const __nv_bfloat16* __restrict__ dout,
+    const __nv_bfloat16* __restrict__ out, const __nv_bfloat16* __restrict__ qkv,
+    const float* __restrict__ lse, int T, int n_head, float scale, float scale_log2) {
+#if QUEST_ATTN_SM90_DEVICE
+  using C = QCfg<NWG>;
+  static_assert(!kRegA || NWG == 1, "the three-region ring assumes 64-row blocks");
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t base = (attn::smem_addr(smem_raw) + 1023u) & ~1023u;
+  unsigned char* base_ptr = smem_raw + (base - attn::smem_addr(smem_raw));
+  const uint32_t sQ = base, sdO = sQ + C::kQBytes, sKV = sdO + C::kQBytes;  // sKV: [2][K, V]
+  float* sL = reinterpret_cast<float*>(base_ptr + 2 * C::kQBytes + 4 * C::kKVBytes);  // [128]
+  float* sD = sL + C::kQM;                                                             // [128]
+
+  const int n_qt = (T + C::kQM - 1) / C::kQM;
+  const int bh = int(blockIdx.x) / n_qt, b = bh / n_head, h = bh % n_head;
+  const int qt = n_qt - 1 - int(blockIdx.x) % n_qt, q0 = qt * C::kQM;
+  const int n_kt = min((q0 + C::kQM + C::kKN - 1) / C::kKN, (T + C::kKN - 1) / C::kKN);
+  const int64_t Cd = int64_t(n_head) * kHD, ld = 3 * Cd;
+  const __nv_bfloat16* gq = qkv + int64_t(b) * T * ld + int64_t(h) * kHD;
+  const __nv_bfloat16* gk = gq + Cd;
+  const __nv_bfloat16* gv = gq + 2 * Cd;
+  const int64_t orow = int64_t(b) * T * Cd + int64_t(h) * kHD;
+  const int tid = threadIdx.x, wg = tid >> 7, t = tid & 127, v = t >> 5, lane = t & 31;
+  const int qw0 = q0 + 64 * wg;  // this warpgroup's first query
+
+  load_tile<C::kQM, C::kThreads>(sQ, gq, ld, q0, T, tid);
+  load_tile<C::kQM, C::kThreads>(sdO, dout + orow, Cd, q0, T, tid);
+  load_tile<C::kQM, C::kThreads>(sKV + 2 * C::kKVBytes, out + orow, Cd, q0, T, tid);  // O -> stage 1
+  load_tile<C::kKN, C::kThreads>(sKV, gk, ld, 0, T, tid);
+  load_tile<C::kKN, C::kThreads>(sKV + C::kKVBytes, gv, ld, 0, T, tid);
+  attn::cp_async_commit();
+  if (tid < C::kQM) {  // lse in log2 units; +inf past T (P = 0 there)
+    const int q = q0 + tid;
+    sL[tid] = q < T ? lse[int64_t(bh) * T + q] * kLog2e : INFINITY;
+  }
+  attn::cp_async_wait<0>();
+  __syncthreads();
+  {  // D: thread pair (2r, 2r + 1) sums row r, one column block each (zero past T).
+    const int r = tid >> 1, cb = tid & 1;
+    const unsigned char* a = base_ptr + C::kQBytes + cb * C::kQM * 128 + r * 128;
+    const unsigned char* o = base_ptr + 2 * C::kQBytes + 2 * C::kKVBytes + cb * C::kQM * 128 + r * 128;
+    float acc = 0.f;
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const int pc = (c ^ (r & 7)) * 16;
+      const int4 av = *reinterpret_cast<const int4*>(a + pc);
+      const int4 ov = *reinterpret_cast<const int4*>(o + pc);
+      __nv_bfloat162 a2[4], o2[4];
+      memcpy(a2, &av, sizeof(a2));
+      memcpy(o2, &ov, sizeof(o2));
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float2 fa = __bfloat1622float2(a2[k]), fo = __bfloat1622float2(o2[k]);
+        acc = fmaf(fa.x, fo.x, acc);
+        acc = fmaf(fa.y, fo.y, acc);
+      }
+    }
+    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+    if (cb == 0) {
+      sD[r] = acc;
+      if (q0 + r < T) Dsum[int64_t(bh) * T + q0 + r] = acc;
+    }
+  }
+  __syncthreads();  // sD, sL published; stage 1 (O) free
+  uint32_t qf[kRegA ? 8 : 1][4], of[kRegA ? 8 : 1][4];
+  if constexpr (kRegA) {
+    load_afrags<C::kQM>(qf, base_ptr, 0, t);
+    load_afrags<C::kQM>(of, base_ptr + C::kQBytes, 0, t);
+    __syncthreads();  // every thread has its fragments: region 0 is free
+    if (1 < n_kt) {
+      load_tile<C::kKN, C::kThreads>(base, gk, ld, C::kKN, T, tid);
+      load_tile<C::kKN, C::kThreads>(base + C::kKVBytes, gv, ld, C::kKN, T, tid);
+    }
+    attn::cp_async_commit();
+  }
+  // This thread's two rows (queries qw0 + 16 v + g (+ 8)).
+  const int rr = 64 * wg + 16 * v + (lane >> 2);
+  const float nl0 = sL[rr], nl1 = sL[rr + 8], D0 = sD[rr], D1 = sD[rr + 8];
+  const int qrow = q0 + rr;
+
+  float dq[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) dq[i] = 0.f;
+
+  for (int j = 0; j < n_kt; ++j) {
+    uint32_t st = sKV + uint32_t(j & 1) * 2 * C::kKVBytes;
+    if constexpr (kRegA) {
+      st = base + uint32_t(((1 - j) % 3 + 3) % 3) * (2 * C::kKVBytes);
+      attn::cp_async_wait<1>();  // tile j (tile j + 1 may still be in flight)
+      fence_proxy_async();
+      __syncthreads();
+      if (j + 2 < n_kt) {  // into tile j - 1's region
+        const uint32_t nx = base + uint32_t(((-1 - j) % 3 + 3) % 3) * (2 * C::kKVBytes);
+        load_tile<C::kKN, C::kThreads>(nx, gk, ld, (j + 2) * C::kKN, T, tid);
+        load_tile<C::kKN, C::kThreads>(nx + C::kKVBytes, gv, ld, (j + 2) * C::kKN, T, tid);
+      }
+      attn::cp_async_commit();  // always (possibly empty): keeps wait_group 1 exact
+    } else if (j > 0) {
+      attn::cp_async_wait<0>();
+      fence_proxy_async();
+      __syncthreads();
+    } else {
+      fence_proxy_async();
+      __syncthreads();
+    }
+    if (!kRegA && j + 1 < n_kt) {
+      const uint32_t nx = sKV + uint32_t((j + 1) & 1) * 2 * C::kKVBytes;
+      load_tile<C::kKN, C::kThreads>(nx, gk, ld, (j + 1) * C::kKN, T, tid);
+      load_tile<C::kKN, C::kThreads>(nx + C::kKVBytes, gv, ld, (j + 1) * C::kKN, T, tid);
+      attn::cp_async_commit();
+    }
+    const int k0 = j * C::kKN;
+    if (k0 > qw0 + 63) continue;  // every key after every query of this warpgroup
+    float s[32], dp[32];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 8; ++ks) {
+      const uint64_t kb = desc_k(st + (ks >> 2) * (C::kKN * 128) + (ks & 3) * 32);
+      if constexpr (kRegA)
+        wgmma_m64n64_rs(s, qf[ks], kb, ks > 0);
+      else
+        wgmma_m64n64_ss(s, desc_k(sQ + (ks >> 2) * (C::kQM * 128) + wg * 64 * 128 + (ks & 3) * 32),
+                        kb, ks > 0);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int ks = 0; ks < 8; ++ks) {
+      const uint64_t vb = desc_k(st + C::kKVBytes + (ks >> 2) * (C::kKN * 128) + (ks & 3) * 32);
+      if constexpr (kRegA)
+        wgmma_m64n64_rs(dp, of[ks], vb, ks > 0);
+      else
+        wgmma_m64n64_ss(dp, desc_k(sdO + (ks >> 2) * (C::kQM * 128) + wg * 64 * 128 + (ks & 3) * 32),
+                        vb, ks > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<1>();
+    keep(s);
+    const bool mask = k0 + 63 > qw0;
+    const int kc = k0 + 2 * (lane & 3);
+#pragma unroll
+    for (int jj = 0; jj < 8; ++jj)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int hr = e >> 1;
+        float p = attn::ex2(fmaf(s[4 * jj + e], scale_log2, -(hr ? nl1 : nl0)));
+        if (mask && kc + 8 * jj + (e & 1) > qrow + 8 * hr) p = 0.f;
+        s[4 * jj + e] = p;
+      }
+    wgmma_wait<0>();
+    keep(dp);
+#pragma unroll
+    for (int i = 0; i < 32; ++i) dp[i] = s[i] * (dp[i] - ((i & 2) ? D1 : D0));
+    uint32_t da[4][4];
+    a_frags(da, dp);
+    keep(dq);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma_m64n128_rs_tb(dq, da[kk], desc_mn<C::kKN * 128>(st + kk * 2048));
+    wgmma_commit();
+    wgmma_wait<0>();
+    keep(dq);
+  }
+  // Every warpgroup is done with sQ (its wgmma have completed): stage dQ there, 16 KB each.
+  __syncthreads();
+  stage_acc(base_ptr + wg * 16384, dq, scale, t);
+  __syncthreads();
+  store_staged(dqkv + int64_t(b) * T * ld + int64_t(h) * kHD, ld, qw0, T, base_ptr + wg * 16384, t);
+#endif
+}
+
+// ---- 2. dK, dV -------------------------------------------------------------------------------
+// Grid B * n_head * n_kb (n_kb = ceil(T / KN), KN = 64 NWG); block x: bh = x / n_kb, keys
+// k0 = KN (x % n_kb) .. (key block 0, the longest, first). Warpgroup w: keys k0 + 64 w ..; query
+// tiles i = k0 / 64 .. ceil(T / 64) - 1 (Q, dO, lse, D) stream through two stages; a warpgroup
+// skips a tile whose queries all precede its keys.
+template <int NWG>
+__global__ void __launch_bounds__(KVCfg<NWG>::kThreads, KVCfg<NWG>::kMinBlocks) attn_bwd_dkdv_sm90(
+    __nv_bfloat16* __restrict__ dqkv, const __nv_bfloat16* __restrict__ dout,
+    const __nv_bfloat16* __restrict__ qkv, const float* __restrict__ lse,
+    const float* __restrict__ Dsum, int T, int n_head, float scale, float scale_log2) {
+#if QUEST_ATTN_SM90_DEVICE
+  using C = KVCfg<NWG>;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t base = (attn::smem_addr(smem_raw) + 1023u) & ~1023u;
+  unsigned char* base_ptr = smem_raw + (base - attn::smem_addr(smem_raw));
+  const uint32_t sK = base, sV = sK + C::kKBytes, sQD = sV + C::kKBytes;  // sQD: [2][Q, dO]
+  float* sL = reinterpret_cast<float*>(base_ptr + 2 * C::kKBytes + 4 * C::kQBytes);  // [2][64]
+  float* sD = sL + 2 * C::kQM;                                                        // [2][64]
+
+  const int n_kb = (T + C::kKN - 1) / C::kKN;
+  const int bh = int(blockIdx.x) / n_kb, b = bh / n_head, h = bh % n_head;
+  const int k0 = int(blockIdx.x) % n_kb * C::kKN;
+  const int64_t Cd = int64_t(n_head) * kHD, ld = 3 * Cd;
+  const __nv_bfloat16* gq = qkv + int64_t(b) * T * ld + int64_t(h) * kHD;
+  const __nv_bfloat16* gdo = dout + int64_t(b) * T * Cd + int64_t(h) * kHD;
+  const float* lse_bh = lse + int64_t(bh) * T;
+  const float* D_bh = Dsum + int64_t(bh) * T;
+  const int tid = threadIdx.x, wg = tid >> 7, t = tid & 127, v = t >> 5, lane = t & 31;
+  const int kw0 = k0 + 64 * wg;  // this warpgroup's first key
+  const int i_begin = k0 / C::kQM, n_qt = (T + C::kQM - 1) / C::kQM;
+
+  const auto load_queries = [&](int i, int stage) {
+    const int q0 = i * C::kQM;
+    const uint32_t dst = sQD + uint32_t(stage) * 2 * C::kQBytes;
+    load_tile<C::kQM, C::kThreads>(dst, gq, ld, q0, T, tid);
+    load_tile<C::kQM, C::kThreads>(dst + C::kQBytes, gdo, Cd, q0, T, tid);
+    if (tid < C::kQM) {
+      const bool valid = q0 + tid < T;
+      attn::cp_async4(attn::smem_addr(sL + stage * C::kQM + tid), valid ? lse_bh + q0 + tid : lse_bh, valid);
+    } else if (tid < 2 * C::kQM) {
+      const bool valid = q0 + tid - C::kQM < T;
+      attn::cp_async4(attn::smem_addr(sD + stage * C::kQM + tid - C::kQM),
+                      valid ? D_bh + q0 + tid - C::kQM : D_bh, valid);
+    }
+  };
+
+  load_tile<C::kKN, C::kThreads>(sK, gq + Cd, ld, k0, T, tid);
+  load_queries(i_begin, 0);
+  attn::cp_async_commit();
+  load_tile<C::kKN, C::kThreads>(sV, gq + 2 * Cd, ld, k0, T, tid);
+  attn::cp_async_commit();
+
+  float dk[64], dv[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) dk[i] = dv[i] = 0.f;
+  const int krow = kw0 + 16 * v + (lane >> 2);  // this thread's keys: krow, krow + 8
+
+  for (int i = i_begin; i < n_qt; ++i) {
+    const int stage = (i - i_begin) & 1;
+    attn::cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    if (i + 1 < n_qt) {
+      load_queries(i + 1, stage ^ 1);
+      attn::cp_async_commit();
+    }
+    const int q0 = i * C::kQM;
+    if (kw0 > q0 + 63) continue;  // every key of this warpgroup after every query of the tile
+    const uint32_t sQ = sQD + uint32_t(stage) * 2 * C::kQBytes, sdO = sQ + C::kQBytes;
+    const float* l_s = sL + stage * C::kQM;
+    const float* d_s = sD + stage * C::kQM;
+    float s[32], dp[32];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 8; ++ks)
+      wgmma_m64n64_ss(s, desc_k(sK + (ks >> 2) * (C::kKN * 128) + wg * 64 * 128 + (ks & 3) * 32),
+                      desc_k(sQ + (ks >> 2) * (C::kQM * 128) + (ks & 3) * 32), ks > 0);
+    wgmma_commit();
+#pragma unroll
+    for (int ks = 0; ks < 8; ++ks)
+      wgmma_m64n64_ss(dp, desc_k(sV + (ks >> 2) * (C::kKN * 128) + wg * 64 * 128 + (ks & 3) * 32),
+                      desc_k(sdO + (ks >> 2) * (C::kQM * 128) + (ks & 3) * 32), ks > 0);
+    wgmma_commit();
+    wgmma_wait<1>();
+    keep(s);
+    const bool mask = kw0 + 63 > q0 || q0 + 63 >= T;
+    const int qc = q0 + 2 * (lane & 3);  // + 8 jj + e1: this thread's queries
+#pragma unroll
+    for (int jj = 0; jj < 8; ++jj) {
+      const float2 l2 = *reinterpret_cast<const float2*>(l_s + 8 * jj + 2 * (lane & 3));
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int e1 = e & 1, hr = e >> 1;
+        float p = attn::ex2(fmaf(s[4 * jj + e], scale_log2, -(e1 ? l2.y : l2.x) * kLog2e));
+        const int q = qc + 8 * jj + e1;
+        if (mask && (krow + 8 * hr > q || q >= T)) p = 0.f;
+        s[4 * jj + e] = p;
+      }
+    }
+    uint32_t pa[4][4];
+    a_frags(pa, s);
+    wgmma_wait<0>();
+    keep(dp);
+#pragma unroll
+    for (int jj = 0; jj < 8; ++jj) {
+      const float2 d2 = *reinterpret_cast<const float2*>(d_s + 8 * jj + 2 * (lane & 3));
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        dp[4 * jj + e] = s[4 * jj + e] * (dp[4 * jj + e] - ((e & 1) ? d2.y : d2.x));
+    }
+    uint32_t da[4][4];
+    a_frags(da, dp);
+    keep(dv);
+    keep(dk);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma_m64n128_rs_tb(dv, pa[kk], desc_mn<C::kQM * 128>(sdO + kk * 2048));
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma_m64n128_rs_tb(dk, da[kk], desc_mn<C::kQM * 128>(sQ + kk * 2048));
+    wgmma_commit();
+    wgmma_wait<0>();
+    keep(dv);
+    keep(dk);
+  }
+  __nv_bfloat16* gdk = dqkv + int64_t(b) * T * ld + int64_t(h) * kHD + Cd;
+  // Every warpgroup is done with sK, sV: stage dK and dV there, 16 KB each per warpgroup.
+  __syncthreads();
+  stage_acc(base_ptr + wg * 16384, dk, scale, t);
+  stage_acc(base_ptr + C::kKBytes + wg * 16384, dv, 1.f, t);
+  __syncthreads();
+  store_staged(gdk, ld, kw0, T, base_ptr + wg * 16384, t);
+  store_staged(gdk + Cd, ld, kw0, T, base_ptr + C::kKBytes + wg * 16384, t);
+#endif
+}
+
+}  // namespace attn_sm90
+
+bool attention_backward_sm90_available() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> state[kMaxDevices] = {};  // 0 unknown, 1 no, 2 yes
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return false;
+  int s = state[dev].load(std::memory_order_acquire);
+  if (s == 0) {
+    int major = 0, minor = 0;
+    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+              major == 9 && minor == 0;
+    if (ok) {
+      // The sm_90a cubin must be what this device loads: binary version 9.0, and not the empty
+      // body a plain sm_90 (non-"a") compilation leaves, which uses a handful of registers where
+      // the real kernel uses over 200.
+      cudaFuncAttributes attr{};
+      ok = cudaFuncGetAttributes(&attr, attn_sm90::attn_bwd_dkdv_sm90<1>) == cudaSuccess &&
+           attr.binaryVersion == 90 && attr.numRegs >= 128;
+      cudaGetLastError();
+    }
+    s = ok ? 2 : 1;
+    state[dev].store(s, std::memory_order_release);
+  }
+  return s == 2;
+}
+
+namespace {
+// QUEST_ATTN_SM90_BWD (read once): "0" turns the sm_90a path off; "1" .. "3" pick a variant
+// (attention_backward_sm90_config); anything else, or unset, the default.
+int env_variant() {
+  static const int v = [] {
+    const char* e = std::getenv("QUEST_ATTN_SM90_BWD");
+    if (!e) return kAttnSm90DefaultVariant;
+    if (std::strcmp(e, "0") == 0) return 0;
+    for (int k = 1; k <= 3; ++k)
+      if (e[0] == char('0' + k) && e[1] == 0) return k;
+    return kAttnSm90DefaultVariant;
+  }();
+  return v;
+}
+}  // namespace
+
+bool attention_backward_uses_sm90(int64_t head_dim) {
+  return env_variant() != 0 && head_dim == 128 && attention_backward_sm90_available();
+}
+
+void attention_backward_sm90(bf16* dqkv, const bf16* dout, const bf16* out, const bf16* qkv,
+                             const float* lse, int64_t B, int64_t T, int64_t n_head,
+                             int64_t head_dim, float* scratch, cudaStream_t stream) {
+  const int v = env_variant();
+  attention_backward_sm90_config(dqkv, dout, out, qkv, lse, B, T, n_head, head_dim, scratch, stream,
+                                 v == 0 ? kAttnSm90DefaultVariant : v, 3);
+}
+
+namespace attn_sm90 {
+template <int NWG, bool kRegA>
+void launch(bf16* dqkv, const bf16* dout, const bf16* out, const bf16* qkv, const float* lse,
+            int64_t B, int64_t T, int64_t n_head, int64_t head_dim, float* scratch,
+            cudaStream_t stream, int kernels) {
+  using QC = QCfg<NWG>;
+  using KC = KVCfg<NWG>;
+  const double sc = 1.0 / std::sqrt(double(head_dim));
+  const float fscale = float(sc), fscale_log2 = float(sc * 1.4426950408889634);
+  static std::atomic<uint64_t> attribute_set{0};  // one bit per device
+  int dev = 0;
+  QUEST_CUDA_CHECK(cudaGetDevice(&dev));
+  const uint64_t bit = uint64_t(1) << (dev % 64);
+  if (!(attribute_set.load(std::memory_order_acquire) & bit)) {
+    QUEST_CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dq_sm90<NWG, kRegA>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, QC::kSmem));
+    QUEST_CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dkdv_sm90<NWG>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, KC::kSmem));
+    attribute_set.fetch_or(bit, std::memory_order_acq_rel);
+  }
+  if (kernels & 1) {
+    attn_bwd_dq_sm90<NWG, kRegA><<<unsigned(B * n_head * ((T + QC::kQM - 1) / QC::kQM)), QC::kThreads,
+                            QC::kSmem, stream>>>(dqkv, scratch, dout, out, qkv, lse, int(T),
+                                                 int(n_head), fscale, fscale_log2);
+    QUEST_CUDA_CHECK(cudaGetLastError());
+  }
+  if (kernels & 2) {
+    attn_bwd_dkdv_sm90<NWG><<<unsigned(B * n_head * ((T + KC::kKN - 1) / KC::kKN)), KC::kThreads,
+                              KC::kSmem, stream>>>(dqkv, dout, qkv, lse, scratch, int(T),
+                                                   int(n_head), fscale, fscale_log2);
+    QUEST_CUDA_CHECK(cudaGetLastError());
+  }
+}
+}  // namespace attn_sm90
+
+void attention_backward_sm90_config(bf16* dqkv, const bf16* dout, const bf16* out, const bf16* qkv,
+                                    const float* lse, int64_t B, int64_t T, int64_t n_head,
+                                    int64_t head_dim, float* scratch, cudaStream_t stream,
+                                    int variant, int kernels) {
+  attn::check_attention_args("attention_backward", B, T, n_head, head_dim);
+  QUEST_CUDA_REQUIRE(head_dim == 128, "attention_backward_sm90: head_dim must be 128");
+  QUEST_CUDA_REQUIRE(variant >= 1 && variant <= 3, "attention_backward_sm90: variant must be 1 .. 3");
+  QUEST_CUDA_REQUIRE(attention_backward_sm90_available(),
+                     "attention_backward_sm90: the device is not sm_90 or the binary lacks sm_90a code");
+  if (B * T * n_head == 0) return;
+  QUEST_CUDA_REQUIRE(dqkv && dout && out && qkv && lse && scratch,
+                     "attention_backward: null pointer");
+  using detail::aligned;
+  using detail::aligned16;
+  QUEST_CUDA_REQUIRE(aligned16(dqkv) && aligned16(dout) && aligned16(out) && aligned16(qkv) &&
+                         aligned(lse, 4) && aligned(scratch, 4),
+                     "attention_backward: dqkv, dout, out and qkv must be 16-byte aligned, lse and "
+                     "scratch 4-byte aligned");
+  QUEST_CUDA_REQUIRE(B * n_head * ((T + 63) / 64) < (int64_t{1} << 31),
+                     "attention_backward: B * n_head * ceil(T / 64) exceeds 2^31 - 1");
+  switch (variant) {
+    case 1:
+      attn_sm90::launch<1, false>(dqkv, dout, out, qkv, lse, B, T, n_head, head_dim, scratch,
+                                         stream, kernels);
+      break;
+    case 2:
+      attn_sm90::launch<2, false>(dqkv, dout, out, qkv, lse, B, T, n_head, head_dim, scratch,
+                                         stream, kernels);
+      break;
+    default:
+      attn_sm90::launch<1, true>(dqkv, dout, out, qkv, lse, B, T, n_head, head_dim, scratch, stream,
+                                 kernels);
+      break;
+  }
+}
+
+}  // namespace quest::cuda
