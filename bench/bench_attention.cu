@@ -159,21 +159,12 @@ void run_case(const Case& c, const Options& o, quest::cuda::Blas& blas) {
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&] { return quest::bench::next_arg(argc, argv, i); };
-    if (a == "--iters") o.iters = std::stoi(next());
-    else if (a == "--warmup") o.warmup = std::stoi(next());
-    else if (a == "--only") o.only = next();
-    else {
+  for (int i = 1; i < argc; ++i)
+    if (!quest::bench::parse_timing_option(argc, argv, i, o.iters, o.warmup, o.only)) {
       std::fprintf(stderr, "usage: bench_attention [--iters 20] [--warmup 3] [--only 30m|200m|hd64]\n");
       return 2;
     }
-  }
-  if (o.iters < 1 || o.warmup < 0) {
-    std::fprintf(stderr, "bench_attention: --iters >= 1, --warmup >= 0\n");
-    return 2;
-  }
+  if (!quest::bench::timing_options_ok("bench_attention", o.iters, o.warmup)) return 2;
   try {
     cudaDeviceProp prop{};
     CK(cudaGetDeviceProperties(&prop, 0));

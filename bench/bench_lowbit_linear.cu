@@ -230,14 +230,12 @@ void probe() {
 int main(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
+    if (quest::bench::parse_timing_option(argc, argv, i, o.iters, o.warmup, o.only)) continue;
     const std::string a = argv[i];
     auto next = [&] { return quest::bench::next_arg(argc, argv, i); };
     if (a == "--bits") o.bits = std::stoi(next());
-    else if (a == "--iters") o.iters = std::stoi(next());
-    else if (a == "--warmup") o.warmup = std::stoi(next());
     else if (a == "--autotune") o.autotune = true;
     else if (a == "--no-flush") o.flush = false;
-    else if (a == "--only") o.only = next();
     else if (a == "--probe") {
       probe();
       return 0;

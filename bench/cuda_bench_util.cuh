@@ -46,6 +46,26 @@ inline std::string next_arg(int argc, char** argv, int& i) {
   return argv[++i];
 }
 
+// The timing options the benches share: --iters N, --warmup N, --only NAME. When argv[i] is one
+// of them, reads its value into iters, warmup or only (advancing i past it) and returns true;
+// otherwise returns false and leaves everything as it was.
+inline bool parse_timing_option(int argc, char** argv, int& i, int& iters, int& warmup,
+                                std::string& only) {
+  const std::string a = argv[i];
+  if (a == "--iters") iters = std::stoi(next_arg(argc, argv, i));
+  else if (a == "--warmup") warmup = std::stoi(next_arg(argc, argv, i));
+  else if (a == "--only") only = next_arg(argc, argv, i);
+  else return false;
+  return true;
+}
+
+// iters >= 1 and warmup >= 0; otherwise false after a message naming the bench.
+inline bool timing_options_ok(const char* bench, int iters, int warmup) {
+  if (iters >= 1 && warmup >= 0) return true;
+  std::fprintf(stderr, "%s: --iters >= 1, --warmup >= 0\n", bench);
+  return false;
+}
+
 class EventTimer {
  public:
   // flush: a device buffer of flush_bytes to overwrite before each timed call (null: no flush).

@@ -61,12 +61,8 @@
 
 #include "ops/cuda/attention_common.cuh"
 #include "ops/cuda/common.cuh"
-
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define QUEST_ATTN_SM90_DEVICE 1
-#else
-#define QUEST_ATTN_SM90_DEVICE 0
-#endif
+#include "ops/cuda/hopper.cuh"      // fences, wgmma sync, descriptors, sm90a_kernel_available
+#include "ops/cuda/wgmma_bf16.cuh"  // the bf16 wgmma shapes
 
 namespace quest::cuda {
 
@@ -98,76 +94,9 @@ struct KVCfg {  // 64 NWG keys per block, query tiles of 64
   static constexpr int kSmem = 2 * kKBytes + 4 * kQBytes + 4 * kQM * 4 + 1024;
 };
 
-#if QUEST_ATTN_SM90_DEVICE
-// ---- PTX wrappers (sm_90a) -------------------------------------------------------------------
-__device__ __forceinline__ void fence_proxy_async() {
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() {
-  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-}
-template <int kPending>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
-}
-// Pins accumulators in place around asynchronous wgmma (the compiler may not move them while a
-// wgmma that writes them is in flight).
-template <int N>
-__device__ __forceinline__ void keep(float (&d)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-// 128-byte-swizzled operand descriptors: start >> 4, LBO, SBO 1024 B (8 rows of 128 B), mode 1.
-__device__ __forceinline__ uint64_t desc_k(uint32_t addr) {  // K-major (LBO unused: 1)
-  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
-         (uint64_t(1) << 62);
-}
-template <uint32_t kLbo>
-__device__ __forceinline__ uint64_t desc_mn(uint32_t addr) {  // MN-major, LBO: next 64 columns
-  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(kLbo >> 4) << 16) |
-         (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
-}
-
-// D[64 x 64] (+)= A[64 x 16] B[16 x 64]: A and B K-major in shared memory (descriptors).
-__device__ __forceinline__ void wgmma_m64n64_ss(float (&d)[32], uint64_t da, uint64_t db, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(da), "l"(db), "r"(accumulate));
-}
-
-// D[64 x 64] (+)= A[64 x 16] B[16 x 64]: A in registers, B K-major in shared memory.
-__device__ __forceinline__ void wgmma_m64n64_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t db, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
-}
-
-// D[64 x 128] += A[64 x 16] B[16 x 128]: A in registers (4 x bf16x2, the m64k16 A fragment), B
-// MN-major in shared memory (descriptor; imm-trans-b = 1).
-__device__ __forceinline__ void wgmma_m64n128_rs_tb(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
-  asm volatile(
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-}
+#if QUEST_SM90A_DEVICE
+using namespace ::quest::cuda::hopper;
+using namespace ::quest::cuda::wg;
 
 // ---- tiles -----------------------------------------------------------------------------------
 // Byte offset of 16-byte chunk c (0..15) of row r in an R-row swizzled tile (see the header).
@@ -229,7 +158,7 @@ __device__ __forceinline__ void store_staged(__nv_bfloat16* g, int64_t ld, int r
           *reinterpret_cast<const int4*>(s + sw_off<64>(r, c));
   }
 }
-#endif  // QUEST_ATTN_SM90_DEVICE
+#endif  // QUEST_SM90A_DEVICE
 
 // ---- 1. D and dQ -----------------------------------------------------------------------------
 // Grid B * n_head * n_qt (n_qt = ceil(T / QM), QM = 64 NWG); block x: (batch, head)
@@ -245,7 +174,7 @@ __global__ void __launch_bounds__(QCfg<NWG>::kThreads, QCfg<NWG>::kMinBlocks) at
     __nv_bfloat16* __restrict__ dqkv, float* __restrict__ Dsum, const __nv_bfloat16* __restrict__ dout,
     const __nv_bfloat16* __restrict__ out, const __nv_bfloat16* __restrict__ qkv,
     const float* __restrict__ lse, int T, int n_head, float scale, float scale_log2) {
-#if QUEST_ATTN_SM90_DEVICE
+#if QUEST_SM90A_DEVICE
   using C = QCfg<NWG>;
   static_assert(!kRegA || NWG == 1, "the three-region ring assumes 64-row blocks");
   extern __shared__ unsigned char smem_raw[];
@@ -359,26 +288,26 @@ __global__ void __launch_bounds__(QCfg<NWG>::kThreads, QCfg<NWG>::kMinBlocks) at
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < 8; ++ks) {
-      const uint64_t kb = desc_k(st + (ks >> 2) * (C::kKN * 128) + (ks & 3) * 32);
+      const uint64_t kb = desc_kmajor(st + (ks >> 2) * (C::kKN * 128) + (ks & 3) * 32);
       if constexpr (kRegA)
         wgmma_m64n64_rs(s, qf[ks], kb, ks > 0);
       else
-        wgmma_m64n64_ss(s, desc_k(sQ + (ks >> 2) * (C::kQM * 128) + wg * 64 * 128 + (ks & 3) * 32),
+        wgmma_m64n64_ss(s, desc_kmajor(sQ + (ks >> 2) * (C::kQM * 128) + wg * 64 * 128 + (ks & 3) * 32),
                         kb, ks > 0);
     }
     wgmma_commit();
 #pragma unroll
     for (int ks = 0; ks < 8; ++ks) {
-      const uint64_t vb = desc_k(st + C::kKVBytes + (ks >> 2) * (C::kKN * 128) + (ks & 3) * 32);
+      const uint64_t vb = desc_kmajor(st + C::kKVBytes + (ks >> 2) * (C::kKN * 128) + (ks & 3) * 32);
       if constexpr (kRegA)
         wgmma_m64n64_rs(dp, of[ks], vb, ks > 0);
       else
-        wgmma_m64n64_ss(dp, desc_k(sdO + (ks >> 2) * (C::kQM * 128) + wg * 64 * 128 + (ks & 3) * 32),
+        wgmma_m64n64_ss(dp, desc_kmajor(sdO + (ks >> 2) * (C::kQM * 128) + wg * 64 * 128 + (ks & 3) * 32),
                         vb, ks > 0);
     }
     wgmma_commit();
     wgmma_wait<1>();
-    keep(s);
+    fence_operand(s);
     const bool mask = k0 + 63 > qw0;
     const int kc = k0 + 2 * (lane & 3);
 #pragma unroll
@@ -391,19 +320,19 @@ __global__ void __launch_bounds__(QCfg<NWG>::kThreads, QCfg<NWG>::kMinBlocks) at
         s[4 * jj + e] = p;
       }
     wgmma_wait<0>();
-    keep(dp);
+    fence_operand(dp);
 #pragma unroll
     for (int i = 0; i < 32; ++i) dp[i] = s[i] * (dp[i] - ((i & 2) ? D1 : D0));
     uint32_t da[4][4];
     a_frags(da, dp);
-    keep(dq);
+    fence_operand(dq);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
-      wgmma_m64n128_rs_tb(dq, da[kk], desc_mn<C::kKN * 128>(st + kk * 2048));
+      wgmma_m64n128_rs_tb(dq, da[kk], desc_nmajor(st + kk * 2048, C::kKN * 128));
     wgmma_commit();
     wgmma_wait<0>();
-    keep(dq);
+    fence_operand(dq);
   }
   // Every warpgroup is done with sQ (its wgmma have completed): stage dQ there, 16 KB each.
   __syncthreads();
@@ -423,7 +352,7 @@ __global__ void __launch_bounds__(KVCfg<NWG>::kThreads, KVCfg<NWG>::kMinBlocks) 
     __nv_bfloat16* __restrict__ dqkv, const __nv_bfloat16* __restrict__ dout,
     const __nv_bfloat16* __restrict__ qkv, const float* __restrict__ lse,
     const float* __restrict__ Dsum, int T, int n_head, float scale, float scale_log2) {
-#if QUEST_ATTN_SM90_DEVICE
+#if QUEST_SM90A_DEVICE
   using C = KVCfg<NWG>;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t base = (attn::smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -488,16 +417,16 @@ __global__ void __launch_bounds__(KVCfg<NWG>::kThreads, KVCfg<NWG>::kMinBlocks) 
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < 8; ++ks)
-      wgmma_m64n64_ss(s, desc_k(sK + (ks >> 2) * (C::kKN * 128) + wg * 64 * 128 + (ks & 3) * 32),
-                      desc_k(sQ + (ks >> 2) * (C::kQM * 128) + (ks & 3) * 32), ks > 0);
+      wgmma_m64n64_ss(s, desc_kmajor(sK + (ks >> 2) * (C::kKN * 128) + wg * 64 * 128 + (ks & 3) * 32),
+                      desc_kmajor(sQ + (ks >> 2) * (C::kQM * 128) + (ks & 3) * 32), ks > 0);
     wgmma_commit();
 #pragma unroll
     for (int ks = 0; ks < 8; ++ks)
-      wgmma_m64n64_ss(dp, desc_k(sV + (ks >> 2) * (C::kKN * 128) + wg * 64 * 128 + (ks & 3) * 32),
-                      desc_k(sdO + (ks >> 2) * (C::kQM * 128) + (ks & 3) * 32), ks > 0);
+      wgmma_m64n64_ss(dp, desc_kmajor(sV + (ks >> 2) * (C::kKN * 128) + wg * 64 * 128 + (ks & 3) * 32),
+                      desc_kmajor(sdO + (ks >> 2) * (C::kQM * 128) + (ks & 3) * 32), ks > 0);
     wgmma_commit();
     wgmma_wait<1>();
-    keep(s);
+    fence_operand(s);
     const bool mask = kw0 + 63 > q0 || q0 + 63 >= T;
     const int qc = q0 + 2 * (lane & 3);  // + 8 jj + e1: this thread's queries
 #pragma unroll
@@ -515,7 +444,7 @@ __global__ void __launch_bounds__(KVCfg<NWG>::kThreads, KVCfg<NWG>::kMinBlocks) 
     uint32_t pa[4][4];
     a_frags(pa, s);
     wgmma_wait<0>();
-    keep(dp);
+    fence_operand(dp);
 #pragma unroll
     for (int jj = 0; jj < 8; ++jj) {
       const float2 d2 = *reinterpret_cast<const float2*>(d_s + 8 * jj + 2 * (lane & 3));
@@ -525,19 +454,19 @@ __global__ void __launch_bounds__(KVCfg<NWG>::kThreads, KVCfg<NWG>::kMinBlocks) 
     }
     uint32_t da[4][4];
     a_frags(da, dp);
-    keep(dv);
-    keep(dk);
+    fence_operand(dv);
+    fence_operand(dk);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
-      wgmma_m64n128_rs_tb(dv, pa[kk], desc_mn<C::kQM * 128>(sdO + kk * 2048));
+      wgmma_m64n128_rs_tb(dv, pa[kk], desc_nmajor(sdO + kk * 2048, C::kQM * 128));
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
-      wgmma_m64n128_rs_tb(dk, da[kk], desc_mn<C::kQM * 128>(sQ + kk * 2048));
+      wgmma_m64n128_rs_tb(dk, da[kk], desc_nmajor(sQ + kk * 2048, C::kQM * 128));
     wgmma_commit();
     wgmma_wait<0>();
-    keep(dv);
-    keep(dk);
+    fence_operand(dv);
+    fence_operand(dk);
   }
   __nv_bfloat16* gdk = dqkv + int64_t(b) * T * ld + int64_t(h) * kHD + Cd;
   // Every warpgroup is done with sK, sV: stage dK and dV there, 16 KB each per warpgroup.
@@ -553,29 +482,11 @@ __global__ void __launch_bounds__(KVCfg<NWG>::kThreads, KVCfg<NWG>::kMinBlocks) 
 }  // namespace attn_sm90
 
 bool attention_backward_sm90_available() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> state[kMaxDevices] = {};  // 0 unknown, 1 no, 2 yes
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return false;
-  int s = state[dev].load(std::memory_order_acquire);
-  if (s == 0) {
-    int major = 0, minor = 0;
-    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
-              major == 9 && minor == 0;
-    if (ok) {
-      // The sm_90a cubin must be what this device loads: binary version 9.0, and not the empty
-      // body a plain sm_90 (non-"a") compilation leaves, which uses a handful of registers where
-      // the real kernel uses over 200.
-      cudaFuncAttributes attr{};
-      ok = cudaFuncGetAttributes(&attr, attn_sm90::attn_bwd_dkdv_sm90<1>) == cudaSuccess &&
-           attr.binaryVersion == 90 && attr.numRegs >= 128;
-      cudaGetLastError();
-    }
-    s = ok ? 2 : 1;
-    state[dev].store(s, std::memory_order_release);
-  }
-  return s == 2;
+  // min_regs 128: not the empty body a plain sm_90 (non-"a") compilation leaves, which uses a
+  // handful of registers where the real kernel uses over 200.
+  static std::atomic<int> state[hopper::kMaxDevices] = {};
+  return hopper::sm90a_kernel_available(
+      state, reinterpret_cast<const void*>(attn_sm90::attn_bwd_dkdv_sm90<1>), 128);
 }
 
 namespace {

@@ -51,9 +51,6 @@
 //   body is empty and the host never launches it (attention_forward_sm90_available()).
 #include "ops/cuda/attention_forward_sm90.h"
 
-#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes through the runtime)
-#include <cudaTypedefs.h>
-
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -61,6 +58,7 @@
 
 #include "ops/cuda/attention_common.cuh"  // ex2, pack_bf16
 #include "ops/cuda/common.cuh"            // QUEST_CUDA_REQUIRE, detail::aligned16
+#include "ops/cuda/hopper.cuh"      // mbarrier, TMA, fences, tensor_map_encoder
 #include "ops/cuda/wgmma_bf16.cuh"
 
 namespace quest::cuda::attn {
@@ -77,6 +75,7 @@ constexpr int kProducerRegs = 40, kConsumerRegs = 232;
 static_assert(kProducerRegs * 128 + 2 * kConsumerRegs * 128 <= 65536, "register budget");
 
 #if QUEST_WGMMA_BF16
+using namespace ::quest::cuda::hopper;
 using namespace ::quest::cuda::wg;
 
 constexpr int kBN = 128;  // keys per tile
@@ -87,14 +86,6 @@ __device__ __forceinline__ void decode_tile(int i, int n_qt, int G, int& bh, int
   const int p = i - bh * n_qt;
   const int round = int((int64_t(bh) * n_qt) / G);
   qt = (round & 1) ? p : n_qt - 1 - p;
-}
-
-
-__device__ __forceinline__ void named_barrier_sync(int c) {
-  if (c == 0)
-    asm volatile("bar.sync 1, 128;" ::: "memory");
-  else
-    asm volatile("bar.sync 2, 128;" ::: "memory");
 }
 
 // Ping-pong between the consumers (kPingPong): consumer c issues its wgmma batches only on its
@@ -224,7 +215,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (wgi == 0) {
     // Producer: one thread issues every load, in the consumers' order.
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegs));
+    setmaxnreg_dec<kProducerRegs>();
     if (t == 0) {
       // L2 hints (l2_hints != 0): Q is read once (evict first); K and V are read by every query
       // tile of their head (evict last).
@@ -254,7 +245,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kConsumerRegs));
+    setmaxnreg_inc<kConsumerRegs>();
     const int c = wgi - 1, warp = t / 32, lane = t % 32, g8 = lane / 4, q4 = lane % 4;
     const int r0 = 16 * warp + g8;  // the lane's rows r0, r0 + 8 of the consumer's 64
     auto kv_stage = [&](int s) { return base + kKVOff + uint32_t(s) * 2u * kTileBytes; };
@@ -266,7 +257,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int b = bh / n_head, col = (bh % n_head) * kHD, q0 = qt * kBM;
       const int qb = it & 1;
       if (it > 0 && t == 0) {  // the previous tile's O stores have read its Q buffer
-        bulk_wait_read0();
+        bulk_wait_read<0>();
         mbar_arrive(q_empty(qb ^ 1));
       }
       const uint32_t qs = base + uint32_t(qb) * kTileBytes + uint32_t(c) * 8192u;
@@ -353,26 +344,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
     if (kPingPong && c == 0) pp_sync(c);  // consumes consumer 1's last hand-over
-    if (t == 0) bulk_wait_read0();  // shared memory must outlive the stores' reads
+    if (t == 0) bulk_wait_read<0>();  // shared memory must outlive the stores' reads
   }
 #endif  // QUEST_WGMMA_BF16
 }
 
 // ---- host ------------------------------------------------------------------------------------
-constexpr int kMaxDevices = 64;
-
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    QUEST_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
-                                                      cudaEnableDefault, &q));
-    QUEST_CUDA_REQUIRE(q == cudaDriverEntryPointSuccess && p != nullptr,
-                       "attention_forward_sm90: the driver has no cuTensorMapEncodeTiled");
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
+using hopper::kMaxDevices;
 
 // [B][T][cols] bf16, row stride ld elements; box 64 columns (128 bytes) x box_rows x 1,
 // 128-byte swizzle, rows past T read as zeros (and are clipped on stores).
@@ -384,7 +362,7 @@ CUtensorMap encode_map(const bf16* p, int64_t B, int64_t T, int64_t cols, int64_
   const cuuint64_t strides[2] = {cuuint64_t(ld) * sizeof(bf16), cuuint64_t(T * ld) * sizeof(bf16)};
   const cuuint32_t box[3] = {64, cuuint32_t(box_rows), 1};
   const cuuint32_t estrides[3] = {1, 1, 1};
-  const CUresult r = tensor_map_encoder()(
+  const CUresult r = hopper::tensor_map_encoder()(
       &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<bf16*>(p), dims, strides, box,
       estrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
@@ -396,27 +374,9 @@ CUtensorMap encode_map(const bf16* p, int64_t B, int64_t T, int64_t cols, int64_
 }  // namespace
 
 bool attention_forward_sm90_available() {
-  // 0: unknown, 1: no, 2: yes, per device.
-  static std::atomic<int> state[kMaxDevices] = {};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return false;
-  int v = state[dev].load(std::memory_order_acquire);
-  if (v == 0) {
-    int major = 0, minor = 0;
-    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
-              major == 9 && minor == 0;
-    if (ok) {
-      // The sm_90a cubin must be the one this device loads (not PTX or an sm_80 fallback).
-      cudaFuncAttributes attr{};
-      ok = cudaFuncGetAttributes(&attr, attention_forward_sm90_kernel<true>) == cudaSuccess &&
-           attr.binaryVersion == 90;
-      cudaGetLastError();  // clear a failed query's error
-    }
-    v = ok ? 2 : 1;
-    state[dev].store(v, std::memory_order_release);
-  }
-  return v == 2;
+  static std::atomic<int> state[hopper::kMaxDevices] = {};
+  return hopper::sm90a_kernel_available(
+      state, reinterpret_cast<const void*>(attention_forward_sm90_kernel<true>));
 }
 
 bool attention_forward_sm90_enabled() {

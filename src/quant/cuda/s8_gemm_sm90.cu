@@ -57,21 +57,13 @@
 //   kernel body is empty and the host never launches it (s8_gemm_sm90_available()).
 #include "quant/cuda/s8_gemm_sm90.h"
 
-#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes through the runtime)
-#include <cudaTypedefs.h>
-
 #include <algorithm>
 #include <atomic>
 #include <mutex>
 
 #include "core/error.h"
+#include "ops/cuda/hopper.cuh"  // mbarrier, TMA, fences, wgmma sync, descriptors, host checks
 #include "ops/cuda_ops.h"
-
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define QUEST_S8_SM90_DEVICE 1
-#else
-#define QUEST_S8_SM90_DEVICE 0
-#endif
 
 namespace quest::cuda {
 namespace {
@@ -108,114 +100,16 @@ using CfgLP = Cfg<256, 1, 2, 4, 1, 232, true>;
 using CfgS = Cfg<128, 2, 1, 3, 2, 216, false>;
 
 // ---- PTX wrappers (sm_90a) -----------------------------------------------------------------
-#if QUEST_S8_SM90_DEVICE
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile(
-      "{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(bar),
-      "r"(bytes)
-      : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
-               : "memory");
-}
-// Returns once the phase of the given parity has completed.
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\n"
-      "S8_WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra S8_WAIT;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-// 2D tile load: box at (c0 = K byte offset, c1 = row) of `map` into dst, completing on bar.
-__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1,
-                                            uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
-      : "memory");
-}
-// Barrier of consumer warpgroup c's 128 threads (ids 1, 2; immediates, so ptxas reserves only
-// those).
-__device__ __forceinline__ void named_barrier_sync(int c) {
-  if (c == 0)
-    asm volatile("bar.sync 1, 128;" ::: "memory");
-  else
-    asm volatile("bar.sync 2, 128;" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() {
-  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-}
-template <int kPending>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
-}
-template <int kRegs>
-__device__ __forceinline__ void keep_in_place(int (&d)[kRegs]) {
-#pragma unroll
-  for (int i = 0; i < kRegs; ++i) asm volatile("" : "+r"(d[i])::"memory");
-}
-// 2D tile store: the box at (c0 = column, c1 = row) of `map` from src (TMA clips what lies
-// outside the tensor), as one bulk group.
-__device__ __forceinline__ void tma_store_2d(const CUtensorMap* map, uint32_t src, int c0, int c1) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];" ::"l"(
-          reinterpret_cast<uint64_t>(map)),
-      "r"(c0), "r"(c1), "r"(src)
-      : "memory");
-  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
-}
-__device__ __forceinline__ void st_shared_b32(uint32_t addr, __nv_bfloat162 v) {
-  asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(*reinterpret_cast<uint32_t*>(&v))
-               : "memory");
-}
-// K-major operand, 128-byte swizzle: start >> 4, LBO 1 (unused), SBO 1024 B >> 4, mode 1.
-__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
-  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
-         (uint64_t(1) << 62);
-}
+#if QUEST_SM90A_DEVICE
+using namespace ::quest::cuda::hopper;
 
 // ---- wgmma (one asm statement each; operands: the accumulators, then the two descriptors) ---
 // D[64 x 256] (+)= A[64 x 32] . B[256 x 32]^T, s8 x s8 -> s32 (128 registers a thread).
 __device__ __forceinline__ void wgmma_s8_n256(int (&d)[128], uint64_t da, uint64_t db) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
-      "}, %128, %129, p;\n}\n"
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
-        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
-        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
-        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
-        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
-        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
-        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
-        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]),
-        "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
-        "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]), "+r"(d[79]),
-        "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]), "+r"(d[86]), "+r"(d[87]),
-        "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]), "+r"(d[93]), "+r"(d[94]), "+r"(d[95]),
-        "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]), "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]),
-        "+r"(d[104]), "+r"(d[105]), "+r"(d[106]), "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]),
-        "+r"(d[112]), "+r"(d[113]), "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]),
-        "+r"(d[120]), "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127])
+      "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 {" QUEST_WG_REGS128 "}, %128, %129, p;\n}\n"
+      : QUEST_WG_ACC128("+r", d)
       : "l"(da), "l"(db), "n"(1));
 }
 
@@ -223,20 +117,8 @@ __device__ __forceinline__ void wgmma_s8_n256(int (&d)[128], uint64_t da, uint64
 __device__ __forceinline__ void wgmma_s8_n128(int (&d)[64], uint64_t da, uint64_t db) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-      "}, %64, %65, p;\n}\n"
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
-        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
-        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
-        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
-        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
-        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
-        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
-        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {" QUEST_WG_REGS64 "}, %64, %65, p;\n}\n"
+      : QUEST_WG_ACC64("+r", d)
       : "l"(da), "l"(db), "n"(1));
 }
 
@@ -247,14 +129,14 @@ __device__ __forceinline__ void wgmma_s8(int (&d)[BN / 2], uint64_t da, uint64_t
   else
     wgmma_s8_n128(d, da, db);
 }
-#endif  // QUEST_S8_SM90_DEVICE
+#endif  // QUEST_SM90A_DEVICE
 
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     s8_gemm_kernel(const __grid_constant__ CUtensorMap map_x, const __grid_constant__ CUtensorMap map_w,
                    const __grid_constant__ CUtensorMap map_y, const float* __restrict__ sx,
                    const float* __restrict__ sw, int N, int M, int nk, int m_tiles, int tiles) {
-#if QUEST_S8_SM90_DEVICE
+#if QUEST_SM90A_DEVICE
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
   const uint32_t epi = base + C::kStages * C::kStageBytes;  // kPersistent: the slab buffers
@@ -268,7 +150,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
       mbar_init(full(s), 1);
       mbar_init(empty(s), 4 * C::kConsumers);
     }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    mbar_init_fence();
   }
   __syncthreads();
 
@@ -277,7 +159,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   // g counts k-blocks over all of this CTA's tiles: stage g % kStages, round g / kStages.
   if (wg == 0) {
     // Producer.
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegs));
+    setmaxnreg_dec<kProducerRegs>();
     if (t == 0) {
       int g = 0;
       for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
@@ -294,7 +176,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     }
   } else {
     // Consumer c: rows [c kWgM 64, (c + 1) kWgM 64) of each tile.
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(C::kConsumerRegs));
+    setmaxnreg_inc<C::kConsumerRegs>();
     const int c = wg - 1, warp = t / 32, lane = t % 32;
     const int q = lane % 4, r0 = 16 * warp + lane / 4;  // r0 % 8 == lane / 4
     int g = 0, slabs = 0;
@@ -311,24 +193,24 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
         const uint32_t a = base + uint32_t(s) * C::kStageBytes + uint32_t(c * C::kWgM) * 64u * kBK;
         const uint32_t b = base + uint32_t(s) * C::kStageBytes + C::kABytes;
 #pragma unroll
-        for (int i = 0; i < C::kWgM; ++i) keep_in_place(acc[i]);
+        for (int i = 0; i < C::kWgM; ++i) fence_operand(acc[i]);
         wgmma_fence();
 #pragma unroll
         for (int k = 0; k < kBK / 32; ++k)
 #pragma unroll
           for (int i = 0; i < C::kWgM; ++i)
-            wgmma_s8<C::BN>(acc[i], sw128_desc(a + uint32_t(i) * 64u * kBK + 32u * k),
-                            sw128_desc(b + 32u * k));
+            wgmma_s8<C::BN>(acc[i], desc_kmajor(a + uint32_t(i) * 64u * kBK + 32u * k),
+                            desc_kmajor(b + 32u * k));
         wgmma_commit();
 #pragma unroll
-        for (int i = 0; i < C::kWgM; ++i) keep_in_place(acc[i]);
+        for (int i = 0; i < C::kWgM; ++i) fence_operand(acc[i]);
         wgmma_wait<1>();
         // The previous k-block's wgmma have finished reading its stage: release it.
         if (kb > 0 && lane == 0) mbar_arrive(empty((g - 1) % C::kStages));
       }
       wgmma_wait<0>();
 #pragma unroll
-      for (int i = 0; i < C::kWgM; ++i) keep_in_place(acc[i]);
+      for (int i = 0; i < C::kWgM; ++i) fence_operand(acc[i]);
       if (lane == 0) mbar_arrive(empty((g - 1) % C::kStages));  // the tile's last stage
 
       // Epilogue: lowbit_scale_kernel's arithmetic on the accumulators, staged through shared
@@ -348,7 +230,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
           // Two buffers per consumer, alternating: the store issued from this one two slabs ago
           // must have finished reading it.
           buf = epi + uint32_t(2 * c + (slabs & 1)) * C::kSlabBytes;
-          if (t == 0) asm volatile("cp.async.bulk.wait_group.read 1;" ::: "memory");
+          if (t == 0) bulk_wait_read<1>();
           named_barrier_sync(c);
         } else {
           // This consumer's A rows of stage sl (BN / 64 <= kStages): every load has landed and
@@ -372,30 +254,23 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
                                                 __fmul_rn(__fmul_rn(float(d[3]), s1[i]), w.y)));
           }
         }
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // st.shared -> TMA reads
+        fence_proxy_async();  // st.shared -> TMA reads
         named_barrier_sync(c);
-        if (t == 0) tma_store_2d(&map_y, buf, col0 + 64 * sl, row0 + c * C::kWgM * 64);
+        if (t == 0) {
+          tma_store_2d(&map_y, buf, col0 + 64 * sl, row0 + c * C::kWgM * 64);
+          bulk_commit();
+        }
       }
     }
     // The shared memory must outlive the stores' reads of it.
-    if (t == 0) asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+    if (t == 0) bulk_wait_read<0>();
   }
-#endif  // QUEST_S8_SM90_DEVICE
+#endif  // QUEST_SM90A_DEVICE
 }
 
 // ---- host ------------------------------------------------------------------------------------
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    QUEST_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
-                                                      cudaEnableDefault, &q));
-    QUEST_CHECK(q == cudaDriverEntryPointSuccess && p != nullptr,
-                "s8_gemm_sm90: the driver has no cuTensorMapEncodeTiled");
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
+using hopper::kMaxDevices;
+using hopper::tensor_map_encoder;
 
 // rows x K int8, row-major; box = 128 bytes of K x box_rows rows, 128-byte swizzle, zero fill.
 CUtensorMap encode_map(const int8_t* p, int64_t rows, int64_t K, int box_rows) {
@@ -428,8 +303,6 @@ CUtensorMap encode_y_map(bf16* p, int64_t rows, int64_t cols, int box_rows) {
               int(r), rows, cols);
   return map;
 }
-
-constexpr int kMaxDevices = 64;
 
 template <class C>
 void launch(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
@@ -468,27 +341,8 @@ bool aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p)
 }  // namespace
 
 bool s8_gemm_sm90_available() {
-  // 0: unknown, 1: no, 2: yes, per device.
-  static std::atomic<int> state[kMaxDevices] = {};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return false;
-  int v = state[dev].load(std::memory_order_acquire);
-  if (v == 0) {
-    int major = 0, minor = 0;
-    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
-              major == 9 && minor == 0;
-    if (ok) {
-      // The sm_90a cubin must be the one this device loads (not a PTX or an sm_80 fallback).
-      cudaFuncAttributes attr{};
-      ok = cudaFuncGetAttributes(&attr, s8_gemm_kernel<CfgL>) == cudaSuccess &&
-           attr.binaryVersion == 90;
-      cudaGetLastError();  // clear a failed query's error
-    }
-    v = ok ? 2 : 1;
-    state[dev].store(v, std::memory_order_release);
-  }
-  return v == 2;
+  static std::atomic<int> state[hopper::kMaxDevices] = {};
+  return hopper::sm90a_kernel_available(state, reinterpret_cast<const void*>(s8_gemm_kernel<CfgL>));
 }
 
 bool s8_gemm_sm90_supports(const bf16* y, const int8_t* xc, const float* sx, const int8_t* wc,
