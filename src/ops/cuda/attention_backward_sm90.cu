@@ -482,11 +482,9 @@ __global__ void __launch_bounds__(KVCfg<NWG>::kThreads, KVCfg<NWG>::kMinBlocks) 
 }  // namespace attn_sm90
 
 bool attention_backward_sm90_available() {
-  // min_regs 128: not the empty body a plain sm_90 (non-"a") compilation leaves, which uses a
-  // handful of registers where the real kernel uses over 200.
   static std::atomic<int> state[hopper::kMaxDevices] = {};
   return hopper::sm90a_kernel_available(
-      state, reinterpret_cast<const void*>(attn_sm90::attn_bwd_dkdv_sm90<1>), 128);
+      state, reinterpret_cast<const void*>(attn_sm90::attn_bwd_dkdv_sm90<1>));
 }
 
 namespace {

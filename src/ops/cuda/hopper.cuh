@@ -12,8 +12,8 @@
 // pass of an sm_90a compilation (__CUDA_ARCH_FEAT_SM90_ALL: wgmma and setmaxnreg need the "a"
 // target). Callers guard their kernel bodies with `#if QUEST_SM90A_DEVICE` (or
 // QUEST_WGMMA_BF16, the same), so sm_80 (and plain sm_90) builds compile empty kernels, and the
-// host checks with sm90a_kernel_available() that the device really runs the sm_90a cubin before
-// launching one.
+// host checks with sm90a_kernel_available() (a probe kernel) that the device really runs sm_90a
+// code before launching one.
 //
 // Invariants the callers keep
 // - mbarriers live in shared memory, 8-byte aligned, and are addressed by their 32-bit shared
@@ -271,12 +271,24 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
-// Whether the current device is sm_90 and loads the sm_90a cubin of `kernel` (binary version
-// 9.0: not PTX or an sm_80 fallback) with at least min_regs registers a thread (a plain sm_90,
-// non-"a", compilation leaves an empty body of a handful of registers). The answer is cached per
-// device in `state` (0 unknown, 1 no, 2 yes): each caller keeps its own static array.
-inline bool sm90a_kernel_available(std::atomic<int> (&state)[kMaxDevices], const void* kernel,
-                                   int min_regs = 0) {
+// Writes 1 where it was compiled in the sm_90a device pass (where the guarded kernel bodies
+// exist), else 0. A template, so that every file including this header has its own copy in its
+// own fatbin, compiled for the same architectures as that file's kernels.
+template <int = 0>
+__global__ void sm90a_probe_kernel(int* out) {
+#if QUEST_SM90A_DEVICE
+  *out = 1;
+#else
+  *out = 0;
+#endif
+}
+
+// Whether the current device is compute capability 9.0, `kernel` loads on it, and the code it
+// runs is the sm_90a one: a plain sm_90 (non-"a") compilation, an sm_80 fallback or PTX of
+// another target compile the kernels' bodies away, which the probe kernel above (same file, same
+// targets) tells by running once. The answer is cached per device in `state` (0 unknown, 1 no,
+// 2 yes): each caller keeps its own static array. The first call per device synchronizes it.
+inline bool sm90a_kernel_available(std::atomic<int> (&state)[kMaxDevices], const void* kernel) {
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return false;
   int v = state[dev].load(std::memory_order_acquire);
@@ -287,10 +299,19 @@ inline bool sm90a_kernel_available(std::atomic<int> (&state)[kMaxDevices], const
               major == 9 && minor == 0;
     if (ok) {
       cudaFuncAttributes attr{};
-      ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion == 90 &&
-           attr.numRegs >= min_regs;
-      cudaGetLastError();  // clear a failed query's error
+      ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess;
     }
+    if (ok) {
+      int* flag = nullptr;
+      int got = 0;
+      ok = cudaMalloc(&flag, sizeof(int)) == cudaSuccess;
+      if (ok) {
+        sm90a_probe_kernel<><<<1, 1>>>(flag);
+        ok = cudaMemcpy(&got, flag, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess && got == 1;
+        cudaFree(flag);
+      }
+    }
+    cudaGetLastError();  // clear a failed query's error
     v = ok ? 2 : 1;
     state[dev].store(v, std::memory_order_release);
   }

@@ -8,9 +8,8 @@
 // Availability: everything below exists only when QUEST_WGMMA_BF16 (= QUEST_SM90A_DEVICE) is 1,
 // i.e. in the device pass of an sm_90a compilation (__CUDA_ARCH_FEAT_SM90_ALL: wgmma and setmaxnreg need the "a" target).
 // Callers guard their kernel bodies with `#if QUEST_WGMMA_BF16`, so sm_80 (and plain sm_90)
-// builds compile an empty kernel, and the host checks that the device really runs the sm_90a
-// cubin (hopper::sm90a_kernel_available: cudaFuncAttributes::binaryVersion == 90) before
-// launching it.
+// builds compile an empty kernel, and the host checks that the device really runs sm_90a code
+// (hopper::sm90a_kernel_available, a probe kernel) before launching it.
 //
 // Layouts and invariants
 // - Shared tiles are written by TMA with CU_TENSOR_MAP_SWIZZLE_128B and a box 64 bf16 (128 bytes)
