@@ -16,9 +16,9 @@ namespace quest::cuda {
 using bf16 = __nv_bfloat16;
 
 // True when this process's current device can run s8_gemm_sm90: compute capability 9.0 and the
-// binary carries the kernel's sm_90a code (cached per device). The check reads the loaded code's
-// binary version (90): a build with only compute_90 PTX (no sm_90a cubin) would pass it with an
-// empty kernel, so build for 90a-real (the project's default, with 80-real).
+// code it loads for the kernel is sm_90a code (hopper::sm90a_kernel_available's probe; cached
+// per device). A build without sm_90a (plain sm_90, or 80 only) compiles the body away and is
+// refused here: build for 90a-real (the project's default, with 80-real).
 bool s8_gemm_sm90_available();
 
 // True when (N, K, M) and the pointers meet s8_gemm_sm90's requirements (below), so a caller can
