@@ -45,9 +45,18 @@
 #include <cstdint>
 #include <cstring>
 
+#include "ops/cuda/common.cuh"
+
 namespace quest::cuda::attn {
 
-constexpr float kLog2e = 1.4426950408889634f;
+// The asynchronous copies, ex2 and log2(e) are the ops' shared ones (common.cuh).
+using detail::cp_async16;
+using detail::cp_async4;
+using detail::cp_async_commit;
+using detail::cp_async_wait;
+using detail::ex2;
+using detail::kLog2e;
+using detail::smem_addr;
 
 template <int HDP>
 struct Tile {
@@ -55,31 +64,6 @@ struct Tile {
   static constexpr int kSrow = HDP + 8;   // bf16 per shared row
   static constexpr int kChunks = HDP / 8;  // 16-byte chunks per row
 };
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, asynchronous; with valid == false nothing is read and the 16
-// bytes are zero-filled (src must still be a valid address; callers pass the tile's base).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 4 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-// Waits until at most N of this thread's committed groups are still pending.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 __device__ __forceinline__ void ldsm_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
                                         uint32_t addr) {
@@ -105,13 +89,6 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// 2^x (MUFU.EX2; -inf -> +0). The softmax exponents are <= 0 up to rounding, so flushing the
-// subnormal results to zero changes nothing that survives the bf16 rounding of P.
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // Two floats -> bf16x2 (round to nearest even), `lo` in the lower half.
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {

@@ -13,21 +13,6 @@ namespace {
 using namespace detail;
 constexpr int kThreads = 512;
 
-constexpr float kLog2e = 1.4426950408889634f;
-
-// 2^x by the special-function unit (relative error 2 ulp; results below 2^-126 flush to 0).
-__device__ __forceinline__ float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// 16 bytes global -> shared without passing through registers (completes at cp.async.wait_all).
-__device__ __forceinline__ void copy16_async(bf16* dst, const bf16* src) {
-  const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
-}
-
 // One block of kThreads per row (grid N). Thread t owns the column groups t, t + kThreads, ...
 // (VEC columns each: 8 with Vp % 8 == 0 and 16-byte aligned pointers, one 16-byte access; else 1).
 // Over the real columns [0, V) (the group straddling V is masked): each thread's max, the block
@@ -39,8 +24,8 @@ __device__ __forceinline__ void copy16_async(bf16* dst, const bf16* src) {
 //
 // STAGED (VEC = 8, the row fits in shared memory): each thread first copies its own groups of the
 // row into dynamic shared memory (cp.async) and the three sweeps read them there, so the logits
-// leave DRAM once instead of twice (a 50k-column row is 100 KB: more rows in flight than L2 holds, so
-// the second pass of the unstaged kernel missed it). A thread only reads what it copied itself,
+// leave DRAM once instead of twice (a 50k-column row is 100 KB: more rows in flight than L2
+// holds, so the second pass of the unstaged kernel missed it). A thread only reads what it copied itself,
 // so waiting for its own copies suffices. Same arithmetic, same bits as unstaged.
 template <int VEC, bool STAGED>
 __global__ void __launch_bounds__(kThreads)
@@ -59,8 +44,9 @@ __global__ void __launch_bounds__(kThreads)
   if constexpr (STAGED) {
     bf16* row = reinterpret_cast<bf16*>(staged_row);
     for (int64_t c = int64_t(threadIdx.x) * VEC; c < Vp; c += int64_t(kThreads) * VEC)
-      copy16_async(row + c, l + c);
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
+      cp_async16(smem_addr(row + c), l + c, true);
+    cp_async_commit();
+    cp_async_wait<0>();
     src = row;
   }
 
@@ -84,7 +70,7 @@ __global__ void __launch_bounds__(kThreads)
     load<VEC>(src + c, f);
 #pragma unroll
     for (int k = 0; k < VEC; ++k)
-      if (c + k < V) sum += exp2_approx(fmaf(f[k], kLog2e, -shift));
+      if (c + k < V) sum += ex2(fmaf(f[k], kLog2e, -shift));
   }
   const float row_sum = block_reduce(sum, Sum{}, shared);
 
@@ -100,14 +86,15 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       const int64_t j = c + k;
-      f[k] = j < V ? exp2_approx(fmaf(f[k], kLog2e, -shift)) * scale - (j == y ? grad_scale : 0.0f)
+      f[k] = j < V ? ex2(fmaf(f[k], kLog2e, -shift)) * scale - (j == y ? grad_scale : 0.0f)
                    : (valid ? 0.0f : NAN);
     }
     store<VEC>(g + c, f);
   }
 }
 
-// Shared bytes a block may use on the current device (opt-in limit), queried once per device.
+// Shared bytes a block may use (opt-in limit) on the device current at the first call; a process
+// drives one device (data-parallel runs start one process a GPU).
 int max_block_smem() {
   int device = 0, bytes = 0;
   QUEST_CUDA_CHECK(cudaGetDevice(&device));

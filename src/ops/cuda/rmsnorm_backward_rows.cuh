@@ -32,12 +32,6 @@ constexpr int kFinalWarps = 16;  // warps per 32 columns of the final dw sum
 
 inline int64_t dw_segments(int64_t N) { return (N + kDwRows - 1) / kDwRows; }
 
-// 16 bytes global -> shared without passing through registers (done at cp.async.wait_all).
-__device__ __forceinline__ void copy16_async(float* dst, const float* src) {
-  const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
-}
-
 // dout read from its bf16 tensor.
 struct TensorGrad {
   const bf16* dout;
@@ -87,9 +81,10 @@ __global__ void __launch_bounds__(kDwThreads)
     const float* xr = x + n * d;
     float* dxr = dx + n * d;
     for (int64_t c = int64_t(lane) * VEC; c < d; c += 32 * VEC) {
-      copy16_async(staged_dx + c, dxr + c);
-      copy16_async(staged_dx + c + 4, dxr + c + 4);
+      detail::cp_async16(detail::smem_addr(staged_dx + c), dxr + c, true);
+      detail::cp_async16(detail::smem_addr(staged_dx + c + 4), dxr + c + 4, true);
     }
+    detail::cp_async_commit();
     const float r = rstd[n];
     float g[CHUNKS][VEC], f[CHUNKS][VEC];
     float s = 0.0f;
@@ -107,7 +102,7 @@ __global__ void __launch_bounds__(kDwThreads)
       for (int j = 0; j < VEC; ++j) s += g[k][j] * wf[j] * (f[k][j] * r);
     }
     const float m = warp_reduce(s, detail::Sum{}) / float(d);
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    detail::cp_async_wait<0>();
 #pragma unroll
     for (int k = 0; k < CHUNKS; ++k) {
       const int64_t c = int64_t(lane + 32 * k) * VEC;
