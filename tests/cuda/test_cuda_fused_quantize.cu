@@ -91,46 +91,75 @@ void plain_quantize(DeviceQuantizer& q, const bf16* x, DeviceBuffer<bf16>& xq,
     q.forward(x, xq.get(), rows, QuantForm::Half, nullptr);
 }
 
+// Every spec on few rows; on many rows (several CTAs) the presets' two.
+bool checked_at(const std::string& spec, int64_t rows) {
+  return rows <= 100 || spec == "hadamard-trust:4" || spec == "hadamard-trust:1";
+}
+
+// RMSNorm weights around 1.
+std::vector<float> norm_weights(int64_t d, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> w(static_cast<size_t>(d));
+  for (auto& v : w) v = float(1.0 + 0.3 * rng.normal());
+  return w;
+}
+
+// One spec's quantizer for the plain sequence and one for the fused pass, with their outputs:
+// xq_p / codes_p (plain), xq_f / codes_f (fused) and xq_f2 (a second fused call).
+struct QuantPair {
+  int64_t rows;
+  DeviceQuantizer plain, fused;
+  bool with_codes;
+  DeviceBuffer<bf16> xq_p, xq_f, xq_f2;
+  DeviceBuffer<int8_t> codes_p, codes_f;
+  QuantPair(const std::string& spec, int64_t rows_, int64_t cols)
+      : rows(rows_),
+        plain(QuantSpec::parse(spec), QuantRole::Input, rows_, cols),
+        fused(QuantSpec::parse(spec), QuantRole::Input, rows_, cols),
+        with_codes(fused.codes_supported()),
+        xq_p(size(cols)), xq_f(size(cols)), xq_f2(size(cols)),
+        codes_p(with_codes ? size(cols) : 0), codes_f(with_codes ? size(cols) : 0) {}
+  size_t size(int64_t cols) const { return static_cast<size_t>(rows * cols); }
+  int8_t* fused_codes() { return with_codes ? codes_f.get() : nullptr; }
+  void run_plain(const bf16* x) { plain_quantize(plain, x, xq_p, with_codes ? &codes_p : nullptr, rows); }
+  QuantOut plain_out() const { return read_out(plain, xq_p, with_codes ? &codes_p : nullptr, rows); }
+  QuantOut fused_out(const DeviceBuffer<bf16>& xq) const {
+    return read_out(fused, xq, with_codes ? &codes_f : nullptr, rows);
+  }
+};
+
 TEST(CudaFusedQuantize, RmsNorm) {
   QUEST_REQUIRE_CUDA();
   constexpr float eps = 1e-5f;
   for (const int64_t d : {640, 1280, 1792, 3584}) {
     for (const int64_t rows : {int64_t(37), int64_t(1000)}) {
       const auto x = scaled_rows(rows, d, 11 + uint64_t(d) + uint64_t(rows), 1.0);
-      Rng rng(5 + uint64_t(d));
-      std::vector<float> w(static_cast<size_t>(d));
-      for (auto& v : w) v = float(1.0 + 0.3 * rng.normal());
       auto dx = upload(x);
-      auto dw = upload(w);
+      auto dw = upload(norm_weights(d, 5 + uint64_t(d)));
       for (const auto& name : fused_specs()) {
-        if (rows > 100 && name != "hadamard-trust:4" && name != "hadamard-trust:1") continue;
+        if (!checked_at(name, rows)) continue;
         SCOPED_TRACE(name + " d " + std::to_string(d) + " rows " + std::to_string(rows));
-        const QuantSpec spec = QuantSpec::parse(name);
-        DeviceQuantizer qp(spec, QuantRole::Input, rows, d), qf(spec, QuantRole::Input, rows, d);
-        ASSERT_TRUE(qf.fused_supported());
-        const bool with_codes = qf.codes_supported();
-        const size_t n = static_cast<size_t>(rows * d);
-        DeviceBuffer<bf16> ln_p(n), ln_f(n), xq_p(n), xq_f(n), xq_f2(n);
+        QuantPair q(name, rows, d);
+        ASSERT_TRUE(q.fused.fused_supported());
+        const size_t n = q.size(d);
+        DeviceBuffer<bf16> ln_p(n), ln_f(n);
         DeviceBuffer<float> rstd_p(static_cast<size_t>(rows)), rstd_f(static_cast<size_t>(rows));
-        DeviceBuffer<int8_t> codes_p(with_codes ? n : 0), codes_f(with_codes ? n : 0);
 
         cuda::rmsnorm_forward(ln_p.get(), rstd_p.get(), dx.get(), dw.get(), rows, d, eps, nullptr);
-        plain_quantize(qp, ln_p.get(), xq_p, with_codes ? &codes_p : nullptr, rows);
-        ASSERT_TRUE(qf.forward_rmsnorm(dx.get(), dw.get(), eps, rstd_f.get(), ln_f.get(),
-                                       xq_f.get(), with_codes ? codes_f.get() : nullptr, rows,
-                                       nullptr));
+        q.run_plain(ln_p.get());
+        ASSERT_TRUE(q.fused.forward_rmsnorm(dx.get(), dw.get(), eps, rstd_f.get(), ln_f.get(),
+                                            q.xq_f.get(), q.fused_codes(), rows, nullptr));
         cuda_test::sync();
-        expect_same(read_out(qf, xq_f, with_codes ? &codes_f : nullptr, rows),
-                    read_out(qp, xq_p, with_codes ? &codes_p : nullptr, rows));
+        expect_same(q.fused_out(q.xq_f), q.plain_out());
         EXPECT_TRUE(bit_equal(download(rstd_f), download(rstd_p), "rstd"));
         EXPECT_TRUE(bit_equal(download_bf16(ln_f), download_bf16(ln_p), "ln"));
-        EXPECT_EQ(qf.last_rows(), rows);
+        EXPECT_EQ(q.fused.last_rows(), rows);
 
         // Without ln: the same quantized outputs.
-        ASSERT_TRUE(qf.forward_rmsnorm(dx.get(), dw.get(), eps, rstd_f.get(), nullptr,
-                                       xq_f2.get(), nullptr, rows, nullptr));
+        ASSERT_TRUE(q.fused.forward_rmsnorm(dx.get(), dw.get(), eps, rstd_f.get(), nullptr,
+                                            q.xq_f2.get(), nullptr, rows, nullptr));
         cuda_test::sync();
-        EXPECT_TRUE(bit_equal(download_bf16(xq_f2), download_bf16(xq_p), "xq without ln"));
+        EXPECT_TRUE(bit_equal(download_bf16(q.xq_f2), download_bf16(q.xq_p), "xq without ln"));
       }
     }
   }
@@ -146,46 +175,40 @@ TEST(CudaFusedQuantize, AddRmsNorm) {
     for (const int64_t rows : {int64_t(37), int64_t(1003)}) {
       const auto res = scaled_rows(rows, d, 41 + uint64_t(d) + uint64_t(rows), 1.0);
       const auto br = cuda_test::round_bf16(scaled_rows(rows, d, 51 + uint64_t(d) + uint64_t(rows), 0.5));
-      Rng rng(6 + uint64_t(d));
-      std::vector<float> w(static_cast<size_t>(d));
-      for (auto& v : w) v = float(1.0 + 0.3 * rng.normal());
       auto dres = upload(res);
       auto dbr = upload_bf16(br);
-      auto dw = upload(w);
+      auto dw = upload(norm_weights(d, 6 + uint64_t(d)));
       for (const auto& name : fused_specs()) {
-        if (rows > 100 && name != "hadamard-trust:4" && name != "hadamard-trust:1") continue;
+        if (!checked_at(name, rows)) continue;
         SCOPED_TRACE(name + " d " + std::to_string(d) + " rows " + std::to_string(rows));
-        const QuantSpec spec = QuantSpec::parse(name);
-        DeviceQuantizer qp(spec, QuantRole::Input, rows, d), qf(spec, QuantRole::Input, rows, d);
-        const bool with_codes = qf.codes_supported();
-        const size_t n = static_cast<size_t>(rows * d);
-        DeviceBuffer<bf16> ln_p(n), ln_f(n), xq_p(n), xq_f(n), xq_f2(n);
+        QuantPair q(name, rows, d);
+        const size_t n = q.size(d);
+        DeviceBuffer<bf16> ln_p(n), ln_f(n);
         DeviceBuffer<float> res_p(n), res_f(n), rstd_p(static_cast<size_t>(rows)),
             rstd_f(static_cast<size_t>(rows));
-        DeviceBuffer<int8_t> codes_p(with_codes ? n : 0), codes_f(with_codes ? n : 0);
 
         cuda::add(res_p.get(), dres.get(), dbr.get(), rows * d, nullptr);
         cuda::rmsnorm_forward(ln_p.get(), rstd_p.get(), res_p.get(), dw.get(), rows, d, eps, nullptr);
-        plain_quantize(qp, ln_p.get(), xq_p, with_codes ? &codes_p : nullptr, rows);
+        q.run_plain(ln_p.get());
         QUEST_CUDA_CHECK(cudaMemset(res_f.get(), 0xff, res_f.bytes()));  // NaN: all written?
-        ASSERT_TRUE(qf.forward_add_rmsnorm(dres.get(), dbr.get(), res_f.get(), dw.get(), eps,
-                                           rstd_f.get(), ln_f.get(), xq_f.get(),
-                                           with_codes ? codes_f.get() : nullptr, rows, nullptr));
+        ASSERT_TRUE(q.fused.forward_add_rmsnorm(dres.get(), dbr.get(), res_f.get(), dw.get(), eps,
+                                                rstd_f.get(), ln_f.get(), q.xq_f.get(),
+                                                q.fused_codes(), rows, nullptr));
         cuda_test::sync();
-        const QuantOut plain = read_out(qp, xq_p, with_codes ? &codes_p : nullptr, rows);
-        expect_same(read_out(qf, xq_f, with_codes ? &codes_f : nullptr, rows), plain);
+        const QuantOut plain = q.plain_out();
+        expect_same(q.fused_out(q.xq_f), plain);
         EXPECT_TRUE(bit_equal(download(res_f), download(res_p), "res_out"));
         EXPECT_TRUE(bit_equal(download(rstd_f), download(rstd_p), "rstd"));
         EXPECT_TRUE(bit_equal(download_bf16(ln_f), download_bf16(ln_p), "ln"));
-        EXPECT_EQ(qf.last_rows(), rows);
+        EXPECT_EQ(q.fused.last_rows(), rows);
 
         // In place (res_out = res_in), without ln: the same outputs.
         auto inplace = upload(res);
-        ASSERT_TRUE(qf.forward_add_rmsnorm(inplace.get(), dbr.get(), inplace.get(), dw.get(), eps,
-                                           rstd_f.get(), nullptr, xq_f2.get(),
-                                           with_codes ? codes_f.get() : nullptr, rows, nullptr));
+        ASSERT_TRUE(q.fused.forward_add_rmsnorm(inplace.get(), dbr.get(), inplace.get(), dw.get(),
+                                                eps, rstd_f.get(), nullptr, q.xq_f2.get(),
+                                                q.fused_codes(), rows, nullptr));
         cuda_test::sync();
-        expect_same(read_out(qf, xq_f2, with_codes ? &codes_f : nullptr, rows), plain);
+        expect_same(q.fused_out(q.xq_f2), plain);
         EXPECT_TRUE(bit_equal(download(inplace), download(res_p), "res_out in place"));
         EXPECT_TRUE(bit_equal(download(rstd_f), download(rstd_p), "rstd in place"));
       }
@@ -208,12 +231,9 @@ TEST(CudaAddRmsNorm, SameAsAddThenRmsNorm) {
       auto br = cuda_test::round_bf16(scaled_rows(rows, d, 71 + uint64_t(d), 0.5));
       res.insert(res.begin(), static_cast<size_t>(shift), 0.0f);
       br.insert(br.begin(), static_cast<size_t>(shift), 0.0f);
-      Rng rng(9 + uint64_t(d));
-      std::vector<float> w(static_cast<size_t>(d));
-      for (auto& v : w) v = float(1.0 + 0.3 * rng.normal());
       auto dres = upload(res);
       auto dbr = upload_bf16(br);
-      auto dw = upload(w);
+      auto dw = upload(norm_weights(d, 9 + uint64_t(d)));
       const float* rin = dres.get() + shift;
       const bf16* b = dbr.get() + shift;
       DeviceBuffer<float> res_p(n), res_f(n), rstd_p(static_cast<size_t>(rows)),
@@ -247,28 +267,24 @@ TEST(CudaFusedQuantize, Swiglu) {
       auto da = upload_bf16(a);
       auto db = upload_bf16(b);
       for (const auto& name : fused_specs()) {
-        if (rows > 100 && name != "hadamard-trust:4" && name != "hadamard-trust:1") continue;
+        if (!checked_at(name, rows)) continue;
         SCOPED_TRACE(name + " H " + std::to_string(H) + " rows " + std::to_string(rows));
-        const QuantSpec spec = QuantSpec::parse(name);
-        DeviceQuantizer qp(spec, QuantRole::Input, rows, H), qf(spec, QuantRole::Input, rows, H);
-        const bool with_codes = qf.codes_supported();
-        const size_t n = static_cast<size_t>(rows * H);
-        DeviceBuffer<bf16> g_p(n), g_f(n), xq_p(n), xq_f(n), xq_f2(n);
-        DeviceBuffer<int8_t> codes_p(with_codes ? n : 0), codes_f(with_codes ? n : 0);
+        QuantPair q(name, rows, H);
+        const size_t n = q.size(H);
+        DeviceBuffer<bf16> g_p(n), g_f(n);
 
         cuda::swiglu_forward(g_p.get(), da.get(), db.get(), int64_t(n), nullptr);
-        plain_quantize(qp, g_p.get(), xq_p, with_codes ? &codes_p : nullptr, rows);
-        ASSERT_TRUE(qf.forward_swiglu(da.get(), db.get(), g_f.get(), xq_f.get(),
-                                      with_codes ? codes_f.get() : nullptr, rows, nullptr));
+        q.run_plain(g_p.get());
+        ASSERT_TRUE(q.fused.forward_swiglu(da.get(), db.get(), g_f.get(), q.xq_f.get(),
+                                           q.fused_codes(), rows, nullptr));
         cuda_test::sync();
-        expect_same(read_out(qf, xq_f, with_codes ? &codes_f : nullptr, rows),
-                    read_out(qp, xq_p, with_codes ? &codes_p : nullptr, rows));
+        expect_same(q.fused_out(q.xq_f), q.plain_out());
         EXPECT_TRUE(bit_equal(download_bf16(g_f), download_bf16(g_p), "g"));
 
-        ASSERT_TRUE(qf.forward_swiglu(da.get(), db.get(), nullptr, xq_f2.get(), nullptr, rows,
-                                      nullptr));
+        ASSERT_TRUE(q.fused.forward_swiglu(da.get(), db.get(), nullptr, q.xq_f2.get(), nullptr,
+                                           rows, nullptr));
         cuda_test::sync();
-        EXPECT_TRUE(bit_equal(download_bf16(xq_f2), download_bf16(xq_p), "xq without g"));
+        EXPECT_TRUE(bit_equal(download_bf16(q.xq_f2), download_bf16(q.xq_p), "xq without g"));
       }
     }
   }
