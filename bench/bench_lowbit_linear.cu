@@ -15,7 +15,8 @@
 // Columns: bf16 = Blas::matmul_forward; int8 = lowbit_quantize + LowbitGemm::forward (kInt8 with
 // the cuBLASLt kernel forced), with its parts (quant, IMMA sums, scale pass) timed alone;
 // sm90 (sm_90 devices) = our s8_gemm_sm90 product with the scales in its epilogue, alone with each
-// tile and schedule (128x256, 128x256 persistent: 256p, 128x128; the TOP/s of the one LowbitGemm
+// tile and schedule (128x256, 128x256 persistent: 256p, 128x128, the ping-pong 128x128pp and
+// 64x256pp; the TOP/s of the one LowbitGemm
 // picks, marked *), and quant + sm90 =
 // lowbit_quantize + LowbitGemm::forward (kInt8, kSm90); fp8 = lowbit_quantize +
 // LowbitGemm::forward (kFp8) and its product alone (only for bits <= 3).
@@ -108,12 +109,14 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   // Our sm90 kernel: the product alone with each tile (codes and steps of the last quantization),
   // then quantization + LowbitGemm::forward through it.
   const bool sm90 = quest::cuda::s8_gemm_sm90_available();
-  constexpr S8Sm90Tile kTiles[3] = {S8Sm90Tile::k128x256, S8Sm90Tile::k128x256p,
-                                     S8Sm90Tile::k128x128};
-  double t_tile[3] = {0, 0, 0}, t_sm90 = 0;
+  constexpr int kNT = 5;
+  constexpr S8Sm90Tile kTiles[kNT] = {S8Sm90Tile::k128x256, S8Sm90Tile::k128x256p,
+                                      S8Sm90Tile::k128x128, S8Sm90Tile::k128x128pp,
+                                      S8Sm90Tile::k64x256pp};
+  double t_tile[kNT] = {}, t_sm90 = 0;
   S8Sm90Tile pick = S8Sm90Tile::kAuto;
   if (sm90) {
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < kNT; ++i)
       t_tile[i] = timer.median_ms([&] {
         quest::cuda::s8_gemm_sm90(y, xc, sx, wc8, sw8, T, K, N, nullptr, kTiles[i]);
       });
@@ -145,14 +148,14 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
               tops(t_int8), t_bf16 / t_int8, t_q8, t_imma, t_scale);
   if (sm90) {
     double t_pick = 0;
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < kNT; ++i) {
       std::printf(" %6.3f%s", t_tile[i], pick == kTiles[i] ? "*" : " ");
       if (pick == kTiles[i]) t_pick = t_tile[i];
     }
     std::printf(" %5.0f | %7.3f %6.0f %5.2fx |", tops(t_pick), t_sm90, tops(t_sm90),
                 t_bf16 / t_sm90);
   } else {
-    std::printf("      -       -       -      - |       -      -     - |");
+    std::printf("      -       -       -       -       -      - |       -      -     - |");
   }
   if (fp8 && fp8_error.empty())
     std::printf(" %7.3f %6.0f %5.2fx | %6.3f %6.0f |\n", t_fp8, tops(t_fp8), t_bf16 / t_fp8,
@@ -265,8 +268,8 @@ int main(int argc, char** argv) {
     std::printf("sm90 kernel: %s\n\n", quest::cuda::s8_gemm_sm90_available()
                                           ? "s8_gemm_sm90 (wgmma + TMA, scales in the epilogue)"
                                           : "not available on this device");
-    std::printf("| case           | M tok |     K |     N |  bf16 ms  TOP/s | int8 ms  TOP/s vs bf16 | quant   IMMA   scale | sm90 256  256p     128   TOP/s | q+sm90 ms TOP/s vs bf16 |  fp8 ms  TOP/s vs bf16 | fp8 GEMM TOP/s |\n");
-    std::printf("|----------------|-------|-------|-------|----------------|------------------------|----------------------|--------------------------------|-------------------------|------------------------|----------------|\n");
+    std::printf("| case           | M tok |     K |     N |  bf16 ms  TOP/s | int8 ms  TOP/s vs bf16 | quant   IMMA   scale | sm90 256  256p     128   128pp   64pp   TOP/s | q+sm90 ms TOP/s vs bf16 |  fp8 ms  TOP/s vs bf16 | fp8 GEMM TOP/s |\n");
+    std::printf("|----------------|-------|-------|-------|----------------|------------------------|----------------------|------------------------------------------------|-------------------------|------------------------|----------------|\n");
     const size_t flush_bytes = size_t(256) << 20;
     void* flush_buf = dalloc<uint8_t>(flush_bytes);
     Timer timer(o.warmup, o.iters, o.flush ? flush_buf : nullptr, flush_bytes);

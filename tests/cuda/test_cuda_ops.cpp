@@ -12,6 +12,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <iostream>
 #include <numeric>
 #include <vector>
@@ -582,6 +585,52 @@ TEST(CudaBlas, TwoByteAlignedPointers) {
   gpu::Blas blas;
   check_matmul(blas, MatmulCase{3, 13, 5}, rng, 1);
   check_matmul(blas, MatmulCase{64, 64, 64}, rng, 1);
+}
+
+// Blas times the heuristic's candidates on a plan's first call and keeps the fastest of those
+// whose output is bit for bit the first candidate's (split-K ones, summing in another order, drop
+// out): so a tuned Blas gives exactly the bits of an untuned one (QUEST_BLAS_TUNE=0), for every
+// product, dw accumulated included. Shapes where cuBLASLt offers split-K candidates (a small dw
+// over many rows) and the head's wide output.
+TEST(CudaBlas, TuningKeepsTheHeuristicsBits) {
+  QUEST_REQUIRE_CUDA();
+  auto make = [](const char* tune) {
+    const char* old = std::getenv("QUEST_BLAS_TUNE");
+    const std::string saved = old ? old : "";
+    if (tune) setenv("QUEST_BLAS_TUNE", tune, 1); else unsetenv("QUEST_BLAS_TUNE");
+    auto blas = std::make_unique<gpu::Blas>();
+    if (old) setenv("QUEST_BLAS_TUNE", saved.c_str(), 1); else unsetenv("QUEST_BLAS_TUNE");
+    return blas;
+  };
+  const auto plain = make("0"), tuned = make(nullptr);
+  Rng rng(21);
+  for (const MatmulCase c : {MatmulCase{8192, 640, 640}, MatmulCase{8192, 1792, 640},
+                             MatmulCase{256, 640, 50304}}) {
+    const auto [N, K, M] = c;
+    const std::string tag = " N=" + std::to_string(N) + " K=" + std::to_string(K) + " M=" + std::to_string(M);
+    auto gx = upload_bf16(randn(rng, N * K, 1.0, true));
+    auto gw = upload_bf16(randn(rng, M * K, 1.0 / std::sqrt(K), true));
+    auto gdout = upload_bf16(randn(rng, N * M, 1.0, true));
+    const auto dw0 = randn(rng, M * K, 10.0);
+    struct Out {
+      DeviceBuffer<bf16> out, dx;
+      DeviceBuffer<float> dw;
+    };
+    auto run = [&](gpu::Blas& blas) {
+      Out o{DeviceBuffer<bf16>(N * M), DeviceBuffer<bf16>(N * K), upload(dw0)};
+      blas.matmul_forward(o.out, gx, gw, N, K, M, kStream);
+      for (int rep = 0; rep < 2; ++rep) blas.matmul_backward(o.dx, o.dw, gdout, gx, gw, N, K, M, kStream);
+      sync();
+      return o;
+    };
+    const Out a = run(*plain), b = run(*tuned);
+    auto same = [](const std::vector<float>& u, const std::vector<float>& v) {
+      return u.size() == v.size() && std::memcmp(u.data(), v.data(), u.size() * sizeof(float)) == 0;
+    };
+    EXPECT_TRUE(same(download_bf16(a.out.get(), N * M), download_bf16(b.out.get(), N * M))) << "forward" << tag;
+    EXPECT_TRUE(same(download_bf16(a.dx.get(), N * K), download_bf16(b.dx.get(), N * K))) << "dx" << tag;
+    EXPECT_TRUE(same(download(a.dw.get(), M * K), download(b.dw.get(), M * K))) << "dw" << tag;
+  }
 }
 
 TEST(CudaBlas, NullOutputsAndEmptySums) {

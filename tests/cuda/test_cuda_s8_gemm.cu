@@ -47,8 +47,9 @@ using cuda_test::upload;
   } while (0)
 
 constexpr int64_t kTail = 4096;
-constexpr S8Sm90Tile kTiles[] = {S8Sm90Tile::k128x256, S8Sm90Tile::k128x128,
-                                 S8Sm90Tile::k128x256p};  // poisoned bf16 entries after y[N, M]
+constexpr S8Sm90Tile kTiles[] = {S8Sm90Tile::k128x256,   S8Sm90Tile::k128x128,
+                                 S8Sm90Tile::k128x256p,  S8Sm90Tile::k128x128pp,
+                                 S8Sm90Tile::k64x256pp};  // poisoned bf16 entries after y[N, M]
 
 struct Problem {
   int64_t N, K, M;
@@ -224,7 +225,10 @@ TEST(CudaS8Gemm, MatchesCublasLtRandom) {
   };
   const S shapes[] = {{1000, 640, 1920, 4},  {777, 640, 640, 8},    {512, 1280, 3840, 2},
                       {600, 1792, 648, 7},   {384, 11008, 264, 4},  {2048, 4096, 1024, 8},
-                      {257, 1280, 1288, 1}};
+                      {257, 1280, 1288, 1},
+                      // more tiles than an H100 has SMs: the persistent CTAs, ping-pong's two
+                      // consumers included, take several tiles each (an odd count per CTA)
+                      {4133, 640, 1288, 4}};
   uint64_t seed = 100;
   for (const S& s : shapes) check_problem(random_problem(s.N, s.K, s.M, s.bits, seed++), false);
 }

@@ -8,11 +8,23 @@
 //   dx       dx[N,K]  = dout . w     <=>  dx^T[K,N]  = w_cm[K,M] . dout_cm[M,N]          (NN)
 //   dw       dw[M,K] += dout^T . x   <=>  dw^T[K,M] += x_cm[K,N] . op_T(dout_cm[M,N])    (NT)
 // where a_cm is the stored buffer read column-major. Each distinct (product, shape, pointer
-// alignment) gets a plan (descriptors + the heuristic's best algorithm for the constructor's
-// workspace), built once and cached. The workspace is shared by all calls of one Blas: use one
-// Blas per stream (or streams that are serialized).
+// alignment) gets a plan (descriptors + an algorithm for the constructor's workspace), built once
+// and cached. The workspace is shared by all calls of one Blas: use one Blas per stream (or
+// streams that are serialized).
+//
+// Choosing the algorithm: the heuristic's first answer is not always the fastest on the shapes
+// of training (the lm_head's K = 640, N = 50304). So a plan's first call times the heuristic's
+// candidates on its own operands (into scratch, never into the caller's output) and keeps the
+// fastest of those whose result is bit for bit the first candidate's: the choice changes speed,
+// never the numbers, so runs stay reproducible whatever the timing says (split-K algorithms,
+// which sum in another order, drop out by that test). QUEST_BLAS_TUNE=0 keeps the heuristic's
+// first; QUEST_BLAS_TUNE=log prints each plan's timings to stderr. No tuning while the stream is
+// being captured into a graph.
 #include <cublasLt.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -49,16 +61,31 @@ struct KeyHash {
   }
 };
 
+constexpr int kMaxCandidates = 8;
+
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // c describes C and D
   cublasLtMatmulAlgo_t algo{};
+  cublasLtMatmulAlgo_t candidates[kMaxCandidates]{};  // the heuristic's answers, best first
+  int n_candidates = 0;
+  bool tuned = false;
 };
+
+enum class Tuning { kOff, kOn, kLog };
+
+Tuning tuning_from_env() {
+  const char* e = std::getenv("QUEST_BLAS_TUNE");
+  if (!e) return Tuning::kOn;
+  if (std::strcmp(e, "0") == 0) return Tuning::kOff;
+  return std::strcmp(e, "log") == 0 ? Tuning::kLog : Tuning::kOn;
+}
 
 struct Impl {
   cublasLtHandle_t lt = nullptr;
   std::mutex mutex;
   std::unordered_map<Key, Plan, KeyHash> plans;
+  Tuning tuning = tuning_from_env();
 };
 
 // The largest power of two (at most 256) dividing the address: the heuristic's alignment promise.
@@ -117,20 +144,103 @@ Plan make_plan(cublasLtHandle_t lt, const Key& key, size_t workspace_bytes) {
       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
   for (int i = 0; i < 4; ++i)
     LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, align_attrs[i], &aligns[i], sizeof(uint32_t)));
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kMaxCandidates]{};
   int returned = 0;
-  const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(lt, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &returned);
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, p.op, p.a, p.b, p.c, p.c, pref,
+                                                           kMaxCandidates, results, &returned);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (st != CUBLAS_STATUS_SUCCESS || returned == 0 || result.state != CUBLAS_STATUS_SUCCESS) {
+  if (st == CUBLAS_STATUS_SUCCESS)
+    for (int i = 0; i < returned; ++i)
+      if (results[i].state == CUBLAS_STATUS_SUCCESS) p.candidates[p.n_candidates++] = results[i].algo;
+  if (st != CUBLAS_STATUS_SUCCESS || p.n_candidates == 0) {
     cublasLtMatrixLayoutDestroy(p.a), cublasLtMatrixLayoutDestroy(p.b);
     cublasLtMatrixLayoutDestroy(p.c), cublasLtMatmulDescDestroy(p.op);
     raise("cuda::Blas: no cuBLASLt algorithm for ", product_name(key.product), " N=", key.N,
           " K=", key.K, " M=", key.M, " (alignments ", key.align_a, "/", key.align_b, "/",
           key.align_c, " bytes, status ", int(st), ")");
   }
-  p.algo = result.algo;
+  p.algo = p.candidates[0];
   return p;
+}
+
+// 1 in *differs when a[i] != b[i] for some of the n words.
+__global__ void words_differ_kernel(const uint32_t* a, const uint32_t* b, int64_t n, int* differs) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    if (a[i] != b[i]) {
+      *differs = 1;
+      return;
+    }
+}
+
+// Device scratch for one tuning: a reference output, a trial output and a flag.
+struct TuneScratch {
+  void* ref = nullptr;
+  void* trial = nullptr;
+  int* flag = nullptr;
+  explicit TuneScratch(size_t bytes, cudaStream_t stream) {
+    const size_t rounded = (bytes + 3) / 4 * 4;  // whole words, the tail zero in both
+    try {
+      QUEST_CUDA_CHECK(cudaMalloc(&ref, rounded));
+      QUEST_CUDA_CHECK(cudaMalloc(&trial, rounded));
+      QUEST_CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
+      QUEST_CUDA_CHECK(cudaMemsetAsync(ref, 0, rounded, stream));
+      QUEST_CUDA_CHECK(cudaMemsetAsync(trial, 0, rounded, stream));
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~TuneScratch() { release(); }
+  void release() { cudaFree(ref), cudaFree(trial), cudaFree(flag); }
+};
+
+// Times plan's candidates on A and B (beta 0, into scratch) and keeps the fastest whose output
+// is bit for bit the first candidate's. Synchronizes the stream (a plan's first call only).
+void tune(Impl& impl, Plan& plan, const Key& key, const bf16* A, const bf16* B, void* workspace,
+          size_t workspace_bytes, cudaStream_t stream) {
+  const Gemm g = describe(key);
+  const size_t bytes = size_t(g.m * g.n) * (g.c_type == CUDA_R_32F ? 4 : 2);
+  TuneScratch s(bytes, stream);
+  const float alpha = 1.0f, beta = 0.0f;
+  auto launch = [&](const cublasLtMatmulAlgo_t& algo, void* D) {
+    return cublasLtMatmul(impl.lt, plan.op, &alpha, A, plan.a, B, plan.b, &beta, D, plan.c, D,
+                          plan.c, &algo, workspace, workspace_bytes, stream);
+  };
+  LT_CHECK(launch(plan.candidates[0], s.ref));
+  cudaEvent_t e0, e1;
+  QUEST_CUDA_CHECK(cudaEventCreate(&e0));
+  QUEST_CUDA_CHECK(cudaEventCreate(&e1));
+  float best = 1e30f;
+  char line[1024];
+  int used = std::snprintf(line, sizeof line, "blas tune %s N=%lld K=%lld M=%lld:",
+                           product_name(key.product), (long long)key.N, (long long)key.K,
+                           (long long)key.M);
+  for (int c = 0; c < plan.n_candidates; ++c) {
+    if (launch(plan.candidates[c], s.trial) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up
+    QUEST_CUDA_CHECK(cudaMemsetAsync(s.flag, 0, sizeof(int), stream));
+    const int64_t words = int64_t((bytes + 3) / 4);
+    words_differ_kernel<<<grid_for(words, 1024), 256, 0, stream>>>(
+        static_cast<const uint32_t*>(s.ref), static_cast<const uint32_t*>(s.trial), words, s.flag);
+    QUEST_CUDA_LAUNCH_CHECK("words_differ_kernel");
+    QUEST_CUDA_CHECK(cudaEventRecord(e0, stream));
+    for (int i = 0; i < 3; ++i) launch(plan.candidates[c], s.trial);
+    QUEST_CUDA_CHECK(cudaEventRecord(e1, stream));
+    int differs = 0;
+    QUEST_CUDA_CHECK(cudaMemcpyAsync(&differs, s.flag, sizeof(int), cudaMemcpyDeviceToHost, stream));
+    QUEST_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0.f;
+    QUEST_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    ms /= 3;
+    if (used < int(sizeof line))
+      used += std::snprintf(line + used, sizeof line - size_t(used), " %d:%.3f%s", c, ms,
+                            differs ? "(bits differ)" : "");
+    if (!differs && ms < best) best = ms, plan.algo = plan.candidates[c];
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  QUEST_CUDA_CHECK(cudaStreamSynchronize(stream));  // before the scratch is freed
+  if (impl.tuning == Tuning::kLog) std::fprintf(stderr, "%s\n", line);
 }
 
 }  // namespace
@@ -170,7 +280,16 @@ void run(Impl& impl, void* workspace, size_t workspace_bytes, const Key& key, co
     std::lock_guard lock(impl.mutex);
     auto it = impl.plans.find(key);
     if (it == impl.plans.end()) it = impl.plans.emplace(key, make_plan(impl.lt, key, workspace_bytes)).first;
-    plan = &it->second;  // unordered_map nodes are stable
+    Plan& p = it->second;  // unordered_map nodes are stable
+    if (!p.tuned && impl.tuning != Tuning::kOff && p.n_candidates > 1) {
+      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+      QUEST_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+      if (capture == cudaStreamCaptureStatusNone) {
+        tune(impl, p, key, A, B, workspace, workspace_bytes, stream);
+        p.tuned = true;
+      }
+    }
+    plan = &p;
   }
   const float alpha = 1.0f;
   LT_CHECK(cublasLtMatmul(impl.lt, plan->op, &alpha, A, plan->a, B, plan->b, &beta, C, plan->c, C,

@@ -11,7 +11,15 @@
 //   in L2). CTA b owns tiles b, b + gridDim.x, ... (one tile unless kPersistent, whose grid is one
 //   CTA per SM) and writes y[tile rows, tile columns] (clipped to N x M), nothing else.
 // - Configurations: 128 x 256, 4 stages, 1 CTA/SM, two consumers of 64 rows (m64n256), plain or
-//   persistent; 128 x 128, 3 stages, 2 CTAs/SM, one consumer of 128 rows (two m64n128).
+//   persistent; 128 x 128, 3 stages, 2 CTAs/SM, one consumer of 128 rows (two m64n128);
+//   ping-pong (persistent, 1 CTA/SM, 4 stages): two consumers that each own whole tiles, 128 x 128
+//   (two m64n128) or 64 x 256 (m64n256), consumer c taking the CTA's tiles c, c + 2, ... A stage
+//   then holds one consumer's tile and is released by that consumer's 4 warps. The stage ring
+//   hands the tiles' k-blocks out in tile order, so the two main loops follow each other and one
+//   consumer's epilogue overlaps the other's wgmma. A consumer starts a tile's main loop only
+//   after the other has waited on all full barriers of the tile before (mbarriers turn[c]), so no
+//   consumer ever waits on a stage barrier more than one phase ahead of its last completed phase
+//   (a parity wait would take the phase two back for the one awaited).
 // - Warpgroups: 0 is the producer (setmaxnreg.dec; one thread issues the TMA loads),
 //   1 .. kConsumers are consumers (setmaxnreg.inc). Consumer c owns rows
 //   [c kWgM 64, (c + 1) kWgM 64) of each tile as kWgM wgmma m64nBNk32 accumulators
@@ -72,19 +80,26 @@ constexpr int kBK = 128;            // bytes of K per stage row (= the swizzle w
 constexpr int kProducerRegs = 40;   // setmaxnreg.dec for the producer warpgroup
 
 template <int BN_, int kWgM_, int kConsumers_, int kStages_, int kMinBlocks_, int kConsumerRegs_,
-          bool kPersistent_>
+          bool kPersistent_, bool kPingPong_ = false>
 struct Cfg {
   static constexpr int BN = BN_, kWgM = kWgM_, kConsumers = kConsumers_, kStages = kStages_;
   static constexpr int kMinBlocks = kMinBlocks_, kConsumerRegs = kConsumerRegs_;
   // Persistent: one CTA per SM loops over tiles; the producer runs ahead into the next tile while
   // the consumers write the last one, whose slabs then need their own (double) buffers.
   static constexpr bool kPersistent = kPersistent_;
-  static constexpr int BM = 64 * kWgM * kConsumers;
+  // Ping-pong (persistent only): each consumer owns whole tiles (64 kWgM rows), the CTA's tiles
+  // alternating between them, so one consumer's epilogue runs while the other's wgmma keep the
+  // tensor cores busy (short K: the epilogue is not small beside the main loop).
+  static constexpr bool kPingPong = kPingPong_;
+  static_assert(!kPingPong || kPersistent, "ping-pong is a persistent schedule");
+  static constexpr int kRowsPerConsumer = 64 * kWgM;
+  static constexpr int BM = kPingPong ? kRowsPerConsumer : kRowsPerConsumer * kConsumers;
+  static constexpr int kStageConsumers = kPingPong ? 1 : kConsumers;  // consumers reading a stage
   static constexpr int kThreads = 128 * (kConsumers + 1);
   static constexpr int kABytes = BM * kBK, kBBytes = BN * kBK, kStageBytes = kABytes + kBBytes;
   static constexpr int kSlabBytes = 64 * kWgM * 128;  // a consumer's rows x 64 bf16 columns
   static constexpr int kEpiBytes = kPersistent ? kConsumers * 2 * kSlabBytes : 0;
-  static constexpr int kSmem = kStages * kStageBytes + kEpiBytes + 2 * kStages * 8 + 1024;
+  static constexpr int kSmem = kStages * kStageBytes + kEpiBytes + (2 * kStages + 2) * 8 + 1024;
   static_assert(BN == 128 || BN == 256, "wgmma wrappers exist for N = 128 and 256");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must stay 1024-aligned");
   static_assert(BN / 64 <= kStages, "the epilogue stages one 64-column slab per stage");
@@ -98,6 +113,10 @@ using CfgL = Cfg<256, 1, 2, 4, 1, 232, false>;
 using CfgLP = Cfg<256, 1, 2, 4, 1, 232, true>;
 // 128 x 128, 3 stages (96 KB), two CTAs per SM, one consumer warpgroup of 128 rows (two m64).
 using CfgS = Cfg<128, 2, 1, 3, 2, 216, false>;
+// Ping-pong: two consumers alternating tiles of 128 x 128 (two m64n128 each; 4 stages of 32 KB +
+// 64 KB of slabs) or of 64 x 256 (one m64n256; 4 stages of 40 KB + 32 KB of slabs).
+using CfgPP128 = Cfg<128, 2, 2, 4, 1, 232, true, true>;
+using CfgPP256 = Cfg<256, 1, 2, 4, 1, 232, true, true>;
 
 // ---- PTX wrappers (sm_90a) -----------------------------------------------------------------
 #if QUEST_SM90A_DEVICE
@@ -143,13 +162,15 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   const uint32_t bars = epi + C::kEpiBytes;
   auto full = [&](int s) { return bars + 8u * uint32_t(s); };
   auto empty = [&](int s) { return bars + 8u * uint32_t(C::kStages + s); };
+  auto turn = [&](int c) { return bars + 8u * uint32_t(2 * C::kStages + c); };  // ping-pong
   const int wg = int(threadIdx.x) / 128, t = int(threadIdx.x) % 128;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < C::kStages; ++s) {
       mbar_init(full(s), 1);
-      mbar_init(empty(s), 4 * C::kConsumers);
+      mbar_init(empty(s), 4 * C::kStageConsumers);
     }
+    if (C::kPingPong) mbar_init(turn(0), 4), mbar_init(turn(1), 4);
     mbar_init_fence();
   }
   __syncthreads();
@@ -175,13 +196,25 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
       }
     }
   } else {
-    // Consumer c: rows [c kWgM 64, (c + 1) kWgM 64) of each tile.
+    // Consumer c: rows [c kWgM 64, (c + 1) kWgM 64) of each tile; ping-pong: all rows of the
+    // CTA's tiles c, c + kConsumers, ... (its j-th tile's k-blocks start at g = j nk).
     setmaxnreg_inc<C::kConsumerRegs>();
     const int c = wg - 1, warp = t / 32, lane = t % 32;
     const int q = lane % 4, r0 = 16 * warp + lane / 4;  // r0 % 8 == lane / 4
-    int g = 0, slabs = 0;
-    for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
+    const int first = C::kPingPong ? c : 0, every = C::kPingPong ? C::kConsumers : 1;
+    const uint32_t a_rows0 = C::kPingPong ? 0u : uint32_t(c * C::kRowsPerConsumer);
+    int g = first * nk, slabs = 0;
+    for (int tile = int(blockIdx.x) + first * int(gridDim.x); tile < tiles;
+         tile += every * int(gridDim.x), g += (every - 1) * nk) {
       const int row0 = tile / m_tiles * C::BM, col0 = tile % m_tiles * C::BN;
+      // Ping-pong: wait for the other consumer to have passed the full barriers of its tile
+      // before ours (turn[c], one phase per tile; consumer 0's first tile has no predecessor).
+      // Without it this consumer could wait on a stage's barrier two phases ahead of where it
+      // stands, and a parity wait cannot tell that phase from the one just completed.
+      if (C::kPingPong && (c > 0 || g > 0)) {
+        const int mine = (g / nk) / C::kConsumers;  // this consumer's tile count so far
+        mbar_wait(turn(c), uint32_t(c > 0 ? mine : mine - 1) & 1u);
+      }
       int acc[C::kWgM][C::BN / 2];
 #pragma unroll
       for (int i = 0; i < C::kWgM; ++i)
@@ -190,7 +223,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
       for (int kb = 0; kb < nk; ++kb, ++g) {
         const int s = g % C::kStages, u = g / C::kStages;
         mbar_wait(full(s), uint32_t(u) & 1u);
-        const uint32_t a = base + uint32_t(s) * C::kStageBytes + uint32_t(c * C::kWgM) * 64u * kBK;
+        const uint32_t a = base + uint32_t(s) * C::kStageBytes + a_rows0 * kBK;
         const uint32_t b = base + uint32_t(s) * C::kStageBytes + C::kABytes;
 #pragma unroll
         for (int i = 0; i < C::kWgM; ++i) fence_operand(acc[i]);
@@ -208,6 +241,8 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
         // The previous k-block's wgmma have finished reading its stage: release it.
         if (kb > 0 && lane == 0) mbar_arrive(empty((g - 1) % C::kStages));
       }
+      // Every warp of this consumer has passed the tile's full barriers: the other's turn.
+      if (C::kPingPong && lane == 0) mbar_arrive(turn(1 - c));
       wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < C::kWgM; ++i) fence_operand(acc[i]);
@@ -219,7 +254,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
       float s0[C::kWgM], s1[C::kWgM];
 #pragma unroll
       for (int i = 0; i < C::kWgM; ++i) {
-        const int n0 = row0 + (c * C::kWgM + i) * 64 + r0, n1 = n0 + 8;
+        const int n0 = row0 + int(a_rows0) + i * 64 + r0, n1 = n0 + 8;
         s0[i] = n0 < N ? __fmul_rn(0.25f, __ldg(sx + n0)) : 0.f;
         s1[i] = n1 < N ? __fmul_rn(0.25f, __ldg(sx + n1)) : 0.f;
       }
@@ -235,7 +270,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
         } else {
           // This consumer's A rows of stage sl (BN / 64 <= kStages): every load has landed and
           // only this warpgroup's finished wgmma read them.
-          buf = base + uint32_t(sl) * C::kStageBytes + uint32_t(c * C::kWgM) * 64u * kBK;
+          buf = base + uint32_t(sl) * C::kStageBytes + a_rows0 * kBK;
         }
 #pragma unroll
         for (int jj = 0; jj < 8; ++jj) {
@@ -257,7 +292,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
         fence_proxy_async();  // st.shared -> TMA reads
         named_barrier_sync(c);
         if (t == 0) {
-          tma_store_2d(&map_y, buf, col0 + 64 * sl, row0 + c * C::kWgM * 64);
+          tma_store_2d(&map_y, buf, col0 + 64 * sl, row0 + int(a_rows0));
           bulk_commit();
         }
       }
@@ -353,13 +388,16 @@ bool s8_gemm_sm90_supports(const bf16* y, const int8_t* xc, const float* sx, con
 }
 
 S8Sm90Tile s8_gemm_sm90_tile(int64_t N, int64_t K, int64_t M) {
-  // Measured on the H100 (docs/LOWBIT_GEMM.md): the persistent 128 x 256 kernel is the fastest or
-  // within noise of it at every 7B and preset shape except the narrow outputs (M = 640), where
-  // 128 x 128 (two CTAs per SM) wins. Grids of fewer 128 x 256 tiles than an H100 has SMs take
-  // 128 x 128 too (more CTAs to spread; reasoned, not measured).
-  (void)K;
+  // Measured on the H100 (docs/PERF.md, bench_lowbit_linear): with a short main loop (K <= 2048:
+  // every 30M and 200M product but the 200M down projection) the 128 x 128 ping-pong is the
+  // fastest, 9-16% ahead of the others, as its epilogues hide behind the other consumer's wgmma;
+  // with a long one the persistent 128 x 256 (more reuse per loaded byte) wins, except on narrow
+  // outputs (M = 640) where 128 x 128 (two CTAs per SM) does. Grids of fewer 128 x 256 tiles than
+  // an H100 has SMs take 128 x 128 too (more CTAs to spread; reasoned, not measured).
   const int64_t tiles_l = ((N + 127) / 128) * ((M + 255) / 256);
-  if (M <= 768 || tiles_l < 132) return S8Sm90Tile::k128x128;
+  if (tiles_l < 132) return S8Sm90Tile::k128x128;
+  if (K <= 2048) return S8Sm90Tile::k128x128pp;
+  if (M <= 768) return S8Sm90Tile::k128x128;
   return S8Sm90Tile::k128x256p;
 }
 
@@ -368,6 +406,8 @@ const char* s8_gemm_sm90_tile_name(S8Sm90Tile tile) {
     case S8Sm90Tile::k128x256: return "128x256 (4 stages, 1 CTA/SM)";
     case S8Sm90Tile::k128x128: return "128x128 (3 stages, 2 CTAs/SM)";
     case S8Sm90Tile::k128x256p: return "128x256 persistent (4 stages + slab buffers, 1 CTA/SM)";
+    case S8Sm90Tile::k128x128pp: return "128x128 ping-pong (persistent, 2 consumers alternating tiles)";
+    case S8Sm90Tile::k64x256pp: return "64x256 ping-pong (persistent, 2 consumers alternating tiles)";
     default: return "auto";
   }
 }
@@ -385,6 +425,8 @@ void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, 
   switch (tile) {
     case S8Sm90Tile::k128x128: launch<CfgS>(y, xc, sx, wc, sw, N, K, M, stream); break;
     case S8Sm90Tile::k128x256p: launch<CfgLP>(y, xc, sx, wc, sw, N, K, M, stream); break;
+    case S8Sm90Tile::k128x128pp: launch<CfgPP128>(y, xc, sx, wc, sw, N, K, M, stream); break;
+    case S8Sm90Tile::k64x256pp: launch<CfgPP256>(y, xc, sx, wc, sw, N, K, M, stream); break;
     default: launch<CfgL>(y, xc, sx, wc, sw, N, K, M, stream); break;
   }
 }

@@ -35,8 +35,16 @@ bool s8_gemm_sm90_supports(const bf16* y, const int8_t* xc, const float* sx, con
 // M % 8 == 0; N, M < 2^31; xc, wc, y 16-byte aligned and sx, sw 8-byte aligned. N and M need not
 // be multiples of the tile.
 // Tile (BM x BN) and schedule: kAuto picks by shape (s8_gemm_sm90_tile); the others force one
-// (tests, benchmark). k128x256p: persistent grid (one CTA per SM looping over the tiles).
-enum class S8Sm90Tile : int { kAuto = 0, k128x256 = 1, k128x128 = 2, k128x256p = 3 };
+// (tests, benchmark). k128x256p: persistent grid (one CTA per SM looping over the tiles);
+// k128x128pp, k64x256pp: persistent, two consumer warpgroups taking alternate tiles (ping-pong).
+enum class S8Sm90Tile : int {
+  kAuto = 0,
+  k128x256 = 1,
+  k128x128 = 2,
+  k128x256p = 3,
+  k128x128pp = 4,
+  k64x256pp = 5
+};
 void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
                   int64_t N, int64_t K, int64_t M, cudaStream_t stream,
                   S8Sm90Tile tile = S8Sm90Tile::kAuto);
