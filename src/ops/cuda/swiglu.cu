@@ -14,16 +14,14 @@ namespace {
 using namespace detail;
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float sigmoid(float a) { return swiglu_sigmoid(a); }
-
 template <int VEC>
 __device__ __forceinline__ void swiglu_fwd(bf16* out, const bf16* a, const bf16* b) {
   float fa[VEC], fb[VEC];
   load<VEC>(a, fa);
   load<VEC>(b, fb);
-#pragma unroll
-  for (int k = 0; k < VEC; ++k) fa[k] = fa[k] * sigmoid(fa[k]) * fb[k];
-  store<VEC>(out, fa);
+  float y[VEC];
+  swiglu_values<VEC>(fa, fb, y);
+  store<VEC>(out, y);
 }
 
 // d silu(a)/da = s + a s (1 - s), s = sigmoid(a).
@@ -34,8 +32,7 @@ __device__ __forceinline__ void swiglu_bwd(bf16* da, bf16* db, const bf16* dout,
   load<VEC>(a, fa);
   load<VEC>(b, fb);
   load<VEC>(dout, g);
-#pragma unroll
-  for (int k = 0; k < VEC; ++k) swiglu_grads(g[k], fa[k], fb[k], ra[k], rb[k]);
+  swiglu_grads<VEC>(g, fa, fb, ra, rb);
   store<VEC>(da, ra);
   store<VEC>(db, rb);
 }

@@ -24,7 +24,7 @@
 //   rstd[r]. Requires d % 8 == 0 and 16-byte aligned x, w (rmsnorm_forward's VEC = 8 path; the
 //   VEC = 1 path sums in another order) - implied by cols % 128 and the launcher's checks.
 // - SwiGLU: g = bf16(a * sigmoid(a) * b), sigmoid(a) = 1 / (1 + expf(-a)), swiglu_fwd's
-//   expressions; elementwise, so no staging.
+//   expressions (ops/cuda/swiglu_math.cuh's swiglu_values); elementwise, so no staging.
 // - RMSNorm with the residual add (kAdd; the layer's residual connection folded in front): the
 //   row is x = res_in + float(branch), the same single fp32 addition as cuda::add's add_kernel
 //   (src/ops/cuda/elementwise.cu, `fa += fb`), formed in load() and written to res_out (fp32, the
@@ -36,6 +36,7 @@
 // - Each lane writes only its own entries of ln / g / res_out (the team layout's); x, w, a, b,
 //   branch are only read.
 #include "core/error.h"
+#include "ops/cuda/swiglu_math.cuh"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/ht_row_kernel.cuh"
 #include "quant/cuda/kernels.h"
@@ -120,11 +121,10 @@ struct SwigluSource {
 
   __device__ __forceinline__ void load(const RowCtx& c, int col, float (&v)[8]) const {
     const int64_t off = c.r * c.cols + col;
-    float fb[8];
-    load8(a + off, v);
+    float fa[8], fb[8];
+    load8(a + off, fa);
     load8(b + off, fb);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = v[k] * (1.0f / (1.0f + expf(-v[k]))) * fb[k];
+    detail::swiglu_values<8>(fa, fb, v);
     if (g) store8(g + off, v);
     round_bf16_8(v);
   }
