@@ -92,12 +92,16 @@ __device__ __forceinline__ unsigned quantize8(float (&v)[8], const RowGrid& rg,
 // pair the same values; a warp runs G of its virtual warps at a time as independent chains. P = 1
 // adds them in registers in k order, P > 1 through red[8] (shared memory) and one more team
 // barrier. Every lane of the team gets the total. Call from all warps of the team.
+// Control flow: every loop bound is a function of kernel arguments only (nvw, P, cols, T), so the
+// compiler sees it as uniform and emits the shuffles without convergence code around them; a
+// virtual warp past nvw (a team warp with fewer of them) sums zeros, adds 0 (exact: the sums are
+// >= +0) and is not used.
 template <int G>
 __device__ __forceinline__ double ordered_row_sum(const float* row, double* red, int cols, int T,
                                                   int team, int tw, int P, int lane) {
-  const int nvw = T / 32;
+  const int nvw = T / 32, per_warp = (nvw + P - 1) / P;
   double total = 0.0;
-  for (int j0 = 0; tw + P * j0 < nvw; j0 += G) {  // warp-uniform
+  for (int j0 = 0; j0 < per_warp; j0 += G) {
     double s[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) s[g] = 0.0;
@@ -105,17 +109,15 @@ __device__ __forceinline__ double ordered_row_sum(const float* row, double* red,
 #pragma unroll
       for (int g = 0; g < G; ++g) {
         const int k = tw + P * (j0 + g), i = base + 32 * k + lane;
-        if (k < nvw && i < cols) {
-          const double d = row[i];
-          s[g] = __fma_rn(d, d, s[g]);  // exact product: the CTA kernel's ss += v * v
-        }
+        // Past the row or the virtual warps: d = 0, fma(0, 0, s) = s exactly.
+        const double d = (k < nvw && i < cols) ? double(row[i]) : 0.0;
+        s[g] = __fma_rn(d, d, s[g]);  // exact product: the CTA kernel's ss += v * v
       }
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1)
 #pragma unroll
-      for (int g = 0; g < G; ++g)
-        if (tw + P * (j0 + g) < nvw) s[g] += __shfl_xor_sync(kFullMask, s[g], o);  // warp_sum
+      for (int g = 0; g < G; ++g) s[g] += __shfl_xor_sync(kFullMask, s[g], o);  // warp_sum
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       const int k = tw + P * (j0 + g);

@@ -107,13 +107,16 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S == 4 ? 4 : 2)
   }
   src.template finish<S>(v, ctx);
 
-  // Transform; the transformed row is staged for the ordered sum.
+  // Transform; the transformed row is staged for the ordered sum. The loop runs the slots some
+  // warp of the team needs, a bound of kernel arguments only (the same for every warp, as the
+  // shuffles want); a warp's slot past the row's end transforms the zeros it loaded and stores
+  // nothing.
+  const int slots = (nblk + stride - 1) / stride;
 #pragma unroll
   for (int s = 0; s < S; ++s) {
-    const int b0 = first + s * stride;
-    if (b0 >= nblk) break;  // warp-uniform
+    if (s >= slots) break;
     fwht128_vec(v[s], lane);
-    const int b = b0 + half;
+    const int b = first + s * stride + half;
     if (b < nblk) store8(row + 128 * b + 8 * hl, v[s]);
   }
   team_sync(team, P);
