@@ -19,7 +19,7 @@
 #                      ../shared/data/hellaswag/hellaswag_val.jsonl.zst; skipped when missing)
 #   QUEST_HELLASWAG_LIMIT  evaluate the first N HellaSwag items only (default: all)
 #   QUEST_BENCH_PRESETS, QUEST_BENCH_METHODS, QUEST_BENCH_STEPS  what `bench` measures
-#                      (default "30M 200M", "bf16 quest4 quest1", 30)
+#                      (default "30M 200M", "bf16 quest4 quest1", 20)
 #   QUEST_DP_RANKS     `multigpu`: ranks (default: the machine's GPUs; the stage needs 2 or more)
 #   QUEST_DP_DEVICE    `multigpu`: cuda (default) or cpu (a dry run of the stage on CPUs)
 #   QUEST_DP_PRESET, QUEST_DP_BATCH, QUEST_DP_STEPS  `multigpu` equality run (default 30M, 16
@@ -84,14 +84,16 @@ prepare_data() {
 DATADIR="$WORK/gutenberg-gpt2"
 
 # Throughput on synthetic tokens (`quest bench`), 64 x 512 micro-batches, with the per-op profile
-# of one step; one JSON line per run in bench.jsonl. Then the kernel microbenchmarks.
+# of one step; one JSON line per run in bench.jsonl. Then the kernel microbenchmarks. 3 warm-up
+# and 20 timed steps: the reference's bench() protocol, so the two are timed alike (longer runs
+# read a few percent lower on the H100 as it heats: 30 steps after 5 gave 2-4% less at 30M).
 if stage bench; then
   for preset in ${QUEST_BENCH_PRESETS:-30M 200M}; do
     for q in ${QUEST_BENCH_METHODS:-bf16 quest4 quest1}; do
       qargs=(); [[ $q != bf16 ]] && qargs=(--quant quest --bits "${q#quest}")
       name="bench-$preset-$q"
-      "$QUEST" bench --device cuda --preset "$preset" --batch-size 64 --steps "${QUEST_BENCH_STEPS:-30}" \
-        --warmup 5 --profile "${qargs[@]}" >"$OUT/$name.log" 2>&1
+      "$QUEST" bench --device cuda --preset "$preset" --batch-size 64 --steps "${QUEST_BENCH_STEPS:-20}" \
+        --warmup 3 --profile "${qargs[@]}" >"$OUT/$name.log" 2>&1
       line=$(grep -E '^\{' "$OUT/$name.log" | tail -1)
       [[ -n "$line" ]] && echo "$line" | sed "s/^{/{\"method\":\"$q\",/" >>"$OUT/bench.jsonl"
       log "$(grep -E 'tokens/s' "$OUT/$name.log" | head -1 || echo "bench $preset $q failed")"
