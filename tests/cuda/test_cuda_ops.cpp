@@ -590,8 +590,8 @@ TEST(CudaBlas, TwoByteAlignedPointers) {
 // Blas times the heuristic's candidates on a plan's first call and keeps the fastest of those
 // whose output is bit for bit the first candidate's (split-K ones, summing in another order, drop
 // out): so a tuned Blas gives exactly the bits of an untuned one (QUEST_BLAS_TUNE=0), for every
-// product, dw accumulated included. Shapes where cuBLASLt offers split-K candidates (a small dw
-// over many rows) and the head's wide output.
+// product, dw accumulated included. Shapes like those where the H100 offered split-K candidates
+// with other bits (a small dw over many rows) and the head's wide output.
 TEST(CudaBlas, TuningKeepsTheHeuristicsBits) {
   QUEST_REQUIRE_CUDA();
   auto make = [](const char* tune) {

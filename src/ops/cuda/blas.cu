@@ -173,26 +173,31 @@ __global__ void words_differ_kernel(const uint32_t* a, const uint32_t* b, int64_
     }
 }
 
-// Device scratch for one tuning: a reference output, a trial output and a flag.
+// Device scratch for one tuning: a reference output, a trial output and a flag. ok() is false
+// when the memory is not there (then nothing is tuned: the heuristic's first stays).
 struct TuneScratch {
   void* ref = nullptr;
   void* trial = nullptr;
   int* flag = nullptr;
   explicit TuneScratch(size_t bytes, cudaStream_t stream) {
     const size_t rounded = (bytes + 3) / 4 * 4;  // whole words, the tail zero in both
-    try {
-      QUEST_CUDA_CHECK(cudaMalloc(&ref, rounded));
-      QUEST_CUDA_CHECK(cudaMalloc(&trial, rounded));
-      QUEST_CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
-      QUEST_CUDA_CHECK(cudaMemsetAsync(ref, 0, rounded, stream));
-      QUEST_CUDA_CHECK(cudaMemsetAsync(trial, 0, rounded, stream));
-    } catch (...) {
+    if (cudaMalloc(&ref, rounded) != cudaSuccess || cudaMalloc(&trial, rounded) != cudaSuccess ||
+        cudaMalloc(&flag, sizeof(int)) != cudaSuccess) {
+      (void)cudaGetLastError();  // an allocation failure is not sticky: clear it
       release();
-      throw;
+      return;
     }
+    QUEST_CUDA_CHECK(cudaMemsetAsync(ref, 0, rounded, stream));
+    QUEST_CUDA_CHECK(cudaMemsetAsync(trial, 0, rounded, stream));
   }
   ~TuneScratch() { release(); }
-  void release() { cudaFree(ref), cudaFree(trial), cudaFree(flag); }
+  TuneScratch(const TuneScratch&) = delete;
+  TuneScratch& operator=(const TuneScratch&) = delete;
+  bool ok() const { return flag != nullptr; }
+  void release() {
+    cudaFree(ref), cudaFree(trial), cudaFree(flag);
+    ref = trial = nullptr, flag = nullptr;
+  }
 };
 
 // Times plan's candidates on A and B (beta 0, into scratch) and keeps the fastest whose output
@@ -202,6 +207,12 @@ void tune(Impl& impl, Plan& plan, const Key& key, const bf16* A, const bf16* B, 
   const Gemm g = describe(key);
   const size_t bytes = size_t(g.m * g.n) * (g.c_type == CUDA_R_32F ? 4 : 2);
   TuneScratch s(bytes, stream);
+  if (!s.ok()) {
+    if (impl.tuning == Tuning::kLog)
+      std::fprintf(stderr, "blas tune %s N=%lld K=%lld M=%lld: no memory for the scratch, not tuned\n",
+                   product_name(key.product), (long long)key.N, (long long)key.K, (long long)key.M);
+    return;
+  }
   const float alpha = 1.0f, beta = 0.0f;
   auto launch = [&](const cublasLtMatmulAlgo_t& algo, void* D) {
     return cublasLtMatmul(impl.lt, plan.op, &alpha, A, plan.a, B, plan.b, &beta, D, plan.c, D,
@@ -228,7 +239,7 @@ void tune(Impl& impl, Plan& plan, const Key& key, const bf16* A, const bf16* B, 
     QUEST_CUDA_CHECK(cudaEventRecord(e1, stream));
     int differs = 0;
     QUEST_CUDA_CHECK(cudaMemcpyAsync(&differs, s.flag, sizeof(int), cudaMemcpyDeviceToHost, stream));
-    QUEST_CUDA_CHECK(cudaEventSynchronize(e1));
+    QUEST_CUDA_CHECK(cudaStreamSynchronize(stream));  // the flag is in `differs`, e1 is done
     float ms = 0.f;
     QUEST_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
     ms /= 3;
@@ -239,7 +250,6 @@ void tune(Impl& impl, Plan& plan, const Key& key, const bf16* A, const bf16* B, 
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
-  QUEST_CUDA_CHECK(cudaStreamSynchronize(stream));  // before the scratch is freed
   if (impl.tuning == Tuning::kLog) std::fprintf(stderr, "%s\n", line);
 }
 
@@ -282,8 +292,13 @@ void run(Impl& impl, void* workspace, size_t workspace_bytes, const Key& key, co
     if (it == impl.plans.end()) it = impl.plans.emplace(key, make_plan(impl.lt, key, workspace_bytes)).first;
     Plan& p = it->second;  // unordered_map nodes are stable
     if (!p.tuned && impl.tuning != Tuning::kOff && p.n_candidates > 1) {
+      // Not while a graph is captured (no allocation or synchronization there; a later,
+      // uncaptured call tunes). The legacy stream may answer an error while another captures.
       cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-      QUEST_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+      if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) {
+        (void)cudaGetLastError();
+        capture = cudaStreamCaptureStatusActive;
+      }
       if (capture == cudaStreamCaptureStatusNone) {
         tune(impl, p, key, A, B, workspace, workspace_bytes, stream);
         p.tuned = true;

@@ -390,7 +390,7 @@ bool s8_gemm_sm90_supports(const bf16* y, const int8_t* xc, const float* sx, con
 S8Sm90Tile s8_gemm_sm90_tile(int64_t N, int64_t K, int64_t M) {
   // Measured on the H100 (docs/PERF.md, bench_lowbit_linear): with a short main loop (K <= 2048:
   // every 30M and 200M product but the 200M down projection) the 128 x 128 ping-pong is the
-  // fastest, 9-16% ahead of the others, as its epilogues hide behind the other consumer's wgmma;
+  // fastest, 4-16% ahead of the others, as its epilogues hide behind the other consumer's wgmma;
   // with a long one the persistent 128 x 256 (more reuse per loaded byte) wins, except on narrow
   // outputs (M = 640) where 128 x 128 (two CTAs per SM) does. Grids of fewer 128 x 256 tiles than
   // an H100 has SMs take 128 x 128 too (more CTAs to spread; reasoned, not measured).
