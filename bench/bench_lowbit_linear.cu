@@ -13,7 +13,8 @@
 // each call (a 256 MiB memset outside the timed region) unless --no-flush. TOP/s counts
 // 2 * tokens * K * N operations for every column, quantization included where it is timed.
 // Columns: bf16 = Blas::matmul_forward; int8 = lowbit_quantize + LowbitGemm::forward (kInt8 with
-// the cuBLASLt kernel forced), with its parts (quant, IMMA sums, scale pass) timed alone;
+// the cuBLASLt kernel forced), with its parts (quant: lowbit_quantize as it runs by default, the
+// row-team kernel; staged: its kStagedRows kernels; IMMA sums, scale pass) timed alone;
 // sm90 (sm_90 devices) = our s8_gemm_sm90 product with the scales in its epilogue, alone with each
 // tile and schedule (128x256, 128x256 persistent: 256p, 128x128, the ping-pong 128x128pp and
 // 64x256pp; the TOP/s of the one LowbitGemm
@@ -98,6 +99,10 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   const double t_q8 = timer.median_ms([&] {
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
   });
+  const double t_q8s = timer.median_ms([&] {
+    quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr,
+                                 quest::cuda::LowbitQuantKernel::kStagedRows);
+  });
   const double t_imma = timer.median_ms([&] { gemm.int8_sums(acc, xc, wc8, T, K, N, nullptr); });
   const double t_scale =
       timer.median_ms([&] { quest::cuda::lowbit_scale_int32(y, acc, sx, sw8, T, N, nullptr); });
@@ -143,9 +148,9 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   }
   CK(cudaDeviceSynchronize());
 
-  std::printf("| %-14s | %5lld | %5lld | %5lld | %7.3f %6.0f | %7.3f %6.0f %5.2fx | %6.3f %6.3f %6.3f |",
+  std::printf("| %-14s | %5lld | %5lld | %5lld | %7.3f %6.0f | %7.3f %6.0f %5.2fx | %6.3f %6.3f %6.3f %6.3f |",
               c.name, (long long)T, (long long)K, (long long)N, t_bf16, tops(t_bf16), t_int8,
-              tops(t_int8), t_bf16 / t_int8, t_q8, t_imma, t_scale);
+              tops(t_int8), t_bf16 / t_int8, t_q8, t_q8s, t_imma, t_scale);
   if (sm90) {
     double t_pick = 0;
     for (int i = 0; i < kNT; ++i) {
@@ -268,8 +273,8 @@ int main(int argc, char** argv) {
     std::printf("sm90 kernel: %s\n\n", quest::cuda::s8_gemm_sm90_available()
                                           ? "s8_gemm_sm90 (wgmma + TMA, scales in the epilogue)"
                                           : "not available on this device");
-    std::printf("| case           | M tok |     K |     N |  bf16 ms  TOP/s | int8 ms  TOP/s vs bf16 | quant   IMMA   scale | sm90 256  256p     128   128pp   64pp   TOP/s | q+sm90 ms TOP/s vs bf16 |  fp8 ms  TOP/s vs bf16 | fp8 GEMM TOP/s |\n");
-    std::printf("|----------------|-------|-------|-------|----------------|------------------------|----------------------|------------------------------------------------|-------------------------|------------------------|----------------|\n");
+    std::printf("| case           | M tok |     K |     N |  bf16 ms  TOP/s | int8 ms  TOP/s vs bf16 | quant staged   IMMA   scale | sm90 256  256p     128   128pp   64pp   TOP/s | q+sm90 ms TOP/s vs bf16 |  fp8 ms  TOP/s vs bf16 | fp8 GEMM TOP/s |\n");
+    std::printf("|----------------|-------|-------|-------|----------------|------------------------|-----------------------------|------------------------------------------------|-------------------------|------------------------|----------------|\n");
     const size_t flush_bytes = size_t(256) << 20;
     void* flush_buf = dalloc<uint8_t>(flush_bytes);
     Timer timer(o.warmup, o.iters, o.flush ? flush_buf : nullptr, flush_bytes);

@@ -42,6 +42,7 @@ using cuda::DeviceQuantizer;
 using cuda::LowbitGemm;
 using cuda::LowbitQuant;
 using cuda::LowbitRoute;
+using cuda::LowbitQuantKernel;
 using cuda::QuantForm;
 using cuda_test::DeviceBuffer;
 using cuda_test::download;
@@ -161,7 +162,7 @@ class CudaLowbitQuant : public ::testing::TestWithParam<QuantCase> {};
 template <class TIn>
 void check_against_device_quantizer(const QuantSpec& spec, QuantRole role,
                                     const std::vector<float>& xin, int64_t rows, int64_t cols,
-                                    LowbitRoute route) {
+                                    LowbitRoute route, LowbitQuantKernel kernel) {
   // The same input for both: bf16-rounded for activations, fp32 for weights.
   DeviceBuffer<TIn> x;
   if constexpr (std::is_same_v<TIn, bf16>)
@@ -183,12 +184,13 @@ void check_against_device_quantizer(const QuantSpec& spec, QuantRole role,
   DeviceBuffer<uint64_t> mask(static_cast<size_t>(rows * wpr));
   codes.fill_nan(), step.fill_nan(), mask.fill_nan();
   cuda::lowbit_quantize(x.get(), codes.get(), step.get(), q.rule ? mask.get() : nullptr, rows, cols,
-                        q, route, nullptr);
+                        q, route, nullptr, kernel);
   cuda_test::sync();
   const auto c = download(codes);
   const auto st = download(step);
 
-  const std::string what = spec.to_string() + (route == LowbitRoute::kFp8 ? " (fp8)" : " (int8)");
+  const std::string what = spec.to_string() + (route == LowbitRoute::kFp8 ? " (fp8" : " (int8") +
+                           (kernel == LowbitQuantKernel::kStagedRows ? ", staged rows)" : ")");
   EXPECT_TRUE(cuda_test::bit_equal(st, ref_step, what + " steps"));
   if (q.rule) {
     const auto m = download(mask);
@@ -224,10 +226,17 @@ TEST_P(CudaLowbitQuant, MatchesDeviceQuantizer) {
   const int64_t rows = 300, cols = pc.cols;
   const std::vector<float> act = make_input(rows, cols, 11 + cols);
   const std::vector<float> wt = make_input(rows, cols, 29 + cols, 0.02);
+  // kRowTeams (kAuto takes it up to 8192 entries) for the int8 route with the transform;
+  // kStagedRows runs the other kernels on the same cases.
   for (const LowbitRoute route : {LowbitRoute::kInt8, LowbitRoute::kFp8}) {
     if (!cuda::lowbit_supported(route, spec.bits)) continue;
-    check_against_device_quantizer<bf16>(spec, QuantRole::Input, act, rows, cols, route);
-    check_against_device_quantizer<float>(spec, QuantRole::Weight, wt, rows, cols, route);
+    const bool teams = route == LowbitRoute::kInt8 && spec.hadamard;
+    for (const LowbitQuantKernel kernel :
+         {teams ? LowbitQuantKernel::kRowTeams : LowbitQuantKernel::kAuto,
+          LowbitQuantKernel::kStagedRows}) {
+      check_against_device_quantizer<bf16>(spec, QuantRole::Input, act, rows, cols, route, kernel);
+      check_against_device_quantizer<float>(spec, QuantRole::Weight, wt, rows, cols, route, kernel);
+    }
   }
 }
 
@@ -267,6 +276,15 @@ TEST(CudaLowbitQuantErrors, RejectsWhatHasNoCodes) {
   q.bits = 4;  // K not a multiple of 128
   EXPECT_THROW(cuda::lowbit_quantize(x.get(), c.get(), s.get(), nullptr, 4, 200, q,
                                      LowbitRoute::kInt8, nullptr),
+               Error);
+  // The row-team kernel only where it applies: the int8 route with the transform.
+  q = LowbitQuant::from_spec(QuantSpec::parse("hadamard-trust:2"));
+  EXPECT_THROW(cuda::lowbit_quantize(x.get(), c.get(), s.get(), nullptr, 4, 256, q,
+                                     LowbitRoute::kFp8, nullptr, LowbitQuantKernel::kRowTeams),
+               Error);
+  q = LowbitQuant::from_spec(QuantSpec::parse("trust:2"));
+  EXPECT_THROW(cuda::lowbit_quantize(x.get(), c.get(), s.get(), nullptr, 4, 256, q,
+                                     LowbitRoute::kInt8, nullptr, LowbitQuantKernel::kRowTeams),
                Error);
   EXPECT_THROW(LowbitQuant::from_spec(QuantSpec::parse("lsq:4")), Error);
   EXPECT_THROW(LowbitQuant::from_spec(QuantSpec::parse("hadamard-fp4")), Error);

@@ -48,7 +48,8 @@ struct TensorSource {
 };
 
 // Quantize, mask, optionally transform back and store the team warp's slice.
-// With crow (the row's codes, null when not asked for) also the lane's 8 codes, one 8-byte store.
+// With crow (the row's codes, null when not asked for) also the lane's 8 codes, one 8-byte store;
+// qr null (codes only, lowbit_quantize): no values are stored.
 template <bool kFinite, bool kClip, int S, class TOut>
 __device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& rg, TOut* qr,
                                                uint8_t* mrow, int8_t* crow, bool ht_out, int nblk,
@@ -69,6 +70,7 @@ __device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& 
       bits = quantize8<kFinite, kClip>(v[s], rg);
     }
     if (mrow && b < nblk) mrow[16 * b + hl] = uint8_t(bits);
+    if (!qr) continue;  // uniform
     if (ht_out) fwht128_vec(v[s], lane);
     if (b < nblk) store8(qr + 128 * b + 8 * hl, v[s]);
   }
@@ -130,7 +132,7 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S == 4 ? 4 : 2)
 
   uint8_t* mrow =
       (a.mask && a.rule != 0) ? reinterpret_cast<uint8_t*>(a.mask + r * (cols / 64)) : nullptr;
-  TOut* qr = xq + r * cols;
+  TOut* qr = xq ? xq + r * cols : nullptr;
   int8_t* crow = a.codes ? a.codes + r * cols : nullptr;
   if (rg.finite)
     quantize_slice<true, kClip>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
@@ -157,7 +159,7 @@ void launch_ht_steps(const Source& src, TOut* xq, const RowQuantArgs& a, int P,
 
 // The shape checks every source shares (the caller checks its own pointers' alignment):
 // the transform on, whole 128-blocks, at most kHtMaxBlocks of them, codes only in the Half form
-// with <= 7 bits.
+// with <= 7 bits. xq (the caller's) may be null only when codes are asked for.
 inline bool ht_rows_shape_ok(const RowQuantArgs& a) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   return a.ht_in && a.cols % 128 == 0 && a.cols / 128 <= kHtMaxBlocks &&

@@ -11,9 +11,10 @@
 //
 // Kernel invariants (ht_grid_rows_kernel)
 // - CTA = 8 warps; a row is owned by a team of P warps (P = 1, 2, 4, 8; 8 / P rows per CTA, team
-//   i owns row 8 / P * blockIdx.x + i). The team reads x[r, :], writes xq[r, :], the row's mask
-//   bytes and step[r], nothing else; a team past the last row exits whole (its barriers count only
-//   its own warps: named barrier 1 + team, or __syncwarp for P = 1).
+//   i owns row 8 / P * blockIdx.x + i). The team reads x[r, :], writes xq[r, :] (unless xq is
+//   null: codes only, for lowbit_quantize), codes[r, :] when asked for, the row's mask bytes and
+//   step[r], nothing else; a team past the last row exits whole (its barriers count only its own
+//   warps: named barrier 1 + team, or __syncwarp for P = 1).
 // - Registers: the row lives in registers from load to store, in vec_fwht.cuh's layout: in step s
 //   (s < S) warp w of the team holds blocks 2 P s + 2 w (lanes 0-15) and + 1 (lanes 16-31), lane
 //   h = lane & 15 entries 8h .. 8h + 7. All S loads are issued before any use. Each warp reads its
@@ -38,7 +39,7 @@ namespace quest::cuda::qdetail {
 template <class TIn, class TOut>
 bool launch_ht_grid_rows(const TIn* x, TOut* xq, const RowQuantArgs& a, cudaStream_t stream) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  if (!ht_rows_shape_ok(a) || !aligned(x) || !aligned(xq)) return false;
+  if (!ht_rows_shape_ok(a) || !aligned(x) || !aligned(xq) || (!xq && !a.codes)) return false;
   launch_ht_rows(TensorSource<TIn>{x}, xq, a, stream);
   return true;
 }

@@ -62,8 +62,9 @@ void launch_row_quantize(RowFamily family, const TIn* x, TOut* xq, const RowQuan
                          cudaStream_t stream);
 
 // ---- the grid family with the transform at memory speed (ht_row_quantize.cu) --------------------
-// Same bits as row_quantize_kernel. Returns false (launching nothing) where it does not apply:
-// no transform, cols % 128 != 0, rows over 16384 entries, or x / xq not 16-byte aligned. The
+// Same bits as row_quantize_kernel. xq may be null when a.codes is not (codes only). Returns
+// false (launching nothing) where it does not apply: no transform, cols % 128 != 0, rows over
+// 16384 entries, x / xq not 16-byte aligned, or neither xq nor codes. The
 // caller has checked the rest (launch_row_quantize's checks).
 template <class TIn, class TOut>
 bool launch_ht_grid_rows(const TIn* x, TOut* xq, const RowQuantArgs& a, cudaStream_t stream);

@@ -3,7 +3,9 @@
 // kernel instead (s8_gemm_sm90.cu).
 //
 // Kernel invariants
-// - Both quantizer kernels produce DeviceQuantizer's bits (lowbit_gemm.h); the test compares them.
+// - The int8 route with the transform runs the training quantizer's kernel (ht_row_kernel.cuh)
+//   with codes and no values (kRowTeams); the two kernels below take the rest (kStagedRows).
+// - All of them produce DeviceQuantizer's bits (lowbit_gemm.h); the test compares them.
 // - lowbit_quantize_warp_kernel (cols <= 2048): 8 warps per CTA, warp w owns row 8 blockIdx.x + w
 //   (its codes, mask words and step) and a cols-float slice of shared memory; it emulates the CTA
 //   kernel's summation order (see the kernel).
@@ -304,9 +306,28 @@ __global__ void __launch_bounds__(256)
                          limit, a.rule, lane);
 }
 
+// kRowTeams: the training quantizer's kernel with codes and no values (same bits, fewer
+// instructions an entry: the row stays in registers). False where it does not apply.
+template <class TIn>
+bool launch_row_teams(const TIn* x, void* codes, float* step, uint64_t* mask, int64_t rows,
+                      int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
+                      LowbitQuantKernel kernel) {
+  if (route != LowbitRoute::kInt8 || !q.hadamard) return false;
+  // Past 64 blocks (8 vectors a lane, 16 warps an SM) the staged kernel is faster:
+  // 0.150 against 0.234 ms at 4096 x 11008 (H100, bench_lowbit_linear, 2026-11-24).
+  if (kernel == LowbitQuantKernel::kAuto && cols > 64 * 128) return false;
+  qdetail::RowQuantArgs a;
+  a.rows = rows, a.cols = cols, a.bits = q.bits, a.unit = kAlpha[q.bits], a.rule = q.rule;
+  a.clip_factor = float(q.factor), a.trust = q.factor;
+  a.ht_in = true, a.ht_out = false;
+  a.mask = mask, a.step = step, a.codes = static_cast<int8_t*>(codes);
+  return qdetail::launch_ht_grid_rows(x, static_cast<bf16*>(nullptr), a, stream);
+}
+
 template <class TIn>
 void launch_quantize(const TIn* x, void* codes, float* step, uint64_t* mask, int64_t rows,
-                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream) {
+                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
+                     LowbitQuantKernel kernel) {
   QUEST_QUANT_REQUIRE(rows >= 0 && rows <= int64_t(0x7fffffff), "low-bit quantizer: ", rows,
                       " rows");
   QUEST_QUANT_REQUIRE(cols > 0 && cols % 128 == 0 &&
@@ -321,6 +342,13 @@ void launch_quantize(const TIn* x, void* codes, float* step, uint64_t* mask, int
                           reinterpret_cast<uintptr_t>(x) % 16 == 0,
                       "low-bit quantizer: x and codes must be 16-byte aligned");
   if (rows == 0) return;
+  if (kernel != LowbitQuantKernel::kStagedRows) {
+    const bool done = launch_row_teams(x, codes, step, mask, rows, cols, q, route, stream, kernel);
+    QUEST_QUANT_REQUIRE(done || kernel == LowbitQuantKernel::kAuto,
+                        "low-bit quantizer: the row-team kernel takes the int8 route with the "
+                        "transform and rows of at most 16384 entries");
+    if (done) return;
+  }
   QuantArgs a;
   a.cols = cols, a.bits = q.bits, a.unit = kAlpha[q.bits], a.rule = q.rule;
   a.clip_factor = float(q.factor), a.trust = q.factor, a.ht = q.hadamard;
@@ -508,12 +536,14 @@ Plan make_plan(cublasLtHandle_t lt, const Key& key, size_t workspace_bytes, cons
 
 // ---- public API ------------------------------------------------------------------------------
 void lowbit_quantize(const bf16* x, void* codes, float* step, uint64_t* mask, int64_t rows,
-                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream) {
-  launch_quantize(x, codes, step, mask, rows, cols, q, route, stream);
+                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
+                     LowbitQuantKernel kernel) {
+  launch_quantize(x, codes, step, mask, rows, cols, q, route, stream, kernel);
 }
 void lowbit_quantize(const float* x, void* codes, float* step, uint64_t* mask, int64_t rows,
-                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream) {
-  launch_quantize(x, codes, step, mask, rows, cols, q, route, stream);
+                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
+                     LowbitQuantKernel kernel) {
+  launch_quantize(x, codes, step, mask, rows, cols, q, route, stream, kernel);
 }
 
 void lowbit_scale_int32(bf16* y, const int32_t* acc, const float* sx, const float* sw, int64_t N,

@@ -80,14 +80,25 @@ struct LowbitQuant {
   static LowbitQuant from_spec(const QuantSpec& spec);
 };
 
+// Which kernel lowbit_quantize runs (the same bits either way; tests and benchmarks pick):
+// - kRowTeams: the training quantizer's kernel (ht_row_kernel.cuh: a row in the registers of a
+//   team of warps) writing codes instead of values; the int8 route with the transform, rows of at
+//   most 16384 entries;
+// - kStagedRows: this file's kernels (the row staged in shared memory): every route and family;
+// - kAuto: kRowTeams where it applies to rows of at most 8192 entries, else kStagedRows (faster
+//   on longer rows, where the row-team kernel holds 8 vectors a lane).
+enum class LowbitQuantKernel : int { kAuto = 0, kRowTeams = 1, kStagedRows = 2 };
+
 // codes[rows, cols] (one byte each: int8 for kInt8, e4m3 for kFp8) = 2q - 1 of each entry;
 // step[rows] = the row's grid step (DeviceQuantizer::row_steps()); mask [rows, (cols + 63) / 64]
 // (MaskBits layout, SET = gradient zeroed) when not null and q.rule != 0. cols % 128 == 0,
 // lowbit_supported(route, q.bits). x: the layer input (bf16) or the fp32 master weight.
 void lowbit_quantize(const bf16* x, void* codes, float* step, uint64_t* mask, int64_t rows,
-                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream);
+                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
+                     LowbitQuantKernel kernel = LowbitQuantKernel::kAuto);
 void lowbit_quantize(const float* x, void* codes, float* step, uint64_t* mask, int64_t rows,
-                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream);
+                     int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
+                     LowbitQuantKernel kernel = LowbitQuantKernel::kAuto);
 
 // The integer product. Owns a cuBLASLt handle, its workspace and (kInt8) an int32 scratch of
 // int32_scratch_bytes; plans (descriptors + algorithm) are cached per (route, shape, alignment).
