@@ -209,24 +209,8 @@ __global__ void __launch_bounds__(kBwdThreads, 1) attention_bwd_dq_kernel(
     const __nv_bfloat16* o = sKV + 2 * KV + r * SROW + c0;
     float acc = 0.f;
 #pragma unroll
-    for (int c = 0; c < HDP / 2; c += 8) {
-      const int4 av = *reinterpret_cast<const int4*>(a + c);
-      const int4 ov = *reinterpret_cast<const int4*>(o + c);
-      __nv_bfloat162 a2[4], o2[4];
-      memcpy(a2, &av, sizeof(a2));
-      memcpy(o2, &ov, sizeof(o2));
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const float2 fa = __bfloat1622float2(a2[k]), fo = __bfloat1622float2(o2[k]);
-        acc = fmaf(fa.x, fo.x, acc);
-        acc = fmaf(fa.y, fo.y, acc);
-      }
-    }
-    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-    if ((tid & 1) == 0) {
-      sD[r] = acc;
-      if (q0 + r < T) Dsum[int64_t(bh) * T + q0 + r] = acc;
-    }
+    for (int c = 0; c < HDP / 2; c += 8) acc = dot8_bf16(a + c, o + c, acc);
+    publish_row_d(acc, (tid & 1) == 0, r, sD, Dsum, int64_t(bh), q0, T);
   }
   // (The loop's first barrier publishes sD and frees stage 1.)
 

@@ -215,24 +215,10 @@ __global__ void __launch_bounds__(QCfg<NWG>::kThreads, QCfg<NWG>::kMinBlocks) at
     float acc = 0.f;
 #pragma unroll
     for (int c = 0; c < 8; ++c) {
-      const int pc = (c ^ (r & 7)) * 16;
-      const int4 av = *reinterpret_cast<const int4*>(a + pc);
-      const int4 ov = *reinterpret_cast<const int4*>(o + pc);
-      __nv_bfloat162 a2[4], o2[4];
-      memcpy(a2, &av, sizeof(a2));
-      memcpy(o2, &ov, sizeof(o2));
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const float2 fa = __bfloat1622float2(a2[k]), fo = __bfloat1622float2(o2[k]);
-        acc = fmaf(fa.x, fo.x, acc);
-        acc = fmaf(fa.y, fo.y, acc);
-      }
+      const int pc = (c ^ (r & 7)) * 16;  // the 128-byte swizzle of the staged tiles
+      acc = attn::dot8_bf16(a + pc, o + pc, acc);
     }
-    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-    if (cb == 0) {
-      sD[r] = acc;
-      if (q0 + r < T) Dsum[int64_t(bh) * T + q0 + r] = acc;
-    }
+    attn::publish_row_d(acc, cb == 0, r, sD, Dsum, int64_t(bh), q0, T);
   }
   __syncthreads();  // sD, sL published; stage 1 (O) free
   uint32_t qf[kRegA ? 8 : 1][4], of[kRegA ? 8 : 1][4];

@@ -199,6 +199,35 @@ __device__ __forceinline__ void stage_frags(__nv_bfloat16* s, int r0, int c0,
   }
 }
 
+// The backward's prologue D = rowsum(dO . O): acc + the dot product of 8 bf16 pairs (two 16-byte
+// vectors, element order, one fmaf each). Both backward kernels sum a row's half this way, so
+// their D (and Dsum) are the same bits.
+__device__ __forceinline__ float dot8_bf16(const void* a, const void* o, float acc) {
+  const int4 av = *reinterpret_cast<const int4*>(a);
+  const int4 ov = *reinterpret_cast<const int4*>(o);
+  __nv_bfloat162 a2[4], o2[4];
+  memcpy(a2, &av, sizeof(a2));
+  memcpy(o2, &ov, sizeof(o2));
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 fa = __bfloat1622float2(a2[k]), fo = __bfloat1622float2(o2[k]);
+    acc = fmaf(fa.x, fo.x, acc);
+    acc = fmaf(fa.y, fo.y, acc);
+  }
+  return acc;
+}
+
+// Thread pair (2r, 2r + 1) has summed the two halves of row r: adds them and lets the first of the
+// pair publish D (shared sD[r]; Dsum, the [B * H, T] output, for rows inside T).
+__device__ __forceinline__ void publish_row_d(float acc, bool first, int r, float* sD, float* Dsum,
+                                              int64_t bh, int q0, int T) {
+  acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+  if (first) {
+    sD[r] = acc;
+    if (q0 + r < T) Dsum[bh * T + q0 + r] = acc;
+  }
+}
+
 // Host side (attention_forward.cu), shared by both directions: the shape and head_dim checks
 // (quest::Error naming `op`).
 void check_attention_args(const char* op, int64_t B, int64_t T, int64_t n_head, int64_t head_dim);
