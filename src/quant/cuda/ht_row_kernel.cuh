@@ -81,10 +81,10 @@ __device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& 
 // row is live (S = 4, G = 2 spills a few bytes at 64).
 template <class Source, class TOut, int S, bool kClip, int G>
 __global__ void __launch_bounds__(kVecCtaWarps * 32, S == 4 ? 4 : 2)
-    ht_grid_rows_kernel(Source src, TOut* xq, RowQuantArgs a, int P, int T) {
+    ht_grid_rows_kernel(Source src, TOut* xq, RowQuantArgs a, TeamShape ts) {
   extern __shared__ float4 smem4[];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int team = warp / P, tw = warp - team * P, rows_per_cta = kVecCtaWarps / P;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, P = 1 << ts.lp;
+  const int team = warp >> ts.lp, tw = warp & (P - 1), rows_per_cta = kVecCtaWarps >> ts.lp;
   const int64_t r = int64_t(blockIdx.x) * rows_per_cta + team;
   if (r >= a.rows) return;
   const int cols = int(a.cols), nblk = cols / 128, hl = lane & 15, half = lane >> 4;
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S == 4 ? 4 : 2)
   // warp of the team needs, a bound of kernel arguments only (the same for every warp, as the
   // shuffles want); a warp's slot past the row's end transforms the zeros it loaded and stores
   // nothing.
-  const int slots = (nblk + stride - 1) / stride;
+  const int slots = (nblk + stride - 1) >> (ts.lp + 1);
 #pragma unroll
   for (int s = 0; s < S; ++s) {
     if (s >= slots) break;
@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S == 4 ? 4 : 2)
   team_sync(team, P);
 
   // row_quantize_kernel's sum of squares (see the invariants).
-  const double total = ordered_row_sum<G>(row, red, cols, T, team, tw, P, lane);
+  const double total = ordered_row_sum<G>(row, red, cols, ts, team, tw, lane);
 
   // The row's grid (row_quantize_kernel's thread 0, computed by every warp of the team).
   const RowGrid rg = row_grid<kClip>(total, cols, a);
@@ -141,9 +141,9 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S == 4 ? 4 : 2)
 }
 
 template <class Source, class TOut, int S, int G>
-void launch_ht_steps(const Source& src, TOut* xq, const RowQuantArgs& a, int P,
+void launch_ht_steps(const Source& src, TOut* xq, const RowQuantArgs& a, int lp,
                      cudaStream_t stream) {
-  const int rows_per_cta = kVecCtaWarps / P;
+  const int rows_per_cta = kVecCtaWarps >> lp;
   const size_t smem = size_t(rows_per_cta) * size_t(a.cols) * sizeof(float) +
                       size_t(rows_per_cta) * 8 * sizeof(double);
   auto kernel = a.rule == 1 ? ht_grid_rows_kernel<Source, TOut, S, true, G>
@@ -152,8 +152,8 @@ void launch_ht_steps(const Source& src, TOut* xq, const RowQuantArgs& a, int P,
     QUEST_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const int64_t grid = (a.rows + rows_per_cta - 1) / rows_per_cta;
-  kernel<<<unsigned(grid), kVecCtaWarps * 32, smem, stream>>>(src, xq, a, P,
-                                                              row_kernel_threads(a.cols));
+  const TeamShape ts = team_shape(int(a.cols), row_kernel_threads(a.cols), lp, G);
+  kernel<<<unsigned(grid), kVecCtaWarps * 32, smem, stream>>>(src, xq, a, ts);
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -175,14 +175,14 @@ void launch_ht_rows(const Source& src, TOut* xq, const RowQuantArgs& a, cudaStre
   if (a.rows == 0) return;
   const int nblk = int(a.cols / 128);
   const int S = a.vec_variant == 2 || nblk > 2 * 4 * kVecCtaWarps ? 8 : 4;
-  int P = 1;
-  while (2 * S * P < nblk) P *= 2;
+  int lp = 0;  // log2 of the team's warps
+  while (2 * S * (1 << lp) < nblk) ++lp;
   if (S == 8)
-    launch_ht_steps<Source, TOut, 8, 4>(src, xq, a, P, stream);
+    launch_ht_steps<Source, TOut, 8, 4>(src, xq, a, lp, stream);
   else if (a.vec_variant == 3)
-    launch_ht_steps<Source, TOut, 4, 2>(src, xq, a, P, stream);
+    launch_ht_steps<Source, TOut, 4, 2>(src, xq, a, lp, stream);
   else
-    launch_ht_steps<Source, TOut, 4, 1>(src, xq, a, P, stream);
+    launch_ht_steps<Source, TOut, 4, 1>(src, xq, a, lp, stream);
 }
 
 }  // namespace quest::cuda::qdetail
