@@ -126,6 +126,9 @@ __device__ __forceinline__ double ordered_row_sum(const float* row, double* red,
     for (int g = 0; g < G; ++g) s[g] = 0.0;
     if (G == 1 && ts.reps) {
       const float* p = row + 32 * (tw + (j0 << ts.lp)) + lane;
+      // By 2: the default unrolling's remainder tests cost more than the 4-16 squares they
+      // serve (32768 x 640: 0.063 -> 0.061 ms, 32768 x 1280: 0.116 -> 0.112 on the H100).
+#pragma unroll 2
       for (int m = 0; m < ts.reps; ++m, p += T) {
         const double d = *p;
         s[0] = __fma_rn(d, d, s[0]);  // exact product: the CTA kernel's ss += v * v
