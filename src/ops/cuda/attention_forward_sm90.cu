@@ -190,7 +190,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                   int l2_hints) {
 #if QUEST_WGMMA_BF16
   extern __shared__ uint8_t smem_raw[];
-  const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
+  const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t bars = base + kBarOff;
   auto q_full = [&](int b) { return bars + 8u * uint32_t(b); };
   auto q_empty = [&](int b) { return bars + 16u + 8u * uint32_t(b); };

@@ -17,7 +17,7 @@
 //
 // Invariants the callers keep
 // - mbarriers live in shared memory, 8-byte aligned, and are addressed by their 32-bit shared
-//   address (smem_u32). Thread 0 initializes them, then mbar_init_fence() and a CTA barrier
+//   address (smem_addr). Thread 0 initializes them, then mbar_init_fence() and a CTA barrier
 //   before any other thread uses them. A phase completes once its arrivals and (mbar_expect_tx)
 //   transaction bytes are all in; mbar_wait(bar, parity) waits for the phase of that parity
 //   (use n of a barrier completes phase n: parity n & 1).
@@ -90,9 +90,7 @@
 namespace quest::cuda::hopper {
 
 #if QUEST_SM90A_DEVICE
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+using detail::smem_addr;  // common.cuh: a pointer's 32-bit shared address
 
 // ---- mbarrier --------------------------------------------------------------------------------
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {

@@ -9,10 +9,10 @@
 // - lowbit_quantize_warp_kernel (cols <= 2048): 8 warps per CTA, warp w owns row 8 blockIdx.x + w
 //   (its codes, mask words and step) and a cols-float slice of shared memory; it emulates the CTA
 //   kernel's summation order (see the kernel).
-// - lowbit_quantize_kernel (longer rows): grid = rows CTAs, one per row; blockDim.x = row_threads(cols), the
-//   SAME count as row_quantize.cu's launch_family, because the double sum of squares is taken in
-//   that kernel's order (thread t sums entries t, t + T, t + 2T, ... then block_sum), which makes
-//   the step bitwise DeviceQuantizer's. The CTA owns row r: codes[r, :], mask words
+// - lowbit_quantize_kernel (longer rows): grid = rows CTAs, one per row; blockDim.x =
+//   row_kernel_threads(cols), the SAME count as row_quantize.cu's launch_family, because the
+//   double sum of squares is taken in that kernel's order (thread t sums entries t, t + T,
+//   t + 2T, ... then block_sum), which makes the step bitwise DeviceQuantizer's. The CTA owns row r: codes[r, :], mask words
 //   [r * cols / 64, (r + 1) * cols / 64) and step[r]. Dynamic shared memory: the row, cols fp32.
 //   cols % 128 == 0, x 16-byte aligned. Phase 1: 16-byte loads of the row into shared memory
 //   (thread t takes vectors t, t + T, ...), then the transform: warp w takes 128-blocks
@@ -71,25 +71,15 @@ LowbitQuant LowbitQuant::from_spec(const QuantSpec& spec) {
 
 namespace {
 
-constexpr int kMaxRowThreads = 256;
+constexpr int kMaxRowThreads = 256;  // row_kernel_threads' largest CTA
 constexpr int64_t kMaxSharedBytes = 227 * 1024;
-
-// row_quantize.cu's CTA size: about 4 entries per thread, at least 2 and at most 8 warps.
-int row_threads(int64_t cols) {
-  int t = int(((cols / 4 + 31) / 32) * 32);
-  return t < 64 ? 64 : (t > kMaxRowThreads ? kMaxRowThreads : t);
-}
-
-__device__ __forceinline__ int row_threads_dev(int64_t cols) {
-  int t = int(((cols / 4 + 31) / 32) * 32);
-  return t < 64 ? 64 : (t > kMaxRowThreads ? kMaxRowThreads : t);
-}
 
 // Rows up to this length go one per warp (lowbit_quantize_warp_kernel).
 constexpr int64_t kWarpRowMaxCols = 2048;
 
 struct QuantArgs {
   int64_t cols = 0;
+  int row_threads = 0;  // row_kernel_threads(cols): fixes the order of the double row sum
   int bits = 0;
   double unit = 0.0;        // ALPHA[bits]
   int rule = 0;             // 0 none, 1 clip, 2 trust
@@ -232,7 +222,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 // One row per warp for short rows (cols <= kWarpRowMaxCols): 8 rows per CTA, no CTA barriers, so
 // many rows are in flight per SM (the CTA-per-row kernel is bound by its barrier chain there).
 // The sum of squares emulates the CTA kernel's order exactly: virtual thread t = 32 j + lane of
-// T = row_threads(cols) sums entries t, t + T, ... (j = the virtual warp, held in s[j]), each
+// T = row_kernel_threads(cols) sums entries t, t + T, ... (j = the virtual warp, held in s[j]), each
 // virtual warp is reduced by warp_sum's butterfly, and the virtual warps are added to 0.0 in
 // order (block_sum). Shared memory: 8 rows of cols fp32, warp w owns row w.
 template <class TIn, bool kFp8>
@@ -277,7 +267,7 @@ __global__ void __launch_bounds__(256)
     __syncwarp();
   }
 
-  const int T = row_threads_dev(cols), vwarps = T / 32;
+  const int T = a.row_threads, vwarps = T / 32;
   double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int64_t base = 0; base < cols; base += T) {
 #pragma unroll
@@ -350,7 +340,8 @@ void launch_quantize(const TIn* x, void* codes, float* step, uint64_t* mask, int
     if (done) return;
   }
   QuantArgs a;
-  a.cols = cols, a.bits = q.bits, a.unit = kAlpha[q.bits], a.rule = q.rule;
+  a.cols = cols, a.row_threads = qdetail::row_kernel_threads(cols);
+  a.bits = q.bits, a.unit = kAlpha[q.bits], a.rule = q.rule;
   a.clip_factor = float(q.factor), a.trust = q.factor, a.ht = q.hadamard;
   a.mask = mask, a.step = step;
   const size_t smem = size_t(cols) * sizeof(float);
@@ -372,7 +363,7 @@ void launch_quantize(const TIn* x, void* codes, float* step, uint64_t* mask, int
       if (smem > 48 * 1024)
         QUEST_CUDA_CHECK(
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-      kernel<<<unsigned(rows), row_threads(cols), smem, stream>>>(x, static_cast<uint8_t*>(codes), a);
+      kernel<<<unsigned(rows), a.row_threads, smem, stream>>>(x, static_cast<uint8_t*>(codes), a);
     };
     if (route == LowbitRoute::kFp8)
       launch(lowbit_quantize_kernel<TIn, true>);

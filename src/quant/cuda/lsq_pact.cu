@@ -24,14 +24,9 @@ namespace quest::cuda::qdetail {
 
 namespace {
 
-constexpr int kMaxThreads = 256;
+constexpr int kMaxThreads = 256;  // row_kernel_threads' largest CTA (the row kernels' size)
 constexpr int kReduceThreads = 1024;
 constexpr float kMinValue = 1e-8f;  // LsqQuantizer::kMinStep, PACT's floor on |alpha|
-
-int row_threads(int64_t cols) {
-  int t = int(((cols / 4 + 31) / 32) * 32);
-  return t < 64 ? 64 : (t > kMaxThreads ? kMaxThreads : t);
-}
 
 // std::max(std::fabs(v), kMinValue)
 __device__ __forceinline__ float abs_floor(float v) {
@@ -215,7 +210,7 @@ void launch_learned_forward(const TIn* x, TOut* xq, const LearnedArgs& a, cudaSt
   check_args(a);
   if (a.rows == 0) return;
   const unsigned rows = unsigned(a.rows);
-  const int threads = row_threads(a.cols);
+  const int threads = row_kernel_threads(a.cols);
   if (a.lsq) {
     learned_row_sums_kernel<true, TIn><<<rows, threads, 0, stream>>>(x, a.cols, a.param, a.row_sum);
   } else {
@@ -238,7 +233,7 @@ void launch_learned_backward(const TS* grad, TD* dst, bool accumulate, const Lea
   check_args(a);
   if (a.rows == 0) return;
   const unsigned rows = unsigned(a.rows);
-  const int threads = row_threads(a.cols);
+  const int threads = row_kernel_threads(a.cols);
   if (a.lsq)
     learned_backward_kernel<true, TS, TD><<<rows, threads, 0, stream>>>(grad, dst, accumulate, a);
   else

@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
                    const float* __restrict__ sw, int N, int M, int nk, int m_tiles, int tiles) {
 #if QUEST_SM90A_DEVICE
   extern __shared__ uint8_t smem_raw[];
-  const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
+  const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t epi = base + C::kStages * C::kStageBytes;  // kPersistent: the slab buffers
   const uint32_t bars = epi + C::kEpiBytes;
   auto full = [&](int s) { return bars + 8u * uint32_t(s); };

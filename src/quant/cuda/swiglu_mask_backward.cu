@@ -65,7 +65,8 @@ __global__ void __launch_bounds__(kThreads)
     if (blk >= nblocks) continue;
     float dg[8], ra[8], rb[8];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) dg[e] = __bfloat162float(__float2bfloat16_rn(g[p][e]));  // the plain path's bf16 dg
+    for (int e = 0; e < 8; ++e)
+      dg[e] = __bfloat162float(__float2bfloat16_rn(g[p][e]));  // the plain path's bf16 dg
     detail::swiglu_grads<8>(dg, fa[p], fb[p], ra, rb);
     const int64_t off = 128 * blk + 8 * hl;
     qdetail::store8(da + off, ra);
