@@ -103,6 +103,10 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr,
                                  quest::cuda::LowbitQuantKernel::kStagedRows);
   });
+  const double t_q8t = timer.median_ms([&] {
+    quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr,
+                                 quest::cuda::LowbitQuantKernel::kRowTeams);
+  });
   const double t_imma = timer.median_ms([&] { gemm.int8_sums(acc, xc, wc8, T, K, N, nullptr); });
   const double t_scale =
       timer.median_ms([&] { quest::cuda::lowbit_scale_int32(y, acc, sx, sw8, T, N, nullptr); });
@@ -119,6 +123,10 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
                                       S8Sm90Tile::k128x128, S8Sm90Tile::k128x128pp,
                                       S8Sm90Tile::k64x256pp};
   double t_tile[kNT] = {}, t_sm90 = 0;
+  // The picked tile with the tile order's bands of 1 (row tile major), 4, 8 and 16 row tiles.
+  constexpr int kNG = 4;
+  constexpr int kBands[kNG] = {1, 4, 8, 16};
+  double t_band[kNG] = {};
   S8Sm90Tile pick = S8Sm90Tile::kAuto;
   if (sm90) {
     for (int i = 0; i < kNT; ++i)
@@ -126,6 +134,10 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
         quest::cuda::s8_gemm_sm90(y, xc, sx, wc8, sw8, T, K, N, nullptr, kTiles[i]);
       });
     pick = quest::cuda::s8_gemm_sm90_tile(T, K, N);
+    for (int i = 0; i < kNG; ++i)
+      t_band[i] = timer.median_ms([&] {
+        quest::cuda::s8_gemm_sm90(y, xc, sx, wc8, sw8, T, K, N, nullptr, pick, kBands[i]);
+      });
     gemm.set_int8_kernel(Int8Kernel::kSm90);
     t_sm90 = timer.median_ms([&] {
       quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
@@ -168,6 +180,13 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   else
     std::printf("       -      -     - |      -      - |\n");
   if (!fp8_error.empty()) std::printf("  fp8 route: %s\n", fp8_error.c_str());
+  if (sm90) {
+    std::printf("  %s: quantize with row teams %.3f ms, staged %.3f; product by tile order "
+                "(bands of row tiles; default %d):", c.name, t_q8t, t_q8s,
+                quest::cuda::s8_gemm_sm90_group_rows(T, K, N));
+    for (int i = 0; i < kNG; ++i) std::printf(" %d: %.3f ms", kBands[i], t_band[i]);
+    std::printf("\n");
+  }
   std::fflush(stdout);
 
   for (void* p : std::initializer_list<void*>{x, w, wb, y, xc, wc8, wcf, acc, sx, sw8, swf})

@@ -183,10 +183,11 @@ std::vector<uint16_t> cublaslt_bits(const Problem& p, const DeviceProblem& d) {
   return y.bits();
 }
 
-std::vector<uint16_t> sm90_bits(const Problem& p, const DeviceProblem& d, S8Sm90Tile tile) {
+std::vector<uint16_t> sm90_bits(const Problem& p, const DeviceProblem& d, S8Sm90Tile tile,
+                                int group_rows = 0) {
   Output y(p);
   cuda::s8_gemm_sm90(y.buf.get(), d.xc.get(), d.sx.get(), d.wc.get(), d.sw.get(), p.N, p.K, p.M,
-                     nullptr, tile);
+                     nullptr, tile, group_rows);
   return y.bits();
 }
 
@@ -195,12 +196,16 @@ void check_problem(const Problem& p, bool cpu_all_rows) {
   const auto ref = cublaslt_bits(p, d);
   EXPECT_TRUE(matches_cpu(p, ref, cpu_all_rows ? std::vector<int64_t>{} : sample_rows(p.N),
                           "cuBLASLt route " + describe(p)));
-  for (const S8Sm90Tile tile : kTiles) {
-    const auto got = sm90_bits(p, d, tile);
-    EXPECT_TRUE(same_bits(got, ref, p.M,
-                          std::string("sm90 ") + cuda::s8_gemm_sm90_tile_name(tile) + " vs cuBLASLt " +
-                              describe(p)));
-  }
+  // Tile orders: the default's, and bands of 5 row tiles (a shorter last band where the row
+  // tiles are not a multiple of 5): every tile is still written exactly once.
+  for (const S8Sm90Tile tile : kTiles)
+    for (const int group_rows : {0, 5}) {
+      const auto got = sm90_bits(p, d, tile, group_rows);
+      EXPECT_TRUE(same_bits(got, ref, p.M,
+                            std::string("sm90 ") + cuda::s8_gemm_sm90_tile_name(tile) +
+                                " bands of " + std::to_string(group_rows) + " vs cuBLASLt " +
+                                describe(p)));
+    }
   // LowbitGemm's default (kAuto) takes the sm90 kernel here.
   LowbitGemm gemm;
   Output y(p);
@@ -269,6 +274,8 @@ TEST(CudaS8Gemm, RejectsWhatItCannotTake) {
   EXPECT_THROW(cuda::s8_gemm_sm90(y, x, s, w, s, 8, 120, 8, nullptr), Error);   // K % 16
   EXPECT_THROW(cuda::s8_gemm_sm90(y, x, s, w, s, 8, 128, 12, nullptr), Error);  // M % 8
   EXPECT_THROW(cuda::s8_gemm_sm90(y, x + 1, s, w, s, 8, 128, 8, nullptr), Error);  // alignment
+  EXPECT_THROW(cuda::s8_gemm_sm90(y, x, s, w, s, 8, 128, 8, nullptr, S8Sm90Tile::kAuto, -1),
+               Error);  // band height
   EXPECT_FALSE(cuda::s8_gemm_sm90_supports(y, x, s, w, s, 8, 120, 8));
   // LowbitGemm falls back to cuBLASLt for shapes the kernel does not take (M % 8 != 0).
   LowbitGemm gemm;

@@ -21,34 +21,44 @@ __device__ __forceinline__ void team_sync(int team, int warps) {
     asm volatile("bar.sync %0, %1;" ::"r"(team + 1), "r"(warps * 32) : "memory");
 }
 
-// grid_quantize for finite x and a normal step; y = RN(1 / step), hs = 0.5 * step. Same bits:
+// grid_level_biased: grid_quantize's level q for finite x and a normal step, as
+// u = kRoundMagic + q; y = RN(1 / step). Same bits as grid_level:
 // - no clamp of x before the division: for |x| > scale, clamp(rint(RN(x / step) + 1/2)) is the
 //   extreme q either way (RN(+-scale / step) + 1/2 is within 2^-16 of qmax / qmin, as
 //   step = RN(2 scale / (2^b - 1)), and every step is monotone);
-// - the clamps of q are min/max, equal to clampf's compare-selects on non-NaN values (q = -0
-//   instead of +0 at 1 bit gives the same xq: q * step - hs);
 // - x / step is Markstein's correction of x * y: q0 = RN(x y), rem = x - step q0 (exact by FMA),
 //   RN(q0 + rem y) = RN(x / step) for normal operands (checked exhaustively over all step
 //   significands on the CPU, near-midpoint quotients included). The quotient stays far from
 //   overflow (|x| <= sqrt(cols) rms, so |x / step| < 2^14); where it underflows, both it and the
-//   correction are below 2^-26 and RN(d + 1/2) = 1/2 either way.
-// grid_level_finite: the level q alone (grid_level's value under the same conditions).
-__device__ __forceinline__ float grid_level_finite(float x, const DevGrid& g, float y) {
+//   correction are below 2^-26 and RN(d + 1/2) = 1/2 either way;
+// - rint by the bias: for |t| <= 2^22, RN(t + 1.5 * 2^23) = 1.5 * 2^23 + rint(t) exactly (the
+//   sum lies in [2^23, 2^24), where the floats are the integers, and a tie goes to the even one,
+//   as rintf's), an add instead of FRND (a quarter-rate conversion);
+// - the clamps are min/max of u against the biased bounds (exact integers; the bias keeps the
+//   order), equal to clampf's compare-selects on non-NaN values. Where rint(t) = -0
+//   (t in [-1/2, 0)) u - kRoundMagic = +0; q = 0 is a level only at 1 bit (qmin = 0), and -0 and
+//   +0 give the same code (-1) and xq (q * step - hs = -hs).
+// Then q = u - kRoundMagic exactly, and odd_code_biased gives the code 2q - 1 as the low byte of
+// the bits of 2u - (kRoundMagic + 1) = kRoundMagic + 2q - 1 (one FMA, exact; bits(kRoundMagic)
+// ends in a zero byte), without F2I.
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
+__device__ __forceinline__ float grid_level_biased(float x, const DevGrid& g, float y, float umin,
+                                                   float umax) {
   const float q0 = __fmul_rn(x, y);
   const float d = __fmaf_rn(__fmaf_rn(-g.step, q0, x), y, q0);  // RN(x / step)
-  return fminf(fmaxf(rintf(__fadd_rn(d, 0.5f)), g.qmin), g.qmax);
+  return fminf(fmaxf(__fadd_rn(__fadd_rn(d, 0.5f), kRoundMagic), umin), umax);
 }
-__device__ __forceinline__ float grid_quantize_finite(float x, const DevGrid& g, float y,
-                                                      float hs) {
-  return __fsub_rn(__fmul_rn(grid_level_finite(x, g, y), g.step), hs);
+__device__ __forceinline__ int8_t odd_code_biased(float u) {
+  return int8_t(__float_as_uint(__fmaf_rn(u, 2.0f, -(kRoundMagic + 1.0f))) & 0xffu);
 }
 
 // The row's grid and mask limit (row_quantize_kernel's thread 0), from the ordered double sum.
 // finite: the row has no NaN or inf (then neither has any entry) and the step is normal, so
-// grid_quantize_finite applies.
+// grid_level_biased applies.
 struct RowGrid {
   DevGrid g;
   float limit, y, hs;
+  float umin, umax;  // kRoundMagic + qmin, + qmax (grid_level_biased)
   bool finite;
 };
 template <bool kClip>
@@ -61,22 +71,33 @@ __device__ __forceinline__ RowGrid row_grid(double total, int cols, const RowQua
   rg.finite = isfinite(total) && rg.g.step < 0x1p100f;
   rg.y = __frcp_rn(rg.g.step);
   rg.hs = __fmul_rn(0.5f, rg.g.step);
+  rg.umin = __fadd_rn(kRoundMagic, rg.g.qmin);
+  rg.umax = __fadd_rn(kRoundMagic, rg.g.qmax);
   return rg;
 }
 
 // Quantizes 8 entries in place; returns their mask bits (bit e: entry e masked), the row kernel's
 // quantize_one for the grid family (rule 1: |x| <= limit, else |xq - x| <= limit).
 // With codes != null also the 8 odd codes 2q - 1 (int8; bits <= 7, so |2q - 1| <= 127).
-template <bool kFinite, bool kClip>
+// kValues false (codes only: lowbit_quantize): neither the values nor the mask bits (returns 0).
+template <bool kFinite, bool kClip, bool kValues = true>
 __device__ __forceinline__ unsigned quantize8(float (&v)[8], const RowGrid& rg,
                                               int8_t (*codes)[8] = nullptr) {
   unsigned bits = 0;
 #pragma unroll
   for (int e = 0; e < 8; ++e) {
     const float x = v[e];
-    const float lvl = kFinite ? grid_level_finite(x, rg.g, rg.y) : grid_level(x, rg.g);
+    float lvl;
+    if constexpr (kFinite) {
+      const float u = grid_level_biased(x, rg.g, rg.y, rg.umin, rg.umax);
+      if (codes) (*codes)[e] = odd_code_biased(u);
+      lvl = __fsub_rn(u, kRoundMagic);
+    } else {
+      lvl = grid_level(x, rg.g);
+      if (codes) (*codes)[e] = int8_t(2 * int(lvl) - 1);
+    }
+    if constexpr (!kValues) continue;
     const float q = __fsub_rn(__fmul_rn(lvl, rg.g.step), rg.hs);  // hs = RN(step / 2) either way
-    if (codes) (*codes)[e] = int8_t(2 * int(lvl) - 1);
     const float dev = kClip ? fabsf(x) : fabsf(__fsub_rn(q, x));
     bits |= (dev <= rg.limit ? 0u : 1u) << e;
     v[e] = q;

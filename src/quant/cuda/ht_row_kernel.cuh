@@ -55,6 +55,19 @@ __device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& 
                                                uint8_t* mrow, int8_t* crow, bool ht_out, int nblk,
                                                int first, int stride, int lane) {
   const int hl = lane & 15, half = lane >> 4;
+  if (crow && !qr && !mrow) {  // codes only (uniform): no values, no mask bits
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      const int b0 = first + s * stride;
+      if (b0 >= nblk) break;  // warp-uniform
+      const int b = b0 + half;
+      alignas(8) int8_t c[8];
+      quantize8<kFinite, kClip, false>(v[s], rg, &c);
+      if (b < nblk)
+        *reinterpret_cast<uint2*>(crow + 128 * b + 8 * hl) = *reinterpret_cast<const uint2*>(c);
+    }
+    return;
+  }
 #pragma unroll
   for (int s = 0; s < S; ++s) {
     const int b0 = first + s * stride;
@@ -76,11 +89,12 @@ __device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& 
   }
 }
 
-// At S = 4, 64 registers (4 CTAs = 32 warps per SM: more bytes in flight than 3 CTAs of ~80).
+// At S = 4, 64 registers (4 CTAs = 32 warps per SM: more bytes in flight than 3 CTAs of ~80);
+// S = 6 (rows of 65 .. 96 blocks), 3 CTAs; S = 8, 2.
 // G: virtual warps summed at once (ordered_row_sum); more chains need more registers while the
 // row is live (S = 4, G = 2 spills a few bytes at 64).
 template <class Source, class TOut, int S, bool kClip, int G>
-__global__ void __launch_bounds__(kVecCtaWarps * 32, S == 4 ? 4 : 2)
+__global__ void __launch_bounds__(kVecCtaWarps * 32, S <= 4 ? 4 : (S <= 6 ? 3 : 2))
     ht_grid_rows_kernel(Source src, TOut* xq, RowQuantArgs a, TeamShape ts) {
   extern __shared__ float4 smem4[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, P = 1 << ts.lp;
@@ -166,19 +180,23 @@ inline bool ht_rows_shape_ok(const RowQuantArgs& a) {
          !(a.codes && (a.ht_out || a.bits > 7 || !aligned(a.codes)));
 }
 
-// Picks the register slice and team size and launches. S = 4 vectors per lane unless the row
-// needs more than 8 warps (or variant 2 asks for 8); P = the fewest warps that hold the row.
-// G (sum chains): 1 at S = 4 (2 was slower, and spills); 4 at S = 8 (measured once with 1: 0.48
-// of a copy at K = 11008 against 0.38 with 4; not switched back untested).
+// Picks the register slice and team size and launches. S = 4 vectors per lane while 8 warps hold
+// the row, 6 up to 96 blocks, else 8 (variant 2 forces 8); P = the fewest warps that hold the row.
+// G (sum chains): 1 at S = 4 and 6 (2 was slower at S = 4, and spills); 4 at S = 8 (measured once
+// with 1: 0.48 of a copy at K = 11008 against 0.38 with 4; not switched back untested).
 template <class Source, class TOut>
 void launch_ht_rows(const Source& src, TOut* xq, const RowQuantArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return;
   const int nblk = int(a.cols / 128);
-  const int S = a.vec_variant == 2 || nblk > 2 * 4 * kVecCtaWarps ? 8 : 4;
+  const int S = a.vec_variant == 2 || nblk > 2 * 6 * kVecCtaWarps  ? 8
+                : nblk > 2 * 4 * kVecCtaWarps                         ? 6
+                                                                     : 4;
   int lp = 0;  // log2 of the team's warps
   while (2 * S * (1 << lp) < nblk) ++lp;
   if (S == 8)
     launch_ht_steps<Source, TOut, 8, 4>(src, xq, a, lp, stream);
+  else if (S == 6)
+    launch_ht_steps<Source, TOut, 6, 1>(src, xq, a, lp, stream);
   else if (a.vec_variant == 3)
     launch_ht_steps<Source, TOut, 4, 2>(src, xq, a, lp, stream);
   else

@@ -303,9 +303,10 @@ bool launch_row_teams(const TIn* x, void* codes, float* step, uint64_t* mask, in
                       int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
                       LowbitQuantKernel kernel) {
   if (route != LowbitRoute::kInt8 || !q.hadamard) return false;
-  // Past 64 blocks (8 vectors a lane, 16 warps an SM) the staged kernel is faster:
-  // 0.150 against 0.234 ms at 4096 x 11008 (H100, bench_lowbit_linear, 2026-11-24).
-  if (kernel == LowbitQuantKernel::kAuto && cols > 64 * 128) return false;
+  // Past 96 blocks (8 vectors a lane, 16 warps an SM) the staged kernel is faster (0.150
+  // against 0.234 ms at 4096 x 11008 with 8 vectors, H100, 2026-11-24); up to 96 (6 vectors,
+  // 24 warps an SM) the row teams are: 0.094 against 0.155 ms at 4096 x 11008.
+  if (kernel == LowbitQuantKernel::kAuto && cols > 96 * 128) return false;
   qdetail::RowQuantArgs a;
   a.rows = rows, a.cols = cols, a.bits = q.bits, a.unit = kAlpha[q.bits], a.rule = q.rule;
   a.clip_factor = float(q.factor), a.trust = q.factor;

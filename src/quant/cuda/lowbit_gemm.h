@@ -85,7 +85,7 @@ struct LowbitQuant {
 //   team of warps) writing codes instead of values; the int8 route with the transform, rows of at
 //   most 16384 entries;
 // - kStagedRows: this file's kernels (the row staged in shared memory): every route and family;
-// - kAuto: kRowTeams where it applies to rows of at most 8192 entries, else kStagedRows (faster
+// - kAuto: kRowTeams where it applies to rows of at most 12288 entries, else kStagedRows (faster
 //   on longer rows, where the row-team kernel holds 8 vectors a lane).
 enum class LowbitQuantKernel : int { kAuto = 0, kRowTeams = 1, kStagedRows = 2 };
 

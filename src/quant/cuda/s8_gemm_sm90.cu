@@ -6,9 +6,9 @@
 // in registers and only bf16 leaves the SM.
 //
 // Kernel invariants (s8_gemm_kernel<Cfg>)
-// - Tile BM x BN x 128 (BK = 128 int8 = one 128-byte swizzle row). Tiles are numbered row tile
-//   major (tile i = row tile i / m_tiles, column tile i % m_tiles: neighbours share their x tile
-//   in L2). CTA b owns tiles b, b + gridDim.x, ... (one tile unless kPersistent, whose grid is one
+// - Tile BM x BN x 128 (BK = 128 int8 = one 128-byte swizzle row). Tiles are numbered in bands
+//   of row tiles (TileOrder; neighbours share their x tile in L2, a wave stays on a few tiles of
+//   w). CTA b owns tiles b, b + gridDim.x, ... (one tile unless kPersistent, whose grid is one
 //   CTA per SM) and writes y[tile rows, tile columns] (clipped to N x M), nothing else.
 // - Configurations: 128 x 256, 4 stages, 1 CTA/SM, two consumers of 64 rows (m64n256), plain or
 //   persistent; 128 x 128, 3 stages, 2 CTAs/SM, one consumer of 128 rows (two m64n128);
@@ -118,6 +118,24 @@ using CfgS = Cfg<128, 2, 1, 3, 2, 216, false>;
 using CfgPP128 = Cfg<128, 2, 2, 4, 1, 232, true, true>;
 using CfgPP256 = Cfg<256, 1, 2, 4, 1, 232, true, true>;
 
+// The order in which a grid walks its tiles. Tiles are numbered in bands of `group` row tiles
+// (the last band may be shorter); inside a band, row tiles fastest, then column tiles. group 1 is
+// row tile major (tile i = row tile i / m_tiles, column tile i % m_tiles). Why bands: one wave of
+// a wide output (4096 x 11008 is 43 column tiles) in row tile major order reads all of w for
+// three row tiles of x, and w (45 MB) does not stay in L2 from one wave to the next; a band of 8
+// row tiles keeps a wave on 8 x 17 tiles, 4 MB of x and 17 MB of w.
+struct TileOrder {
+  int m_tiles, n_tiles, group, tiles;  // column tiles, row tiles, rows per band, m_tiles n_tiles
+};
+
+// (row tile, column tile) of tile i in `order`.
+__device__ __forceinline__ int2 tile_origin(int i, const TileOrder& order) {
+  const int per_band = order.group * order.m_tiles;
+  const int band = i / per_band, first = band * order.group, local = i - band * per_band;
+  const int rows = min(order.group, order.n_tiles - first);
+  return make_int2(first + local % rows, local / rows);
+}
+
 // ---- PTX wrappers (sm_90a) -----------------------------------------------------------------
 #if QUEST_SM90A_DEVICE
 using namespace ::quest::cuda::hopper;
@@ -154,7 +172,7 @@ template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     s8_gemm_kernel(const __grid_constant__ CUtensorMap map_x, const __grid_constant__ CUtensorMap map_w,
                    const __grid_constant__ CUtensorMap map_y, const float* __restrict__ sx,
-                   const float* __restrict__ sw, int N, int M, int nk, int m_tiles, int tiles) {
+                   const float* __restrict__ sw, int N, int M, int nk, TileOrder order) {
 #if QUEST_SM90A_DEVICE
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -175,16 +193,16 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   }
   __syncthreads();
 
-  // Tiles: blockIdx.x, + gridDim.x, ... (one each unless kPersistent); tile i is row tile
-  // i / m_tiles, column tile i % m_tiles (columns fastest: neighbours share their x tile in L2).
+  // Tiles: blockIdx.x, + gridDim.x, ... (one each unless kPersistent), placed by tile_origin.
   // g counts k-blocks over all of this CTA's tiles: stage g % kStages, round g / kStages.
   if (wg == 0) {
     // Producer.
     setmaxnreg_dec<kProducerRegs>();
     if (t == 0) {
       int g = 0;
-      for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) {
-        const int row0 = tile / m_tiles * C::BM, col0 = tile % m_tiles * C::BN;
+      for (int tile = int(blockIdx.x); tile < order.tiles; tile += int(gridDim.x)) {
+        const int2 o = tile_origin(tile, order);
+        const int row0 = o.x * C::BM, col0 = o.y * C::BN;
         for (int kb = 0; kb < nk; ++kb, ++g) {
           const int s = g % C::kStages, u = g / C::kStages;
           if (u > 0) mbar_wait(empty(s), uint32_t(u - 1) & 1u);
@@ -204,9 +222,10 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     const int first = C::kPingPong ? c : 0, every = C::kPingPong ? C::kConsumers : 1;
     const uint32_t a_rows0 = C::kPingPong ? 0u : uint32_t(c * C::kRowsPerConsumer);
     int g = first * nk, slabs = 0;
-    for (int tile = int(blockIdx.x) + first * int(gridDim.x); tile < tiles;
+    for (int tile = int(blockIdx.x) + first * int(gridDim.x); tile < order.tiles;
          tile += every * int(gridDim.x), g += (every - 1) * nk) {
-      const int row0 = tile / m_tiles * C::BM, col0 = tile % m_tiles * C::BN;
+      const int2 o = tile_origin(tile, order);
+      const int row0 = o.x * C::BM, col0 = o.y * C::BN;
       // Ping-pong: wait for the other consumer to have passed the full barriers of its tile
       // before ours (turn[c], one phase per tile; consumer 0's first tile has no predecessor).
       // Without it this consumer could wait on a stage's barrier two phases ahead of where it
@@ -341,7 +360,7 @@ CUtensorMap encode_y_map(bf16* p, int64_t rows, int64_t cols, int box_rows) {
 
 template <class C>
 void launch(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
-            int64_t N, int64_t K, int64_t M, cudaStream_t stream) {
+            int64_t N, int64_t K, int64_t M, int group_rows, cudaStream_t stream) {
   static std::atomic<uint64_t> attribute_set{0};  // one bit per device
   int dev = 0;
   QUEST_CUDA_CHECK(cudaGetDevice(&dev));
@@ -354,8 +373,11 @@ void launch(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const 
   const CUtensorMap mx = encode_map(xc, N, K, C::BM);
   const CUtensorMap mw = encode_map(wc, M, K, C::BN);
   const CUtensorMap my = encode_y_map(y, N, M, 64 * C::kWgM);
-  const int64_t m_tiles = (M + C::BN - 1) / C::BN, tiles = m_tiles * ((N + C::BM - 1) / C::BM);
+  const int64_t m_tiles = (M + C::BN - 1) / C::BN, n_tiles = (N + C::BM - 1) / C::BM;
+  const int64_t tiles = m_tiles * n_tiles;
   QUEST_CHECK(tiles < (int64_t(1) << 31), "s8_gemm_sm90: {} tiles", tiles);
+  const int group = int(std::clamp<int64_t>(
+      group_rows > 0 ? group_rows : s8_gemm_sm90_group_rows(N, K, M), 1, n_tiles));
   int64_t grid = tiles;
   if constexpr (C::kPersistent) {
     static std::atomic<int> sms[kMaxDevices] = {};
@@ -367,7 +389,8 @@ void launch(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const 
     grid = std::min<int64_t>(tiles, int64_t(n) * C::kMinBlocks);
   }
   s8_gemm_kernel<C><<<unsigned(grid), C::kThreads, C::kSmem, stream>>>(
-      mx, mw, my, sx, sw, int(N), int(M), int((K + kBK - 1) / kBK), int(m_tiles), int(tiles));
+      mx, mw, my, sx, sw, int(N), int(M), int((K + kBK - 1) / kBK),
+      TileOrder{int(m_tiles), int(n_tiles), group, int(tiles)});
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -401,6 +424,14 @@ S8Sm90Tile s8_gemm_sm90_tile(int64_t N, int64_t K, int64_t M) {
   return S8Sm90Tile::k128x256p;
 }
 
+int s8_gemm_sm90_group_rows(int64_t N, int64_t K, int64_t M) {
+  // Measured on the H100 (bench_lowbit_linear, 2026-11-24): with the persistent 128 x 256 tile,
+  // bands of 8 row tiles take the 7B products from 0.104 to 0.096 ms (4096 x 4096 -> 4096) and
+  // from 0.317 to 0.27-0.28 (-> 11008), and leave 11008 -> 4096 and the 200M down projection as
+  // they were; the 128 x 128 tiles of the training presets gain nothing (200M qkv loses 2%).
+  return s8_gemm_sm90_tile(N, K, M) == S8Sm90Tile::k128x256p ? 8 : 1;
+}
+
 const char* s8_gemm_sm90_tile_name(S8Sm90Tile tile) {
   switch (tile) {
     case S8Sm90Tile::k128x256: return "128x256 (4 stages, 1 CTA/SM)";
@@ -413,9 +444,11 @@ const char* s8_gemm_sm90_tile_name(S8Sm90Tile tile) {
 }
 
 void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
-                  int64_t N, int64_t K, int64_t M, cudaStream_t stream, S8Sm90Tile tile) {
+                  int64_t N, int64_t K, int64_t M, cudaStream_t stream, S8Sm90Tile tile,
+                  int group_rows) {
   QUEST_CHECK(s8_gemm_sm90_available(),
               "s8_gemm_sm90: the current device is not sm_90 or the binary lacks sm_90a code");
+  QUEST_CHECK(group_rows >= 0, "s8_gemm_sm90: group_rows {} < 0", group_rows);
   QUEST_CHECK(s8_gemm_sm90_supports(y, xc, sx, wc, sw, N, K, M),
               "s8_gemm_sm90: shape N={} K={} M={} (K a positive multiple of 16 up to 133000, "
               "M % 8 == 0, N, M < 2^31) or alignment (xc, wc, y 16 bytes; sx, sw 8 bytes)",
@@ -423,11 +456,11 @@ void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, 
   if (N == 0 || M == 0) return;
   if (tile == S8Sm90Tile::kAuto) tile = s8_gemm_sm90_tile(N, K, M);
   switch (tile) {
-    case S8Sm90Tile::k128x128: launch<CfgS>(y, xc, sx, wc, sw, N, K, M, stream); break;
-    case S8Sm90Tile::k128x256p: launch<CfgLP>(y, xc, sx, wc, sw, N, K, M, stream); break;
-    case S8Sm90Tile::k128x128pp: launch<CfgPP128>(y, xc, sx, wc, sw, N, K, M, stream); break;
-    case S8Sm90Tile::k64x256pp: launch<CfgPP256>(y, xc, sx, wc, sw, N, K, M, stream); break;
-    default: launch<CfgL>(y, xc, sx, wc, sw, N, K, M, stream); break;
+    case S8Sm90Tile::k128x128: launch<CfgS>(y, xc, sx, wc, sw, N, K, M, group_rows, stream); break;
+    case S8Sm90Tile::k128x256p: launch<CfgLP>(y, xc, sx, wc, sw, N, K, M, group_rows, stream); break;
+    case S8Sm90Tile::k128x128pp: launch<CfgPP128>(y, xc, sx, wc, sw, N, K, M, group_rows, stream); break;
+    case S8Sm90Tile::k64x256pp: launch<CfgPP256>(y, xc, sx, wc, sw, N, K, M, group_rows, stream); break;
+    default: launch<CfgL>(y, xc, sx, wc, sw, N, K, M, group_rows, stream); break;
   }
 }
 

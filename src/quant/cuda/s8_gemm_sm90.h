@@ -45,9 +45,15 @@ enum class S8Sm90Tile : int {
   k128x128pp = 4,
   k64x256pp = 5
 };
+// group_rows: the tile order's band height in row tiles (s8_gemm_sm90.cu, TileOrder); 0 = the
+// choice of s8_gemm_sm90_group_rows (tests and the benchmark force others; the result's bits do
+// not depend on it).
 void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
                   int64_t N, int64_t K, int64_t M, cudaStream_t stream,
-                  S8Sm90Tile tile = S8Sm90Tile::kAuto);
+                  S8Sm90Tile tile = S8Sm90Tile::kAuto, int group_rows = 0);
+
+// The band height the default picks for a shape (the benchmark prints it).
+int s8_gemm_sm90_group_rows(int64_t N, int64_t K, int64_t M);
 
 // The tile kAuto picks for a shape (the benchmark prints it).
 S8Sm90Tile s8_gemm_sm90_tile(int64_t N, int64_t K, int64_t M);
