@@ -90,7 +90,7 @@ __device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& 
 }
 
 // At S = 4, 64 registers (4 CTAs = 32 warps per SM: more bytes in flight than 3 CTAs of ~80);
-// S = 6 (rows of 65 .. 96 blocks), 3 CTAs; S = 8, 2.
+// S = 5 and 6, 3 CTAs; S = 8, 2.
 // G: virtual warps summed at once (ordered_row_sum); more chains need more registers while the
 // row is live (S = 4, G = 2 spills a few bytes at 64).
 template <class Source, class TOut, int S, bool kClip, int G>
@@ -181,7 +181,8 @@ inline bool ht_rows_shape_ok(const RowQuantArgs& a) {
 }
 
 // Picks the register slice and team size and launches. S = 4 vectors per lane while 8 warps hold
-// the row, 6 up to 96 blocks, else 8 (variant 2 forces 8); P = the fewest warps that hold the row.
+// the row, 6 up to 96 blocks, else 8 (variant 2 forces 8); 5 for rows of 9-10 blocks (200M's
+// 1280), which one warp then holds whole; P = the fewest warps that hold the row.
 // G (sum chains): 1 at S = 4 and 6 (2 was slower at S = 4, and spills); 4 at S = 8 (measured once
 // with 1: 0.48 of a copy at K = 11008 against 0.38 with 4; not switched back untested).
 template <class Source, class TOut>
@@ -190,6 +191,7 @@ void launch_ht_rows(const Source& src, TOut* xq, const RowQuantArgs& a, cudaStre
   const int nblk = int(a.cols / 128);
   const int S = a.vec_variant == 2 || nblk > 2 * 6 * kVecCtaWarps  ? 8
                 : nblk > 2 * 4 * kVecCtaWarps                         ? 6
+                : nblk > 8 && nblk <= 10                              ? 5
                                                                      : 4;
   int lp = 0;  // log2 of the team's warps
   while (2 * S * (1 << lp) < nblk) ++lp;
@@ -197,6 +199,8 @@ void launch_ht_rows(const Source& src, TOut* xq, const RowQuantArgs& a, cudaStre
     launch_ht_steps<Source, TOut, 8, 4>(src, xq, a, lp, stream);
   else if (S == 6)
     launch_ht_steps<Source, TOut, 6, 1>(src, xq, a, lp, stream);
+  else if (S == 5)
+    launch_ht_steps<Source, TOut, 5, 1>(src, xq, a, lp, stream);
   else if (a.vec_variant == 3)
     launch_ht_steps<Source, TOut, 4, 2>(src, xq, a, lp, stream);
   else
