@@ -53,7 +53,9 @@ struct RowQuantArgs {
 // Largest cols the row kernel supports (its row lives in shared memory).
 int64_t row_quantize_max_cols();
 // The row kernel's CTA size for rows of cols entries: it fixes the order of the double row sums,
-// which every kernel that must give the same steps follows.
+// which every kernel that must give the same steps follows. kMaxRowThreads: the largest (rows of
+// 1024 entries and more).
+inline constexpr int kMaxRowThreads = 256;
 int row_kernel_threads(int64_t cols);
 // Dispatches the grid family with the transform to launch_ht_grid_rows (unless a.legacy), the
 // rest to row_quantize_kernel.

@@ -46,6 +46,7 @@ namespace quest::cuda {
 
 using qdetail::DevGrid;
 using qdetail::kFullMask;
+using qdetail::kMaxRowThreads;
 using qdetail::raise;
 
 const char* lowbit_route_name(LowbitRoute route) {
@@ -71,7 +72,6 @@ LowbitQuant LowbitQuant::from_spec(const QuantSpec& spec) {
 
 namespace {
 
-constexpr int kMaxRowThreads = 256;  // row_kernel_threads' largest CTA
 constexpr int64_t kMaxSharedBytes = 227 * 1024;
 
 // Rows up to this length go one per warp (lowbit_quantize_warp_kernel).

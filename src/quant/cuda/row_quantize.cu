@@ -28,7 +28,6 @@ namespace quest::cuda::qdetail {
 
 namespace {
 
-constexpr int kMaxRowThreads = 256;
 constexpr int64_t kMaxSharedBytes = 227 * 1024;  // sm_80 / sm_90 opt-in limit per CTA
 
 struct RowStats {
