@@ -120,10 +120,11 @@ using CfgPP256 = Cfg<256, 1, 2, 4, 1, 232, true, true>;
 
 // The order in which a grid walks its tiles. Tiles are numbered in bands of `group` row tiles
 // (the last band may be shorter); inside a band, row tiles fastest, then column tiles. group 1 is
-// row tile major (tile i = row tile i / m_tiles, column tile i % m_tiles). Why bands: one wave of
-// a wide output (4096 x 11008 is 43 column tiles) in row tile major order reads all of w for
-// three row tiles of x, and w (45 MB) does not stay in L2 from one wave to the next; a band of 8
-// row tiles keeps a wave on 8 x 17 tiles, 4 MB of x and 17 MB of w.
+// row tile major (tile i = row tile i / m_tiles, column tile i % m_tiles). Why bands: in row tile
+// major order one wave of a wide output (4096 x 11008: 43 column tiles) reads all of w (45 MB)
+// for three row tiles of x; a band of 8 row tiles keeps a wave on 8 x 17 tiles (4 MB of x, 17 MB
+// of w). Measured, not modelled: the 7B products are 8-15% faster in bands of 8, even 4096 x 4096
+// whose w fits L2 either way (s8_gemm_sm90_group_rows).
 struct TileOrder {
   int m_tiles, n_tiles, group, tiles;  // column tiles, row tiles, rows per band, m_tiles n_tiles
 };
