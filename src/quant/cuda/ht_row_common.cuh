@@ -36,8 +36,8 @@ __device__ __forceinline__ void team_sync(int team, int warps) {
 //   as rintf's), an add instead of FRND (a quarter-rate conversion);
 // - the clamps are min/max of u against the biased bounds (exact integers; the bias keeps the
 //   order), equal to clampf's compare-selects on non-NaN values. Where rint(t) = -0
-//   (t in [-1/2, 0)) u - kRoundMagic = +0; q = 0 is a level only at 1 bit (qmin = 0), and -0 and
-//   +0 give the same code (-1) and xq (q * step - hs = -hs).
+//   (t in [-1/2, 0)) u - kRoundMagic = +0 instead; -0 and +0 give the same code (2q - 1 = -1),
+//   xq (q * step - hs = -hs) and mask at every width.
 // Then q = u - kRoundMagic exactly, and odd_code_biased gives the code 2q - 1 as the low byte of
 // the bits of 2u - (kRoundMagic + 1) = kRoundMagic + 2q - 1 (one FMA, exact; bits(kRoundMagic)
 // ends in a zero byte), without F2I.
