@@ -24,7 +24,6 @@ namespace quest::cuda::qdetail {
 
 namespace {
 
-constexpr int kMaxThreads = 256;  // row_kernel_threads' largest CTA (the row kernels' size)
 constexpr int kReduceThreads = 1024;
 constexpr float kMinValue = 1e-8f;  // LsqQuantizer::kMinStep, PACT's floor on |alpha|
 
@@ -37,7 +36,7 @@ __device__ __forceinline__ float abs_floor(float v) {
 // Per-row sums for the initialization: LSQ sum |x|, PACT sum x^2 (double). Skipped once the value
 // is set.
 template <bool Lsq, class TIn>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxRowThreads)
     learned_row_sums_kernel(const TIn* x, int64_t cols, const float* param, double* row_sum) {
   if (param[0] != 0.0f) return;  // uniform over the grid
   __shared__ double red[32];
@@ -85,7 +84,7 @@ __global__ void __launch_bounds__(kReduceThreads)
 }
 
 template <bool Lsq, class TIn, class TOut>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxRowThreads)
     learned_forward_kernel(const TIn* x, TOut* xq, LearnedArgs a) {
   const int64_t r = blockIdx.x, cols = a.cols, wpr = (cols + 63) / 64;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -152,7 +151,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 // x's gradient (mask applied) and the row's share of the learned value's gradient:
 // LSQ sum g * dxq/ds over all entries, PACT sum over clipped entries of g * sign(x).
 template <bool Lsq, class TS, class TD>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxRowThreads)
     learned_backward_kernel(const TS* grad, TD* dst, bool accumulate, LearnedArgs a) {
   __shared__ double red[32];
   const int64_t r = blockIdx.x, cols = a.cols, wpr = (cols + 63) / 64;
