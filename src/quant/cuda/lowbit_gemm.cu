@@ -12,8 +12,8 @@
 // - lowbit_quantize_kernel (longer rows): grid = rows CTAs, one per row; blockDim.x =
 //   row_kernel_threads(cols), the SAME count as row_quantize.cu's launch_family, because the
 //   double sum of squares is taken in that kernel's order (thread t sums entries t, t + T,
-//   t + 2T, ... then block_sum), which makes the step bitwise DeviceQuantizer's. The CTA owns row r: codes[r, :], mask words
-//   [r * cols / 64, (r + 1) * cols / 64) and step[r]. Dynamic shared memory: the row, cols fp32.
+//   t + 2T, ... then block_sum), which makes the step bitwise DeviceQuantizer's. The CTA owns
+//   row r: codes[r, :], mask words [r * cols / 64, (r + 1) * cols / 64) and step[r]. Dynamic shared memory: the row, cols fp32.
 //   cols % 128 == 0, x 16-byte aligned. Phase 1: 16-byte loads of the row into shared memory
 //   (thread t takes vectors t, t + T, ...), then the transform: warp w takes 128-blocks
 //   w, w + warps, ... in place (lane l holds entries 32k + l, fwht128_warp's layout). Phase 2: the
