@@ -226,8 +226,8 @@ TEST_P(CudaLowbitQuant, MatchesDeviceQuantizer) {
   const int64_t rows = 300, cols = pc.cols;
   const std::vector<float> act = make_input(rows, cols, 11 + cols);
   const std::vector<float> wt = make_input(rows, cols, 29 + cols, 0.02);
-  // kRowTeams (kAuto takes it up to 8192 entries) for the int8 route with the transform;
-  // kStagedRows runs the other kernels on the same cases.
+  // kRowTeams (kAuto takes it up to 12288 entries) for the int8 route with the transform, kAuto
+  // (its routing to the staged kernels) elsewhere; kStagedRows runs those kernels on every case.
   for (const LowbitRoute route : {LowbitRoute::kInt8, LowbitRoute::kFp8}) {
     if (!cuda::lowbit_supported(route, spec.bits)) continue;
     const bool teams = route == LowbitRoute::kInt8 && spec.hadamard;
