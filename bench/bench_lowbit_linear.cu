@@ -103,10 +103,6 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr,
                                  quest::cuda::LowbitQuantKernel::kStagedRows);
   });
-  const double t_q8t = timer.median_ms([&] {
-    quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr,
-                                 quest::cuda::LowbitQuantKernel::kRowTeams);
-  });
   const double t_imma = timer.median_ms([&] { gemm.int8_sums(acc, xc, wc8, T, K, N, nullptr); });
   const double t_scale =
       timer.median_ms([&] { quest::cuda::lowbit_scale_int32(y, acc, sx, sw8, T, N, nullptr); });
@@ -181,8 +177,7 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
     std::printf("       -      -     - |      -      - |\n");
   if (!fp8_error.empty()) std::printf("  fp8 route: %s\n", fp8_error.c_str());
   if (sm90) {
-    std::printf("  %s: quantize with row teams %.3f ms, staged %.3f; product by tile order "
-                "(bands of row tiles; default %d):", c.name, t_q8t, t_q8s,
+    std::printf("  %s, product by tile order (bands of row tiles; default %d):", c.name,
                 quest::cuda::s8_gemm_sm90_group_rows(T, K, N));
     for (int i = 0; i < kNG; ++i) std::printf(" %d: %.3f ms", kBands[i], t_band[i]);
     std::printf("\n");
