@@ -103,9 +103,13 @@ struct Cfg {
   static_assert(BN == 128 || BN == 256, "wgmma wrappers exist for N = 128 and 256");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must stay 1024-aligned");
   static_assert(BN / 64 <= kStages, "the epilogue stages one 64-column slab per stage");
-  // Registers: launch cap 64K / (threads x blocks), then the producer gives back to the consumers.
-  static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumers <=
-                    65536 / kMinBlocks, "register reconfiguration exceeds the CTA's share");
+  // Registers: the launch gives each thread 64K / (threads x blocks), rounded down to a multiple
+  // of 8; setmaxnreg only moves registers within that allocation, so what the consumers take
+  // beyond it the producer must have given back (else setmaxnreg.inc waits forever: seen on the
+  // H100 in session 10 with 128 / 192 at 384 threads).
+  static constexpr int kLaunchRegs = (65536 / (kThreads * kMinBlocks)) / 8 * 8;
+  static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumers <= kLaunchRegs * kThreads,
+                "register reconfiguration exceeds the CTA's launch allocation");
 };
 // 128 x 256, 4 stages (192 KB), one CTA per SM, two consumer warpgroups of 64 rows each; and its
 // persistent form (+ 32 KB of slab buffers).
