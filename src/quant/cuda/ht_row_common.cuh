@@ -128,8 +128,9 @@ inline TeamShape team_shape(int cols, int T, int lp, int G) {
 // to 0.0 in warp order (block_sum). Here "virtual warp" k (its threads 32k .. 32k + 31) is summed
 // by team warp k mod P, lane = the thread's lane, so the butterflies pair the same values; a warp
 // runs G of its virtual warps at a time as independent chains. P = 1 adds them in registers in k
-// order, P > 1 through red[8] (shared memory) and one more team barrier. Every lane of the team
-// gets the total. Call from all warps of the team.
+// order, P > 1 through red[8] (shared memory) and one more team barrier, after which only team
+// warp 0 adds them (the others return 0.0: team_row_grid hands them warp 0's grid). Call from all
+// warps of the team.
 // Control flow: every loop bound is a function of kernel arguments only (the TeamShape), so the
 // compiler sees it as uniform and emits the shuffles without convergence code around them. With
 // ts.reps (the model's rows) every term exists and the loop has no guards; otherwise a virtual
@@ -182,8 +183,30 @@ __device__ __forceinline__ double ordered_row_sum(const float* row, double* red,
   }
   if (P == 1) return total;
   team_sync(team, P);
-  for (int k = 0; k < nvw; ++k) total += red[k];
+  if (tw == 0)
+    for (int k = 0; k < nvw; ++k) total += red[k];
   return total;
+}
+
+// The row's grid from its ordered sum (row_quantize_kernel's thread 0), for every lane of the
+// team. P > 1: team warp 0 alone computes it (the double division and square root are ~100
+// instructions a warp, ~3 an entry at 4096 columns; issue-bound, so the others' copies cost time)
+// and publishes it in red's place (it has read red; the others never do), then a team barrier.
+template <int G, bool kClip>
+__device__ __forceinline__ RowGrid team_row_grid(const float* row, double* red, int cols,
+                                                 const TeamShape& ts, int team, int tw, int lane,
+                                                 const RowQuantArgs& a) {
+  static_assert(sizeof(RowGrid) <= 8 * sizeof(double), "the grid is published in red's place");
+  const double total = ordered_row_sum<G>(row, red, cols, ts, team, tw, lane);
+  if (ts.lp == 0) return row_grid<kClip>(total, cols, a);
+  RowGrid* shared = reinterpret_cast<RowGrid*>(red);
+  if (tw == 0) {
+    const RowGrid rg = row_grid<kClip>(total, cols, a);
+    __syncwarp();  // every lane of warp 0 has read red
+    if (lane == 0) *shared = rg;
+  }
+  team_sync(team, 1 << ts.lp);
+  return *shared;
 }
 
 }  // namespace quest::cuda::qdetail

@@ -137,11 +137,8 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S <= 4 ? 4 : (S <= 6 ? 3 : 
   }
   team_sync(team, P);
 
-  // row_quantize_kernel's sum of squares (see the invariants).
-  const double total = ordered_row_sum<G>(row, red, cols, ts, team, tw, lane);
-
-  // The row's grid (row_quantize_kernel's thread 0, computed by every warp of the team).
-  const RowGrid rg = row_grid<kClip>(total, cols, a);
+  // row_quantize_kernel's sum of squares (see the invariants) and the row's grid (its thread 0's).
+  const RowGrid rg = team_row_grid<G, kClip>(row, red, cols, ts, team, tw, lane, a);
   if (tw == 0 && lane == 0 && a.step) a.step[r] = rg.g.step;
 
   uint8_t* mrow =
