@@ -21,8 +21,9 @@
 //   blocks before it writes them and writes no other block, so xq may alias x.
 // - The double sum of squares is row_quantize_kernel's, operation for operation (its order is
 //   described at ordered_row_sum, ht_row_common.cuh): the transformed row is staged in shared
-//   memory (fp32, cols floats per team; 8 doubles per team for the cross-warp sums) and summed in
-//   that order. Same step, hence same bits.
+//   memory (fp32, cols floats per team; 8 doubles per team for the cross-warp sums, then the row's
+//   grid, which team warp 0 computes for all: team_row_grid) and summed in that order. Same step,
+//   hence same bits.
 // - Quantization: quantize8 (ht_row_common.cuh): grid_quantize's bits, through its finite-row
 //   arithmetic where the row is finite.
 // - Mask: lane h's 8 entries are byte 16 b + h of the row's mask words (little-endian words,
