@@ -20,7 +20,10 @@
 // 64x256pp; the TOP/s of the one LowbitGemm
 // picks, marked *), and quant + sm90 =
 // lowbit_quantize + LowbitGemm::forward (kInt8, kSm90); fp8 = lowbit_quantize +
-// LowbitGemm::forward (kFp8) and its product alone (only for bits <= 3).
+// LowbitGemm::forward (kFp8) and its product alone (only for bits <= 3); fastq =
+// lowbit_quantize_fast (the forward-only quantizer, codes within a level of lowbit_quantize's near
+// grid boundaries) alone, and fq+prod = it + LowbitGemm::forward (kInt8, the default kernel);
+// floor = a kernel that only reads x and writes a byte an entry (no quantizer can beat it).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -67,6 +70,15 @@ struct Options {
 
 
 
+
+// The memory floor of a quantizer: 8 bf16 entries in (16 bytes), their high bytes out (8).
+__global__ void high_bytes(const uint4* __restrict__ x, uint2* __restrict__ out, int64_t n8) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n8;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const uint4 u = x[i];
+    out[i] = make_uint2(__byte_perm(u.x, u.y, 0x7531), __byte_perm(u.z, u.w, 0x7531));
+  }
+}
 
 void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& blas,
               LowbitGemm& gemm) {
@@ -140,6 +152,21 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
       gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
     });
   }
+  // The forward-only quantizer (lowbit_quantize_fast) alone and in front of the same product,
+  // and the memory floor of any quantizer: a kernel that reads x and writes one byte an entry.
+  double t_qf = 0, t_fast = 0, t_floor = 0;
+  if (quest::cuda::lowbit_quantize_fast_supports(K, q)) {
+    t_floor = timer.median_ms([&] {
+      high_bytes<<<1024, 256>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint2*>(xc),
+                                T * K / 8);
+      CK(cudaGetLastError());
+    });
+    t_qf = timer.median_ms([&] { quest::cuda::lowbit_quantize_fast(x, xc, sx, T, K, q, nullptr); });
+    t_fast = timer.median_ms([&] {
+      quest::cuda::lowbit_quantize_fast(x, xc, sx, T, K, q, nullptr);
+      gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
+    });
+  }
   gemm.set_int8_kernel(Int8Kernel::kAuto);
   double t_fp8 = 0, t_fp8_gemm = 0;
   std::string fp8_error;
@@ -170,6 +197,11 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   } else {
     std::printf("      -       -       -       -       -      - |       -      -     - |");
   }
+  if (t_fast > 0)
+    std::printf(" %6.3f %6.3f %7.3f %6.0f %5.2fx |", t_floor, t_qf, t_fast, tops(t_fast),
+                t_bf16 / t_fast);
+  else
+    std::printf("      -      -       -      -     - |");
   if (fp8 && fp8_error.empty())
     std::printf(" %7.3f %6.0f %5.2fx | %6.3f %6.0f |\n", t_fp8, tops(t_fp8), t_bf16 / t_fp8,
                 t_fp8_gemm, tops(t_fp8_gemm));
@@ -287,8 +319,8 @@ int main(int argc, char** argv) {
     std::printf("sm90 kernel: %s\n\n", quest::cuda::s8_gemm_sm90_available()
                                           ? "s8_gemm_sm90 (wgmma + TMA, scales in the epilogue)"
                                           : "not available on this device");
-    std::printf("| case           | M tok |     K |     N |  bf16 ms  TOP/s | int8 ms  TOP/s vs bf16 | quant staged   IMMA   scale | sm90 256  256p     128   128pp   64pp   TOP/s | q+sm90 ms TOP/s vs bf16 |  fp8 ms  TOP/s vs bf16 | fp8 GEMM TOP/s |\n");
-    std::printf("|----------------|-------|-------|-------|----------------|------------------------|-----------------------------|------------------------------------------------|-------------------------|------------------------|----------------|\n");
+    std::printf("| case           | M tok |     K |     N |  bf16 ms  TOP/s | int8 ms  TOP/s vs bf16 | quant staged   IMMA   scale | sm90 256  256p     128   128pp   64pp   TOP/s | q+sm90 ms TOP/s vs bf16 | floor  fastq fq+prod TOP/s vs bf16 |  fp8 ms  TOP/s vs bf16 | fp8 GEMM TOP/s |\n");
+    std::printf("|----------------|-------|-------|-------|----------------|------------------------|-----------------------------|------------------------------------------------|-------------------------|------------------------------------|------------------------|----------------|\n");
     const size_t flush_bytes = size_t(256) << 20;
     void* flush_buf = dalloc<uint8_t>(flush_bytes);
     Timer timer(o.warmup, o.iters, o.flush ? flush_buf : nullptr, flush_bytes);

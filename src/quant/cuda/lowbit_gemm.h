@@ -100,6 +100,19 @@ void lowbit_quantize(const float* x, void* codes, float* step, uint64_t* mask, i
                      int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
                      LowbitQuantKernel kernel = LowbitQuantKernel::kAuto);
 
+// The forward-only quantizer of bf16 activations for the kInt8 route (inference; the 7B layer of
+// bench_lowbit_linear): the same method as lowbit_quantize (the transform, the row's Gaussian
+// grid, odd codes 2q - 1, step[rows]) at close to the memory speed of one read of x, without the
+// training quantizer's bit-exact arithmetic: the row's sum of squares is summed in fp32 per lane
+// (then double), and the level comes from one multiply by RN(1/step). So a code differs from
+// lowbit_quantize's only for an entry within ~1e-6 of a grid boundary (in units of the step),
+// and then by one level; steps agree to ~1e-6 relative (lowbit_quantize_fast.cu). No mask.
+// Requirements (quest::Error otherwise): q.hadamard, bits 1..7, cols a positive multiple of 128
+// and at most 32768, x and codes 16-byte aligned. step may be null.
+bool lowbit_quantize_fast_supports(int64_t cols, const LowbitQuant& q);
+void lowbit_quantize_fast(const bf16* x, int8_t* codes, float* step, int64_t rows, int64_t cols,
+                          const LowbitQuant& q, cudaStream_t stream);
+
 // The integer product. Owns a cuBLASLt handle, its workspace and (kInt8) an int32 scratch of
 // int32_scratch_bytes; plans (descriptors + algorithm) are cached per (route, shape, alignment).
 // Calls on one LowbitGemm must be serialized (one per stream), like Blas.

@@ -14,14 +14,16 @@ namespace quest::cuda::qdetail {
 
 // ---- 8 consecutive entries per lane (p 16-byte aligned) -----------------------------------------
 // bf16 -> fp32 is exact (the high half of the fp32 word); element 0 is the low half of word 0.
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[8]) {
-  const uint4 u = *reinterpret_cast<const uint4*>(p);
+__device__ __forceinline__ void unpack8(const uint4& u, float (&v)[8]) {
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     v[2 * k] = __uint_as_float(w[k] << 16);
     v[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
   }
+}
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[8]) {
+  unpack8(*reinterpret_cast<const uint4*>(p), v);
 }
 __device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
