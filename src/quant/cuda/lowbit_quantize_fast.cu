@@ -265,8 +265,6 @@ void lowbit_quantize_fast(const bf16* x, int8_t* codes, float* step, int64_t row
                       "lowbit_quantize_fast: x and codes must be 16-byte aligned");
   if (rows == 0) return;
   const int warps = int((cols / 128 + kBlocksPerWarp - 1) / kBlocksPerWarp);
-  // The persistent grid: as many CTAs as fit at once (cached per device and CTA size), each
-  // taking an equal share of the rows.
   // Register budgets without spills at the occupancy each CTA size allows (64 registers spill a
   // few bytes; at 72-85 none do): W <= 4: 7 CTAs an SM, <= 8: 3, <= 12: 2, else 64 registers.
   auto kernel = warps <= 4    ? lowbit_quantize_fast_kernel<128, 7>
