@@ -115,24 +115,17 @@ __device__ __forceinline__ void fwht128_unscaled(float (&v)[4][8], int lane) {
   }
 }
 
-// Lane-wise max / min of two s16x2 words: one instruction on sm_90, the CUDA intrinsics
-// (several) before it.
-__device__ __forceinline__ uint32_t max_s16x2(uint32_t a, uint32_t b) {
+// Lane-wise clamp of an s16x2 word to [lo, hi] (max, then min): one instruction each on sm_90,
+// the CUDA intrinsics (several each) before it.
+__device__ __forceinline__ uint32_t clamp_s16x2(uint32_t a, uint32_t lo, uint32_t hi) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   uint32_t d;
-  asm("max.s16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  asm("{\n\t.reg .b32 t;\n\tmax.s16x2 t, %1, %2;\n\tmin.s16x2 %0, t, %3;\n\t}"
+      : "=r"(d)
+      : "r"(a), "r"(lo), "r"(hi));
   return d;
 #else
-  return __vmaxs2(a, b);
-#endif
-}
-__device__ __forceinline__ uint32_t min_s16x2(uint32_t a, uint32_t b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t d;
-  asm("min.s16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-#else
-  return __vmins2(a, b);
+  return __vmins2(__vmaxs2(a, lo), hi);
 #endif
 }
 
@@ -145,8 +138,8 @@ __device__ __forceinline__ uint32_t neg_level_bits(float v, float y) {
 __device__ __forceinline__ uint32_t codes4_fast(const float* v, const FastGrid& fg) {
   uint32_t a = __byte_perm(neg_level_bits(v[0], fg.y), neg_level_bits(v[1], fg.y), 0x5410);
   uint32_t b = __byte_perm(neg_level_bits(v[2], fg.y), neg_level_bits(v[3], fg.y), 0x5410);
-  a = min_s16x2(max_s16x2(a, fg.lo), fg.hi);
-  b = min_s16x2(max_s16x2(b, fg.lo), fg.hi);
+  a = clamp_s16x2(a, fg.lo, fg.hi);
+  b = clamp_s16x2(b, fg.lo, fg.hi);
   const uint32_t p = __byte_perm(a, b, 0x6420);  // the low byte of each 16-bit p
   // 2q - 1 = ~(2p) per byte; bit 0 of each byte of (p << 1) is the lower byte's bit 7 or 0, and
   // ~ of it is discarded by the OR.
