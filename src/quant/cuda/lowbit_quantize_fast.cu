@@ -78,15 +78,6 @@ struct FastGrid {
   int finite;       // the fast path applies (finite sum, normal step)
 };
 
-// Butterfly stages h = 1, 2, 4 (register bits e) of the 8 entries of one chunk.
-__device__ __forceinline__ void fwht8_regs(float (&v)[8]) {
-#pragma unroll
-  for (int h = 1; h < 8; h <<= 1)
-#pragma unroll
-    for (int e = 0; e < 8; ++e)
-      if ((e & h) == 0) qdetail::butterfly(v[e], v[e + h]);
-}
-
 // Stage over lane bit m (h = 8 m): the lower side gets own + partner, the upper partner - own,
 // each one rounded operation (the product by +-1 in the FMA is exact).
 __device__ __forceinline__ void fwht_lane_stage(float (&v)[4][8], int lane, int m) {
@@ -103,7 +94,7 @@ __device__ __forceinline__ void fwht_lane_stage(float (&v)[4][8], int lane, int 
 // The CPU's fwht128 without the final scaling, in this file's layout (stage order 1 .. 64).
 __device__ __forceinline__ void fwht128_unscaled(float (&v)[4][8], int lane) {
 #pragma unroll
-  for (int j = 0; j < 4; ++j) fwht8_regs(v[j]);
+  for (int j = 0; j < 4; ++j) qdetail::fwht8_regs(v[j]);  // h = 1, 2, 4
   fwht_lane_stage(v, lane, 1);  // h = 8
   fwht_lane_stage(v, lane, 2);  // h = 16
 #pragma unroll

@@ -55,13 +55,18 @@ __device__ __forceinline__ void store8(float* p, const float (&v)[8]) {
 // output is the CPU's single IEEE operation on the same two inputs and the result is bitwise the
 // CPU's. Every lane of the warp must call it (full-mask shuffles; both halves transform, an idle
 // half on dummy values).
-__device__ __forceinline__ void fwht128_vec(float (&v)[8], int lane) {
+// Stages h = 1, 2, 4 of the 8 entries a lane holds (register bits), in that order.
+__device__ __forceinline__ void fwht8_regs(float (&v)[8]) {
 #pragma unroll
   for (int h = 1; h < 8; h <<= 1) {
 #pragma unroll
     for (int j = 0; j < 8; ++j)
       if ((j & h) == 0) butterfly(v[j], v[j + h]);
   }
+}
+
+__device__ __forceinline__ void fwht128_vec(float (&v)[8], int lane) {
+  fwht8_regs(v);
 #pragma unroll
   for (int m = 1; m < 16; m <<= 1) {
     const float sgn = (lane & m) ? -1.0f : 1.0f;
