@@ -72,6 +72,7 @@
 #include "core/error.h"
 #include "ops/cuda/hopper.cuh"  // mbarrier, TMA, fences, wgmma sync, descriptors, host checks
 #include "ops/cuda_ops.h"
+#include "quant/cuda/wgmma_s8.cuh"  // wgmma_s8<BN>
 
 namespace quest::cuda {
 namespace {
@@ -141,37 +142,9 @@ __device__ __forceinline__ int2 tile_origin(int i, const TileOrder& order) {
   return make_int2(first + local % rows, local / rows);
 }
 
-// ---- PTX wrappers (sm_90a) -----------------------------------------------------------------
 #if QUEST_SM90A_DEVICE
 using namespace ::quest::cuda::hopper;
-
-// ---- wgmma (one asm statement each; operands: the accumulators, then the two descriptors) ---
-// D[64 x 256] (+)= A[64 x 32] . B[256 x 32]^T, s8 x s8 -> s32 (128 registers a thread).
-__device__ __forceinline__ void wgmma_s8_n256(int (&d)[128], uint64_t da, uint64_t db) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 {" QUEST_WG_REGS128 "}, %128, %129, p;\n}\n"
-      : QUEST_WG_ACC128("+r", d)
-      : "l"(da), "l"(db), "n"(1));
-}
-
-// D[64 x 128] (+)= A[64 x 32] . B[128 x 32]^T, s8 x s8 -> s32 (64 registers a thread).
-__device__ __forceinline__ void wgmma_s8_n128(int (&d)[64], uint64_t da, uint64_t db) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {" QUEST_WG_REGS64 "}, %64, %65, p;\n}\n"
-      : QUEST_WG_ACC64("+r", d)
-      : "l"(da), "l"(db), "n"(1));
-}
-
-template <int BN>
-__device__ __forceinline__ void wgmma_s8(int (&d)[BN / 2], uint64_t da, uint64_t db) {
-  if constexpr (BN == 256)
-    wgmma_s8_n256(d, da, db);
-  else
-    wgmma_s8_n128(d, da, db);
-}
-#endif  // QUEST_SM90A_DEVICE
+#endif
 
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)

@@ -1,0 +1,229 @@
+// How close is the int8 product (s8_gemm_sm90) to what the tensor cores themselves give on the same
+// shape, in the same regime? The "roof" kernels issue the product's instruction stream with
+// nothing else: one CTA an SM, two consumer warpgroups, each k-block four m64n256k32 s8 wgmma a
+// warpgroup (a 128 x 256 x 128 block), committed and waited as the product does (at most two
+// k-blocks in flight), on a 4-stage ring of shared memory filled once with the product's own W4A4
+// codes. No loads, no barriers, no epilogue. Two schedules:
+//   tiles    - the product's: tiles of 128 x 256, nk = K / 128 k-blocks each, CTA b taking tiles
+//              b, b + G, ... (what is left against the product is its loads, barriers and
+//              epilogue; the roof keeps the last partial wave's idle SMs);
+//   balanced - every CTA the same share of all k-blocks (the accumulators restarted at tile
+//              boundaries): no partial wave, the most a schedule like stream-K could give.
+// Each CTA reads clock64 and %globaltimer at its start and end, so the roof also reports the mean
+// SM clock the kernel ran at, and its TOP/s as a fraction of the tensor cores' rate at that clock
+// (4096 int8 multiply-adds a clock an SM, dense).
+//
+// Both regimes of bench_lowbit_linear and bench_s8_code_patterns: the median of single calls with
+// L2 flushed before each (a 256 MiB memset), and back-to-back calls (the power cap's steady state).
+//
+//   bench_s8_roof [--iters 30] [--warmup 5] [--reps 2000]
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cuda_bench_util.cuh"
+#include "ops/cuda/hopper.cuh"
+#include "quant/cuda/lowbit_gemm.h"
+#include "quant/cuda/s8_gemm_sm90.h"
+#include "quant/cuda/wgmma_s8.cuh"
+#include "quant/quant_spec.h"
+
+namespace {
+
+using quest::bench::dalloc;
+using quest::cuda::bf16;
+
+constexpr int kStages = 4, kBK = 128, kBM = 128, kBN = 256;
+constexpr int kABytes = kBM * kBK, kStageBytes = (kBM + kBN) * kBK;  // 16 + 32 KiB
+constexpr int kSmem = kStages * kStageBytes + 1024;
+constexpr double kMacsPerClockPerSm = 4096;  // H100 dense int8
+
+struct CtaClock {
+  long long cycles;
+  unsigned long long ns;
+};
+
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// tiles x nk k-blocks of 128 x 256 x 128, scheduled as the header says. sink: one int a thread
+// (an xor of accumulators, so the work is live); clocks: one entry a CTA.
+__global__ void __launch_bounds__(256, 1)
+    roof_kernel(const int8_t* __restrict__ xc, const int8_t* __restrict__ wc, int tiles, int nk,
+                bool balanced, int* __restrict__ sink, CtaClock* __restrict__ clocks) {
+#if QUEST_SM90A_DEVICE
+  using namespace quest::cuda::hopper;
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw = smem_addr(smem_raw), base = (raw + 1023u) & ~1023u;
+  int4* stage_mem = reinterpret_cast<int4*>(smem_raw + (base - raw));
+  // Stage s: A = rows of x's codes, B = rows of w's codes (the bytes, in order: the swizzle only
+  // permutes which codes meet, not how many toggle).
+  for (int i = int(threadIdx.x); i < kStages * kStageBytes / 16; i += int(blockDim.x)) {
+    const int s = i / (kStageBytes / 16), o = i % (kStageBytes / 16);
+    stage_mem[i] = o < kABytes / 16
+                       ? reinterpret_cast<const int4*>(xc + int64_t(s) * kABytes)[o]
+                       : reinterpret_cast<const int4*>(wc + int64_t(s) * kBN * kBK)[o - kABytes / 16];
+  }
+  fence_proxy_async();
+  __syncthreads();
+  const long long c0 = clock64();
+  const unsigned long long t0 = global_ns();
+
+  const int c = int(threadIdx.x) / 128;
+  int acc[128];
+  int fold = 0;
+  // n k-blocks into fresh accumulators, then folded into `fold`.
+  auto block_run = [&](int n) {
+#pragma unroll
+    for (int r = 0; r < 128; ++r) acc[r] = 0;
+    for (int kb = 0; kb < n; ++kb) {
+      const uint32_t st = base + uint32_t(kb % kStages) * kStageBytes;
+      const uint32_t a = st + uint32_t(c) * 64u * kBK, b = st + kABytes;
+      fence_operand(acc);
+      wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < kBK / 32; ++k)
+        quest::cuda::wgmma_s8_n256(acc, desc_kmajor(a + 32u * k), desc_kmajor(b + 32u * k));
+      wgmma_commit();
+      fence_operand(acc);
+      wgmma_wait<1>();
+    }
+    wgmma_wait<0>();
+    fence_operand(acc);
+    fold ^= acc[0] ^ acc[127];
+  };
+  if (balanced) {
+    const long long total = (long long)tiles * nk, per = (total + gridDim.x - 1) / gridDim.x;
+    long long left = total - (long long)blockIdx.x * per;
+    left = left < per ? left : per;
+    for (; left > 0; left -= nk) block_run(int(left < nk ? left : nk));
+  } else {
+    for (int tile = int(blockIdx.x); tile < tiles; tile += int(gridDim.x)) block_run(nk);
+  }
+  sink[blockIdx.x * blockDim.x + threadIdx.x] = fold;
+  __syncthreads();
+  if (threadIdx.x == 0) clocks[blockIdx.x] = CtaClock{clock64() - c0, global_ns() - t0};
+#endif
+}
+
+struct Timing {
+  double ms = 0, mhz = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int iters = 30, warmup = 5, reps = 2000;
+  std::string only;
+  for (int i = 1; i < argc; ++i) {
+    if (quest::bench::parse_timing_option(argc, argv, i, iters, warmup, only)) continue;
+    if (std::string(argv[i]) == "--reps") {
+      reps = std::stoi(quest::bench::next_arg(argc, argv, i));
+      continue;
+    }
+    std::fprintf(stderr, "usage: bench_s8_roof [--iters 30] [--warmup 5] [--reps 2000]\n");
+    return 2;
+  }
+  if (!quest::bench::timing_options_ok("bench_s8_roof", iters, warmup) || reps < 1) return 2;
+  try {
+    if (!quest::cuda::s8_gemm_sm90_available()) {
+      std::printf("s8_gemm_sm90 is not available on this device\n");
+      return 0;
+    }
+    int sms = 0;
+    QUEST_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    QUEST_CUDA_CHECK(
+        cudaFuncSetAttribute(roof_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    const size_t flush_bytes = size_t(256) << 20;
+    void* flush = dalloc<char>(flush_bytes);
+    quest::bench::EventTimer timer(warmup, iters, flush, flush_bytes);
+    cudaEvent_t e0, e1;
+    QUEST_CUDA_CHECK(cudaEventCreate(&e0));
+    QUEST_CUDA_CHECK(cudaEventCreate(&e1));
+    int* sink = dalloc<int>(size_t(sms) * 256);
+    CtaClock* clocks = dalloc<CtaClock>(size_t(sms));
+    std::vector<CtaClock> host(static_cast<size_t>(sms));
+    // The mean SM clock of the last roof launch (all CTAs' cycles over all their nanoseconds).
+    auto last_mhz = [&] {
+      QUEST_CUDA_CHECK(cudaMemcpy(host.data(), clocks, host.size() * sizeof(CtaClock),
+                                  cudaMemcpyDeviceToHost));
+      double cyc = 0, ns = 0;
+      for (const CtaClock& k : host) cyc += double(k.cycles), ns += double(k.ns);
+      return ns > 0 ? cyc / ns * 1e3 : 0.0;
+    };
+    auto sustained_ms = [&](const std::function<void()>& f) {
+      for (int i = 0; i < reps / 10; ++i) f();
+      QUEST_CUDA_CHECK(cudaEventRecord(e0));
+      for (int i = 0; i < reps; ++i) f();
+      QUEST_CUDA_CHECK(cudaEventRecord(e1));
+      QUEST_CUDA_CHECK(cudaEventSynchronize(e1));
+      float ms = 0;
+      QUEST_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+      return double(ms) / reps;
+    };
+
+    std::printf("device: %d SMs; W4A4 codes; TOP/s = 2 M K N / time; \"of clock\" = the roof's "
+                "TOP/s over %d SMs x %.0f int8 MACs a clock at its mean SM clock\n\n",
+                sms, sms, kMacsPerClockPerSm);
+    std::printf("| tokens x K -> N      | regime    | product ms  TOP/s | roof tiles ms  TOP/s   MHz of clock | balanced ms  TOP/s   MHz | product / roof |\n");
+    std::printf("|----------------------|-----------|-------------------|--------------------------------------|--------------------------|----------------|\n");
+    const int64_t T = 4096;
+    const struct { int64_t K, N; } shapes[] = {{4096, 4096}, {4096, 11008}, {11008, 4096}};
+    for (const auto& s : shapes) {
+      const int64_t K = s.K, N = s.N;
+      bf16* x = dalloc<bf16>(size_t(T * K));
+      float* w = dalloc<float>(size_t(N * K));
+      bf16* y = dalloc<bf16>(size_t(T * N));
+      int8_t *xc = dalloc<int8_t>(size_t(T * K)), *wc = dalloc<int8_t>(size_t(N * K));
+      float *sx = dalloc<float>(size_t(T)), *sw = dalloc<float>(size_t(N));
+      quest::bench::fill_normal<bf16><<<1024, 256>>>(x, T * K, 1, 1.0f);
+      quest::bench::fill_normal<float><<<1024, 256>>>(w, N * K, 2, 0.02f);
+      const auto q = quest::cuda::LowbitQuant::from_spec(quest::QuantSpec::parse("hadamard-trust:4"));
+      quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, quest::cuda::LowbitRoute::kInt8, nullptr);
+      quest::cuda::lowbit_quantize(w, wc, sw, nullptr, N, K, q, quest::cuda::LowbitRoute::kInt8, nullptr);
+      QUEST_CUDA_CHECK(cudaDeviceSynchronize());
+      const int tiles = int(((T + kBM - 1) / kBM) * ((N + kBN - 1) / kBN));
+      const int nk = int((K + kBK - 1) / kBK);
+      const double ops = 2.0 * double(T) * double(K) * double(N);
+      auto tops = [&](double ms) { return ops / (ms * 1e-3) / 1e12; };
+      auto product = [&] { quest::cuda::s8_gemm_sm90(y, xc, sx, wc, sw, T, K, N, nullptr); };
+      auto roof = [&](bool balanced) {
+        return [&, balanced] {
+          roof_kernel<<<unsigned(sms), 256, kSmem>>>(xc, wc, tiles, nk, balanced, sink, clocks);
+          QUEST_CUDA_CHECK(cudaGetLastError());
+        };
+      };
+      for (int regime = 0; regime < 2; ++regime) {
+        auto time = [&](const std::function<void()>& f) {
+          return regime == 0 ? timer.median_ms(f) : sustained_ms(f);
+        };
+        const double t_prod = time(product);
+        const double t_tiles = time(roof(false));
+        const double mhz_tiles = last_mhz();
+        const double t_bal = time(roof(true));
+        const double mhz_bal = last_mhz();
+        const double rate = double(sms) * kMacsPerClockPerSm * 2.0 * mhz_tiles * 1e6 / 1e12;
+        std::printf("| %4lld x %5lld -> %5lld | %-9s | %7.4f %7.0f | %8.4f %7.0f %5.0f %5.1f%% | "
+                    "%7.4f %6.0f %5.0f | %13.3fx |\n",
+                    (long long)T, (long long)K, (long long)N, regime == 0 ? "flushed" : "sustained",
+                    t_prod, tops(t_prod), t_tiles, tops(t_tiles), mhz_tiles,
+                    100.0 * tops(t_tiles) / rate, t_bal, tops(t_bal), mhz_bal, t_tiles / t_prod);
+        std::fflush(stdout);
+      }
+      for (void* p : {(void*)x, (void*)w, (void*)y, (void*)xc, (void*)wc, (void*)sx, (void*)sw})
+        cudaFree(p);
+    }
+    cudaFree(sink);
+    cudaFree(clocks);
+    cudaFree(flush);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_s8_roof: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
