@@ -101,10 +101,10 @@ if stage bench; then
   done
   # The kernel microbenchmarks (built with QUEST_BUILD_BENCH, the default): one quantized linear
   # layer at 7B and preset shapes against cuBLAS bf16, the activation quantizer, attention, RoPE
-  # and AdamW against a copy, the int8 product on codes of other bit patterns (power). Each prints
-  # its own table (docs/LOWBIT_GEMM.md, docs/PERF.md).
-  for b in "bench_lowbit_linear --bits 4" bench_s8_code_patterns bench_quantizer bench_attention \
-      bench_memory_ops; do
+  # and AdamW against a copy, the int8 product on codes of other bit patterns (power) and against
+  # the tensor cores' roof. Each prints its own table (docs/LOWBIT_GEMM.md, docs/PERF.md).
+  for b in "bench_lowbit_linear --bits 4" bench_s8_code_patterns bench_s8_roof bench_quantizer \
+      bench_attention bench_memory_ops; do
     exe=$BUILD/${b%% *}
     [[ -x "$exe" ]] || continue
     # shellcheck disable=SC2086
