@@ -25,15 +25,12 @@
 
 #include "cuda_bench_util.cuh"
 #include "ops/cuda/hopper.cuh"
-#include "quant/cuda/lowbit_gemm.h"
-#include "quant/cuda/s8_gemm_sm90.h"
 #include "quant/cuda/wgmma_s8.cuh"
-#include "quant/quant_spec.h"
+#include "s8_bench_operands.cuh"
 
 namespace {
 
 using quest::bench::dalloc;
-using quest::cuda::bf16;
 
 constexpr int kStages = 4, kBK = 128, kBM = 128, kBN = 256;
 constexpr int kABytes = kBM * kBK, kStageBytes = (kBM + kBN) * kBK;  // 16 + 32 KiB
@@ -111,25 +108,12 @@ __global__ void __launch_bounds__(256, 1)
 #endif
 }
 
-struct Timing {
-  double ms = 0, mhz = 0;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
   int iters = 30, warmup = 5, reps = 2000;
-  std::string only;
-  for (int i = 1; i < argc; ++i) {
-    if (quest::bench::parse_timing_option(argc, argv, i, iters, warmup, only)) continue;
-    if (std::string(argv[i]) == "--reps") {
-      reps = std::stoi(quest::bench::next_arg(argc, argv, i));
-      continue;
-    }
-    std::fprintf(stderr, "usage: bench_s8_roof [--iters 30] [--warmup 5] [--reps 2000]\n");
+  if (!quest::bench::parse_s8_bench_options(argc, argv, "bench_s8_roof", iters, warmup, reps))
     return 2;
-  }
-  if (!quest::bench::timing_options_ok("bench_s8_roof", iters, warmup) || reps < 1) return 2;
   try {
     if (!quest::cuda::s8_gemm_sm90_available()) {
       std::printf("s8_gemm_sm90 is not available on this device\n");
@@ -142,9 +126,6 @@ int main(int argc, char** argv) {
     const size_t flush_bytes = size_t(256) << 20;
     void* flush = dalloc<char>(flush_bytes);
     quest::bench::EventTimer timer(warmup, iters, flush, flush_bytes);
-    cudaEvent_t e0, e1;
-    QUEST_CUDA_CHECK(cudaEventCreate(&e0));
-    QUEST_CUDA_CHECK(cudaEventCreate(&e1));
     int* sink = dalloc<int>(size_t(sms) * 256);
     CtaClock* clocks = dalloc<CtaClock>(size_t(sms));
     std::vector<CtaClock> host(static_cast<size_t>(sms));
@@ -156,57 +137,32 @@ int main(int argc, char** argv) {
       for (const CtaClock& k : host) cyc += double(k.cycles), ns += double(k.ns);
       return ns > 0 ? cyc / ns * 1e3 : 0.0;
     };
-    auto sustained_ms = [&](const std::function<void()>& f) {
-      for (int i = 0; i < reps / 10; ++i) f();
-      QUEST_CUDA_CHECK(cudaEventRecord(e0));
-      for (int i = 0; i < reps; ++i) f();
-      QUEST_CUDA_CHECK(cudaEventRecord(e1));
-      QUEST_CUDA_CHECK(cudaEventSynchronize(e1));
-      float ms = 0;
-      QUEST_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-      return double(ms) / reps;
-    };
 
     std::printf("device: %d SMs; W4A4 codes; TOP/s = 2 M K N / time; \"of clock\" = the roof's "
                 "TOP/s over %d SMs x %.0f int8 MACs a clock at its mean SM clock\n\n",
                 sms, sms, kMacsPerClockPerSm);
     std::printf("| tokens x K -> N      | regime    | product ms  TOP/s | roof tiles ms  TOP/s   MHz of clock | balanced ms  TOP/s   MHz | product / roof |\n");
     std::printf("|----------------------|-----------|-------------------|--------------------------------------|--------------------------|----------------|\n");
-    const int64_t T = 4096;
-    const struct { int64_t K, N; } shapes[] = {{4096, 4096}, {4096, 11008}, {11008, 4096}};
     // All flushed rows first: a sustained burst leaves the GPU at a lower clock for a while, which
     // made the next shape's first flushed timing read 15% slow when the regimes were interleaved.
     for (int regime = 0; regime < 2; ++regime) {
-      for (const auto& s : shapes) {
-        const int64_t K = s.K, N = s.N;
-        bf16* x = dalloc<bf16>(size_t(T * K));
-        float* w = dalloc<float>(size_t(N * K));
-        bf16* y = dalloc<bf16>(size_t(T * N));
-        int8_t *xc = dalloc<int8_t>(size_t(T * K)), *wc = dalloc<int8_t>(size_t(N * K));
-        float *sx = dalloc<float>(size_t(T)), *sw = dalloc<float>(size_t(N));
-        quest::bench::fill_normal<bf16><<<1024, 256>>>(x, T * K, 1, 1.0f);
-        quest::bench::fill_normal<float><<<1024, 256>>>(w, N * K, 2, 0.02f);
-        using quest::cuda::LowbitRoute;
-        const auto q =
-            quest::cuda::LowbitQuant::from_spec(quest::QuantSpec::parse("hadamard-trust:4"));
-        quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
-        quest::cuda::lowbit_quantize(w, wc, sw, nullptr, N, K, q, LowbitRoute::kInt8, nullptr);
-        QUEST_CUDA_CHECK(cudaDeviceSynchronize());
-        const int tiles = int(((T + kBM - 1) / kBM) * ((N + kBN - 1) / kBN));
-        const int nk = int((K + kBK - 1) / kBK);
-        const double ops = 2.0 * double(T) * double(K) * double(N);
-        auto tops = [&](double ms) { return ops / (ms * 1e-3) / 1e12; };
-        auto product = [&] { quest::cuda::s8_gemm_sm90(y, xc, sx, wc, sw, T, K, N, nullptr); };
+      for (const quest::bench::S8Shape& s : quest::bench::kLlama7bShapes) {
+        const quest::bench::W4A4Operands ops(s);
+        const int tiles = int(((s.T + kBM - 1) / kBM) * ((s.N + kBN - 1) / kBN));
+        const int nk = int((s.K + kBK - 1) / kBK);
+        const double flop = 2.0 * double(s.T) * double(s.K) * double(s.N);
+        auto tops = [&](double ms) { return flop / (ms * 1e-3) / 1e12; };
         auto roof = [&](bool balanced) {
           return [&, balanced] {
-            roof_kernel<<<unsigned(sms), 256, kSmem>>>(xc, wc, tiles, nk, balanced, sink, clocks);
+            roof_kernel<<<unsigned(sms), 256, kSmem>>>(ops.xc, ops.wc, tiles, nk, balanced, sink,
+                                                       clocks);
             QUEST_CUDA_CHECK(cudaGetLastError());
           };
         };
         auto time = [&](const std::function<void()>& f) {
-          return regime == 0 ? timer.median_ms(f) : sustained_ms(f);
+          return regime == 0 ? timer.median_ms(f) : timer.back_to_back_ms(f, reps);
         };
-        const double t_prod = time(product);
+        const double t_prod = time([&] { ops.product(); });
         const double t_tiles = time(roof(false));
         const double mhz_tiles = last_mhz();
         const double t_bal = time(roof(true));
@@ -214,12 +170,11 @@ int main(int argc, char** argv) {
         const double rate = double(sms) * kMacsPerClockPerSm * 2.0 * mhz_tiles * 1e6 / 1e12;
         std::printf("| %4lld x %5lld -> %5lld | %-9s | %7.4f %7.0f | %8.4f %7.0f %5.0f %5.1f%% | "
                     "%7.4f %6.0f %5.0f | %13.3fx |\n",
-                    (long long)T, (long long)K, (long long)N, regime == 0 ? "flushed" : "sustained",
-                    t_prod, tops(t_prod), t_tiles, tops(t_tiles), mhz_tiles,
-                    100.0 * tops(t_tiles) / rate, t_bal, tops(t_bal), mhz_bal, t_tiles / t_prod);
+                    (long long)s.T, (long long)s.K, (long long)s.N,
+                    regime == 0 ? "flushed" : "sustained", t_prod, tops(t_prod), t_tiles,
+                    tops(t_tiles), mhz_tiles, 100.0 * tops(t_tiles) / rate, t_bal, tops(t_bal),
+                    mhz_bal, t_tiles / t_prod);
         std::fflush(stdout);
-        for (void* p : {(void*)x, (void*)w, (void*)y, (void*)xc, (void*)wc, (void*)sx, (void*)sw})
-          cudaFree(p);
       }
     }
     cudaFree(sink);

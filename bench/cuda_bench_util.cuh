@@ -1,7 +1,8 @@
 #pragma once
 // What the GPU microbenchmarks (bench/*.cu) share: device allocation that fails loudly, and the
 // median time of one call by CUDA events on the default stream, optionally with the L2 cache
-// flushed (a memset of a buffer larger than L2) before each timed call.
+// flushed (a memset of a buffer larger than L2) before each timed call, or the mean of a
+// back-to-back stream of calls.
 #include <cuda_runtime.h>
 
 #include <cuda_bf16.h>
@@ -98,6 +99,20 @@ class EventTimer {
     QUEST_CUDA_CHECK(cudaGetLastError());
     std::sort(ms.begin(), ms.end());
     return ms[ms.size() / 2];
+  }
+
+  // Mean milliseconds of one call of f over reps back-to-back calls (no flush), after reps / 10
+  // untimed ones: the steady state of a stream of calls (for the int8 product, the power cap's).
+  double back_to_back_ms(const std::function<void()>& f, int reps) {
+    for (int i = 0; i < reps / 10; ++i) f();
+    QUEST_CUDA_CHECK(cudaEventRecord(e0_, nullptr));
+    for (int i = 0; i < reps; ++i) f();
+    QUEST_CUDA_CHECK(cudaEventRecord(e1_, nullptr));
+    QUEST_CUDA_CHECK(cudaEventSynchronize(e1_));
+    QUEST_CUDA_CHECK(cudaGetLastError());
+    float t = 0.f;
+    QUEST_CUDA_CHECK(cudaEventElapsedTime(&t, e0_, e1_));
+    return double(t) / reps;
   }
 
  private:
