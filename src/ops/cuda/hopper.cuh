@@ -5,8 +5,8 @@
 // barriers, register reconfiguration, the wgmma synchronization (fence / commit / wait, operand
 // fences), the 128-byte-swizzle shared-memory matrix descriptors and the asm operand lists of
 // wgmma accumulators. The typed wgmma instructions live with their callers (bf16:
-// wgmma_bf16.cuh; s8: quant/cuda/wgmma_s8.cuh). Host side: the cuTensorMapEncodeTiled entry point and the
-// "does this device run the sm_90a cubin" check. Include from .cu files.
+// wgmma_bf16.cuh; s8: quant/cuda/wgmma_s8.cuh). Host side: the cuTensorMapEncodeTiled entry
+// point and the "does this device run the sm_90a cubin" check. Include from .cu files.
 //
 // Availability: the device functions exist only when QUEST_SM90A_DEVICE is 1, i.e. in the device
 // pass of an sm_90a compilation (__CUDA_ARCH_FEAT_SM90_ALL: wgmma and setmaxnreg need the "a"
