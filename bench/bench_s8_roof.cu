@@ -33,7 +33,9 @@ namespace {
 using quest::bench::dalloc;
 
 constexpr int kStages = 4, kBK = 128, kBM = 128, kBN = 256;
-constexpr int kABytes = kBM * kBK, kStageBytes = (kBM + kBN) * kBK;  // 16 + 32 KiB
+// A stage: x rows (16 KiB; read only by the sm_90a device code), then w rows (32 KiB).
+[[maybe_unused]] constexpr int kABytes = kBM * kBK;
+constexpr int kStageBytes = (kBM + kBN) * kBK;
 constexpr int kSmem = kStages * kStageBytes + 1024;
 constexpr double kMacsPerClockPerSm = 4096;  // H100 dense int8
 
