@@ -95,7 +95,6 @@ struct Cfg {
   static_assert(!kPingPong || kPersistent, "ping-pong is a persistent schedule");
   static constexpr int kRowsPerConsumer = 64 * kWgM;
   static constexpr int BM = kPingPong ? kRowsPerConsumer : kRowsPerConsumer * kConsumers;
-  static constexpr int kStageConsumers = kPingPong ? 1 : kConsumers;  // consumers reading a stage
   static constexpr int kThreads = 128 * (kConsumers + 1);
   static constexpr int kABytes = BM * kBK, kBBytes = BN * kBK, kStageBytes = kABytes + kBBytes;
   static constexpr int kSlabBytes = 64 * kWgM * 128;  // a consumer's rows x 64 bf16 columns
@@ -134,6 +133,9 @@ struct TileOrder {
   int m_tiles, n_tiles, group, tiles;  // column tiles, row tiles, rows per band, m_tiles n_tiles
 };
 
+#if QUEST_SM90A_DEVICE  // (device code of the sm_90a pass only: see the kernel's last invariant)
+using namespace ::quest::cuda::hopper;
+
 // (row tile, column tile) of tile i in `order`.
 __device__ __forceinline__ int2 tile_origin(int i, const TileOrder& order) {
   const int per_band = order.group * order.m_tiles;
@@ -141,9 +143,6 @@ __device__ __forceinline__ int2 tile_origin(int i, const TileOrder& order) {
   const int rows = min(order.group, order.n_tiles - first);
   return make_int2(first + local % rows, local / rows);
 }
-
-#if QUEST_SM90A_DEVICE
-using namespace ::quest::cuda::hopper;
 #endif
 
 template <class C>
@@ -164,7 +163,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   if (threadIdx.x == 0) {
     for (int s = 0; s < C::kStages; ++s) {
       mbar_init(full(s), 1);
-      mbar_init(empty(s), 4 * C::kStageConsumers);
+      mbar_init(empty(s), 4 * (C::kPingPong ? 1 : C::kConsumers));  // the warps reading a stage
     }
     if (C::kPingPong) mbar_init(turn(0), 4), mbar_init(turn(1), 4);
     mbar_init_fence();
