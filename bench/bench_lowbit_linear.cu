@@ -4,13 +4,15 @@
 // product (quest::cuda::Blas, the training path's forward) of the same shape, in one process.
 //
 //   bench_lowbit_linear [--bits 4] [--iters 30] [--warmup 5] [--autotune] [--no-flush]
-//                       [--only 7b|presets] [--scratch-mib 256]
+//                       [--sustained REPS] [--only 7b|presets] [--scratch-mib 256]
 //
 // Shapes (tokens x K -> N, y[tokens, N] = x[tokens, K] . W[N, K]^T):
 //   7B:  tokens 4096; (K, N) = (4096, 4096), (4096, 11008), (11008, 4096)
 //   30M / 200M presets: tokens 32768 (64 x 512); qkv, o, w1 (= w2), down of d = 640 / 1280.
 // Each case is timed per call between CUDA events (median of --iters), with L2 flushed before
-// each call (a 256 MiB memset outside the timed region) unless --no-flush. TOP/s counts
+// each call (a 256 MiB memset outside the timed region) unless --no-flush; --sustained REPS
+// times REPS back-to-back calls instead (mean, no flush: a stream of layers at the power cap, the
+// regime of training, where the int8 product's speed depends on its codes' bits). TOP/s counts
 // 2 * tokens * K * N operations for every column, quantization included where it is timed.
 // Columns: bf16 = Blas::matmul_forward; int8 = lowbit_quantize + LowbitGemm::forward (kInt8 with
 // the cuBLASLt kernel forced), with its parts (quant: lowbit_quantize as it runs by default, the
@@ -64,6 +66,7 @@ struct Case {
 struct Options {
   int bits = 4, iters = 30, warmup = 5;
   bool autotune = false, flush = true;
+  int sustained = 0;  // > 0: back-to-back calls of each case (--sustained REPS)
   std::string only;
   size_t scratch_mib = 256;
 };
@@ -107,19 +110,19 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   const double ops = 2.0 * double(T) * double(K) * double(N);
   auto tops = [&](double ms) { return ops / (ms * 1e-3) / 1e12; };
 
-  const double t_bf16 = timer.median_ms([&] { blas.matmul_forward(y, x, wb, T, K, N, nullptr); });
-  const double t_q8 = timer.median_ms([&] {
+  const double t_bf16 = timer.ms([&] { blas.matmul_forward(y, x, wb, T, K, N, nullptr); });
+  const double t_q8 = timer.ms([&] {
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
   });
-  const double t_q8s = timer.median_ms([&] {
+  const double t_q8s = timer.ms([&] {
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr,
                                  quest::cuda::LowbitQuantKernel::kStagedRows);
   });
-  const double t_imma = timer.median_ms([&] { gemm.int8_sums(acc, xc, wc8, T, K, N, nullptr); });
+  const double t_imma = timer.ms([&] { gemm.int8_sums(acc, xc, wc8, T, K, N, nullptr); });
   const double t_scale =
-      timer.median_ms([&] { quest::cuda::lowbit_scale_int32(y, acc, sx, sw8, T, N, nullptr); });
+      timer.ms([&] { quest::cuda::lowbit_scale_int32(y, acc, sx, sw8, T, N, nullptr); });
   gemm.set_int8_kernel(Int8Kernel::kCublasLt);
-  const double t_int8 = timer.median_ms([&] {
+  const double t_int8 = timer.ms([&] {
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
     gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
   });
@@ -138,16 +141,16 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   S8Sm90Tile pick = S8Sm90Tile::kAuto;
   if (sm90) {
     for (int i = 0; i < kNT; ++i)
-      t_tile[i] = timer.median_ms([&] {
+      t_tile[i] = timer.ms([&] {
         quest::cuda::s8_gemm_sm90(y, xc, sx, wc8, sw8, T, K, N, nullptr, kTiles[i]);
       });
     pick = quest::cuda::s8_gemm_sm90_tile(T, K, N);
     for (int i = 0; i < kNG; ++i)
-      t_band[i] = timer.median_ms([&] {
+      t_band[i] = timer.ms([&] {
         quest::cuda::s8_gemm_sm90(y, xc, sx, wc8, sw8, T, K, N, nullptr, pick, kBands[i]);
       });
     gemm.set_int8_kernel(Int8Kernel::kSm90);
-    t_sm90 = timer.median_ms([&] {
+    t_sm90 = timer.ms([&] {
       quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
       gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
     });
@@ -156,13 +159,13 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   // and the memory floor of any quantizer: a kernel that reads x and writes one byte an entry.
   double t_qf = 0, t_fast = 0, t_floor = 0;
   if (quest::cuda::lowbit_quantize_fast_supports(K, q)) {
-    t_floor = timer.median_ms([&] {
+    t_floor = timer.ms([&] {
       high_bytes<<<1024, 256>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint2*>(xc),
                                 T * K / 8);
       CK(cudaGetLastError());
     });
-    t_qf = timer.median_ms([&] { quest::cuda::lowbit_quantize_fast(x, xc, sx, T, K, q, nullptr); });
-    t_fast = timer.median_ms([&] {
+    t_qf = timer.ms([&] { quest::cuda::lowbit_quantize_fast(x, xc, sx, T, K, q, nullptr); });
+    t_fast = timer.ms([&] {
       quest::cuda::lowbit_quantize_fast(x, xc, sx, T, K, q, nullptr);
       gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
     });
@@ -172,9 +175,9 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   std::string fp8_error;
   if (fp8) try {
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kFp8, nullptr);
-    t_fp8_gemm = timer.median_ms(
+    t_fp8_gemm = timer.ms(
         [&] { gemm.forward(y, xc, sx, wcf, swf, T, K, N, LowbitRoute::kFp8, nullptr); });
-    t_fp8 = timer.median_ms([&] {
+    t_fp8 = timer.ms([&] {
       quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kFp8, nullptr);
       gemm.forward(y, xc, sx, wcf, swf, T, K, N, LowbitRoute::kFp8, nullptr);
     });
@@ -290,6 +293,7 @@ int main(int argc, char** argv) {
     if (a == "--bits") o.bits = std::stoi(next());
     else if (a == "--autotune") o.autotune = true;
     else if (a == "--no-flush") o.flush = false;
+    else if (a == "--sustained") o.sustained = std::stoi(next());
     else if (a == "--probe") {
       probe();
       return 0;
@@ -297,21 +301,28 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: bench_lowbit_linear [--bits 4] [--iters 30] [--warmup 5] [--autotune] "
-                   "[--no-flush] [--only 7b|presets] [--scratch-mib 256]\n");
+                   "[--no-flush] [--sustained REPS] [--only 7b|presets] [--scratch-mib 256]\n");
       return 2;
     }
   }
-  if (o.bits < 1 || o.bits > quest::cuda::kLowbitMaxBitsInt8 || o.iters < 1) {
+  if (o.bits < 1 || o.bits > quest::cuda::kLowbitMaxBitsInt8 || o.iters < 1 || o.sustained < 0) {
     std::fprintf(stderr, "bench_lowbit_linear: --bits must be 1..7 (8-bit codes have no integer "
-                         "route: the layer stays bf16), --iters >= 1\n");
+                         "route: the layer stays bf16), --iters >= 1, --sustained >= 0\n");
     return 2;
   }
   try {
     cudaDeviceProp prop{};
     CK(cudaGetDeviceProperties(&prop, 0));
-    std::printf("device: %s (%d SMs, L2 %d MiB); W%dA%d hadamard-trust; median of %d calls, L2 %s\n",
-                prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, o.bits, o.bits,
-                o.iters, o.flush ? "flushed" : "warm");
+    if (o.sustained > 0)
+      std::printf("device: %s (%d SMs, L2 %d MiB); W%dA%d hadamard-trust; mean of %d "
+                  "back-to-back calls (sustained)\n",
+                  prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, o.bits, o.bits,
+                  o.sustained);
+    else
+      std::printf("device: %s (%d SMs, L2 %d MiB); W%dA%d hadamard-trust; median of %d calls, "
+                  "L2 %s\n",
+                  prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, o.bits, o.bits,
+                  o.iters, o.flush ? "flushed" : "warm");
     std::printf("int8 route: %s; fp8 route: %s%s\n",
                 quest::cuda::lowbit_route_name(LowbitRoute::kInt8),
                 quest::cuda::lowbit_route_name(LowbitRoute::kFp8),
@@ -324,6 +335,7 @@ int main(int argc, char** argv) {
     const size_t flush_bytes = size_t(256) << 20;
     void* flush_buf = dalloc<uint8_t>(flush_bytes);
     Timer timer(o.warmup, o.iters, o.flush ? flush_buf : nullptr, flush_bytes);
+    timer.set_sustained(o.sustained);
     quest::cuda::Blas blas;
     LowbitGemm gemm(o.scratch_mib << 20);
     gemm.set_autotune(o.autotune);

@@ -6,9 +6,10 @@
 //             the signed codes would need row-sum corrections; only the time is of interest),
 //   mixed   - x offset, w signed,
 //   zeros   - all zero (the floor).
-// Each pattern is timed two ways, interleaved over 3 rounds: the median of single calls with L2
-// flushed before each (bench_lowbit_linear's regime), and back-to-back calls (a sustained
-// stream, the power cap's steady state). Ratios are against the signed codes of the same round.
+// Each pattern is timed two ways: the median of single calls with L2 flushed before each
+// (bench_lowbit_linear's regime), all of them first, then back-to-back calls (a sustained stream,
+// the power cap's steady state); patterns in a rotated order each round. Ratios are against the
+// signed codes of the same round.
 //
 //   bench_s8_code_patterns [--iters 30] [--warmup 5] [--reps 2000]
 #include <cuda_runtime.h>
@@ -48,33 +49,63 @@ int main(int argc, char** argv) {
     const size_t flush_bytes = size_t(256) << 20;
     void* flush = dalloc<char>(flush_bytes);
     quest::bench::EventTimer timer(warmup, iters, flush, flush_bytes);
-    std::printf("| tokens x K -> N      | codes  | round | flushed ms | vs signed | sustained ms | vs signed |\n");
-    std::printf("|----------------------|--------|-------|------------|-----------|--------------|-----------|\n");
+    // Flushed rows first, all patterns, in a rotated order each round: a sustained burst heats the
+    // GPU and leaves the next flushed timings 10-15% slow (session 13's table, where every pattern
+    // but the first of a round followed another's burst, showed that as "offset codes are slower").
+    constexpr int kFlushedRounds = 4, kSustainedRounds = 2, kCases = 4;
+    std::printf("| tokens x K -> N      | codes  | flushed ms (rounds) | vs signed |\n");
+    std::printf("|----------------------|--------|---------------------|-----------|\n");
     for (const quest::bench::S8Shape& s : quest::bench::kLlama7bShapes) {
       const quest::bench::W4A4Operands ops(s);  // the signed codes the others are made from
-      int8_t* xc = dalloc<int8_t>(size_t(s.T * s.K));
-      int8_t* wc = dalloc<int8_t>(size_t(s.N * s.K));
-      for (int round = 0; round < 3; ++round) {
-        double base_flushed = 0, base_sustained = 0;
-        for (const auto& c : cases) {
-          rewrite<<<1024, 256>>>(xc, ops.xc, s.T * s.K, c.x);
-          rewrite<<<1024, 256>>>(wc, ops.wc, s.N * s.K, c.w);
-          QUEST_CUDA_CHECK(cudaDeviceSynchronize());
-          auto f = [&] {
-            quest::cuda::s8_gemm_sm90(ops.y, xc, ops.sx, wc, ops.sw, s.T, s.K, s.N, nullptr);
-          };
-          const double flushed = timer.median_ms(f);
-          const double sustained = timer.back_to_back_ms(f, reps);
-          if (c.x == kSigned && c.w == kSigned) base_flushed = flushed, base_sustained = sustained;
-          std::printf("| %4lld x %5lld -> %5lld | %-6s | %5d | %10.4f | %8.3fx | %12.4f | "
-                      "%8.3fx |\n",
-                      (long long)s.T, (long long)s.K, (long long)s.N, c.name, round + 1, flushed,
-                      base_flushed / flushed, sustained, base_sustained / sustained);
-          std::fflush(stdout);
-        }
+      int8_t* xc[kCases];
+      int8_t* wc[kCases];
+      for (int c = 0; c < kCases; ++c) {
+        xc[c] = dalloc<int8_t>(size_t(s.T * s.K));
+        wc[c] = dalloc<int8_t>(size_t(s.N * s.K));
+        rewrite<<<1024, 256>>>(xc[c], ops.xc, s.T * s.K, cases[c].x);
+        rewrite<<<1024, 256>>>(wc[c], ops.wc, s.N * s.K, cases[c].w);
       }
-      cudaFree(xc);
-      cudaFree(wc);
+      QUEST_CUDA_CHECK(cudaDeviceSynchronize());
+      auto product = [&](int c) {
+        return [&, c] {
+          quest::cuda::s8_gemm_sm90(ops.y, xc[c], ops.sx, wc[c], ops.sw, s.T, s.K, s.N, nullptr);
+        };
+      };
+      double flushed[kCases][kFlushedRounds];
+      for (int round = 0; round < kFlushedRounds; ++round)
+        for (int i = 0; i < kCases; ++i) {
+          const int c = (i + round) % kCases;
+          flushed[c][round] = timer.median_ms(product(c));
+        }
+      double sustained[kCases][kSustainedRounds];
+      for (int round = 0; round < kSustainedRounds; ++round)
+        for (int i = 0; i < kCases; ++i) {
+          const int c = (i + round) % kCases;
+          sustained[c][round] = timer.back_to_back_ms(product(c), reps);
+        }
+      for (int c = 0; c < kCases; ++c) {
+        std::string f, r, sf, sr;
+        for (int round = 0; round < kFlushedRounds; ++round) {
+          char b[32];
+          std::snprintf(b, sizeof b, "%s%.4f", round ? " " : "", flushed[c][round]);
+          f += b;
+          std::snprintf(b, sizeof b, "%s%.3f", round ? " " : "", flushed[0][round] / flushed[c][round]);
+          r += b;
+        }
+        for (int round = 0; round < kSustainedRounds; ++round) {
+          char b[32];
+          std::snprintf(b, sizeof b, "%s%.4f", round ? " " : "", sustained[c][round]);
+          sf += b;
+          std::snprintf(b, sizeof b, "%s%.3f", round ? " " : "",
+                        sustained[0][round] / sustained[c][round]);
+          sr += b;
+        }
+        std::printf("| %4lld x %5lld -> %5lld | %-6s | flushed %s | %s | sustained %s | %s |\n",
+                    (long long)s.T, (long long)s.K, (long long)s.N, cases[c].name, f.c_str(),
+                    r.c_str(), sf.c_str(), sr.c_str());
+      }
+      std::fflush(stdout);
+      for (int c = 0; c < kCases; ++c) cudaFree(xc[c]), cudaFree(wc[c]);
     }
     cudaFree(flush);
   } catch (const std::exception& e) {

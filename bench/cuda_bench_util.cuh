@@ -115,7 +115,16 @@ class EventTimer {
     return double(t) / reps;
   }
 
+  // The benchmark's regime: sustained_reps 0 (the default) times one call at a time
+  // (median_ms, flushed if the timer flushes), > 0 a stream of that many back-to-back calls
+  // (back_to_back_ms: no flush, the power cap's steady state).
+  void set_sustained(int reps) { sustained_reps_ = reps; }
+  double ms(const std::function<void()>& f) {
+    return sustained_reps_ > 0 ? back_to_back_ms(f, sustained_reps_) : median_ms(f);
+  }
+
  private:
+  int sustained_reps_ = 0;
   int warmup_, iters_;
   void* flush_;
   size_t flush_bytes_;
