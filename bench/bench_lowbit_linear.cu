@@ -91,7 +91,10 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   bf16* wb = dalloc<bf16>(size_t(N * K));
   bf16* y = dalloc<bf16>(size_t(T * N));
   int8_t* xc = dalloc<int8_t>(size_t(T * K));
-  int8_t* wc8 = dalloc<int8_t>(size_t(N * K));
+  int8_t* wc8 = dalloc<int8_t>(size_t(N * K));  // offset codes (the int8 route's form)
+  int8_t* wcs = dalloc<int8_t>(size_t(N * K));  // signed codes (for the comparison)
+  int32_t* xsum = dalloc<int32_t>(size_t(T));
+  int32_t* wsum = dalloc<int32_t>(size_t(N));
   int8_t* wcf = dalloc<int8_t>(size_t(N * K));
   int32_t* acc = dalloc<int32_t>(size_t(T * N));
   float* sx = dalloc<float>(size_t(T));
@@ -103,7 +106,14 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   const LowbitQuant q = LowbitQuant::from_spec(
       quest::QuantSpec::parse("hadamard-trust:" + std::to_string(o.bits)));
   const bool fp8 = quest::cuda::lowbit_supported(LowbitRoute::kFp8, o.bits);
-  quest::cuda::lowbit_quantize(w, wc8, sw8, nullptr, N, K, q, LowbitRoute::kInt8, nullptr);
+  quest::cuda::lowbit_quantize(w, wc8, sw8, nullptr, N, K, q, LowbitRoute::kInt8, nullptr,
+                               quest::cuda::LowbitQuantKernel::kAuto, wsum);
+  quest::cuda::lowbit_quantize(w, wcs, sw8, nullptr, N, K, q, LowbitRoute::kInt8, nullptr);
+  const quest::cuda::OffsetCodes off{xsum, wsum, o.bits, o.bits};
+  auto quantize_x = [&] {
+    quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr,
+                                 quest::cuda::LowbitQuantKernel::kAuto, xsum);
+  };
   if (fp8) quest::cuda::lowbit_quantize(w, wcf, swf, nullptr, N, K, q, LowbitRoute::kFp8, nullptr);
   CK(cudaDeviceSynchronize());
 
@@ -111,20 +121,19 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   auto tops = [&](double ms) { return ops / (ms * 1e-3) / 1e12; };
 
   const double t_bf16 = timer.ms([&] { blas.matmul_forward(y, x, wb, T, K, N, nullptr); });
-  const double t_q8 = timer.ms([&] {
-    quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
-  });
+  const double t_q8 = timer.ms(quantize_x);
   const double t_q8s = timer.ms([&] {
     quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr,
                                  quest::cuda::LowbitQuantKernel::kStagedRows);
   });
+  quantize_x();  // the staged kernel wrote signed codes: the products below read offset ones
   const double t_imma = timer.ms([&] { gemm.int8_sums(acc, xc, wc8, T, K, N, nullptr); });
   const double t_scale =
-      timer.ms([&] { quest::cuda::lowbit_scale_int32(y, acc, sx, sw8, T, N, nullptr); });
+      timer.ms([&] { quest::cuda::lowbit_scale_int32(y, acc, sx, sw8, T, N, nullptr, &off, K); });
   gemm.set_int8_kernel(Int8Kernel::kCublasLt);
   const double t_int8 = timer.ms([&] {
-    quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
-    gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
+    quantize_x();
+    gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr, &off);
   });
   // Our sm90 kernel: the product alone with each tile (codes and steps of the last quantization),
   // then quantization + LowbitGemm::forward through it.
@@ -142,32 +151,36 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
   if (sm90) {
     for (int i = 0; i < kNT; ++i)
       t_tile[i] = timer.ms([&] {
-        quest::cuda::s8_gemm_sm90(y, xc, sx, wc8, sw8, T, K, N, nullptr, kTiles[i]);
+        quest::cuda::s8_gemm_sm90(y, xc, sx, wc8, sw8, T, K, N, nullptr, kTiles[i], 0, &off);
       });
     pick = quest::cuda::s8_gemm_sm90_tile(T, K, N);
     for (int i = 0; i < kNG; ++i)
       t_band[i] = timer.ms([&] {
-        quest::cuda::s8_gemm_sm90(y, xc, sx, wc8, sw8, T, K, N, nullptr, pick, kBands[i]);
+        quest::cuda::s8_gemm_sm90(y, xc, sx, wc8, sw8, T, K, N, nullptr, pick, kBands[i], &off);
       });
     gemm.set_int8_kernel(Int8Kernel::kSm90);
     t_sm90 = timer.ms([&] {
-      quest::cuda::lowbit_quantize(x, xc, sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr);
-      gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
+      quantize_x();
+      gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr, &off);
     });
   }
   // The forward-only quantizer (lowbit_quantize_fast) alone and in front of the same product,
   // and the memory floor of any quantizer: a kernel that reads x and writes one byte an entry.
-  double t_qf = 0, t_fast = 0, t_floor = 0;
+  double t_qf = 0, t_fast = 0, t_floor = 0, t_fast_signed = 0;
   if (quest::cuda::lowbit_quantize_fast_supports(K, q)) {
     t_floor = timer.ms([&] {
       high_bytes<<<1024, 256>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint2*>(xc),
                                 T * K / 8);
       CK(cudaGetLastError());
     });
-    t_qf = timer.ms([&] { quest::cuda::lowbit_quantize_fast(x, xc, sx, T, K, q, nullptr); });
+    t_qf = timer.ms([&] { quest::cuda::lowbit_quantize_fast(x, xc, sx, T, K, q, nullptr, xsum); });
     t_fast = timer.ms([&] {
+      quest::cuda::lowbit_quantize_fast(x, xc, sx, T, K, q, nullptr, xsum);
+      gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr, &off);
+    });
+    t_fast_signed = timer.ms([&] {
       quest::cuda::lowbit_quantize_fast(x, xc, sx, T, K, q, nullptr);
-      gemm.forward(y, xc, sx, wc8, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
+      gemm.forward(y, xc, sx, wcs, sw8, T, K, N, LowbitRoute::kInt8, nullptr);
     });
   }
   gemm.set_int8_kernel(Int8Kernel::kAuto);
@@ -217,9 +230,14 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
     for (int i = 0; i < kNG; ++i) std::printf(" %d: %.3f ms", kBands[i], t_band[i]);
     std::printf("\n");
   }
+  if (t_fast_signed > 0)
+    std::printf("  %s, fq+prod on signed codes (the form before offset codes): %.4f ms, %.2fx bf16; "
+                "offset codes %.3fx faster\n",
+                c.name, t_fast_signed, t_bf16 / t_fast_signed, t_fast_signed / t_fast);
   std::fflush(stdout);
 
-  for (void* p : std::initializer_list<void*>{x, w, wb, y, xc, wc8, wcf, acc, sx, sw8, swf})
+  for (void* p : std::initializer_list<void*>{x, w, wb, y, xc, wc8, wcs, wcf, acc, sx, sw8, swf,
+                                              xsum, wsum})
     cudaFree(p);
 }
 

@@ -45,6 +45,8 @@ CudaLinearOp::~CudaLinearOp() {
   cudaFree(dw_buf_);
   cudaFree(wcodes_);
   cudaFree(xcodes_);
+  cudaFree(wsums_);
+  cudaFree(xsums_);
 }
 
 bool CudaLinearOp::use_lowbit_product(LowbitGemm* gemm) {
@@ -54,6 +56,8 @@ bool CudaLinearOp::use_lowbit_product(LowbitGemm* gemm) {
     return false;
   if (!wcodes_) wcodes_ = device_alloc<int8_t>(out_ * in_);
   if (!xcodes_) xcodes_ = device_alloc<int8_t>(max_rows_ * in_);
+  if (!wsums_) wsums_ = device_alloc<int32_t>(out_);
+  if (!xsums_) xsums_ = device_alloc<int32_t>(max_rows_);
   gemm_ = gemm;
   return true;
 }
@@ -74,7 +78,7 @@ void CudaLinearOp::prepare_weight(const float* w, cudaStream_t stream) {
   QUEST_DEVICE_PROFILE("quantize_weight", stream);
   wcodes_ready_ = gemm_ != nullptr;
   if (gemm_)
-    wq_->forward_with_codes(w, w_buf_, wcodes_, out_, stream);  // Q(HT(W)) and its codes
+    wq_->forward_with_codes(w, w_buf_, {wcodes_, wsums_}, out_, stream);  // Q(HT(W)), its codes
   else if (wq_)
     wq_->forward(w, w_buf_, out_, form(), stream);  // half: Q(HT(W)); full: Q(W) (+ HT back)
   else if (half_)
@@ -87,7 +91,7 @@ void CudaLinearOp::prepare_weight(const float* w, cudaStream_t stream) {
 void CudaLinearOp::prepare_weight(const bf16* w, cudaStream_t stream) {
   wcodes_ready_ = gemm_ != nullptr;
   if (gemm_) {
-    wq_->forward_with_codes(w, w_buf_, wcodes_, out_, stream);
+    wq_->forward_with_codes(w, w_buf_, {wcodes_, wsums_}, out_, stream);
   } else if (wq_) {
     wq_->forward(w, w_buf_, out_, form(), stream);
   } else if (half_) {
@@ -109,16 +113,17 @@ void CudaLinearOp::set_product_weight(const bf16* w, cudaStream_t stream) {
 void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t stream) {
   check_forward(N, "forward");
   const bool lowbit = lowbit_active();
-  const int8_t* xc = nullptr;  // the input's codes for the integer product
+  const int8_t* xc = nullptr;  // the input's (offset) codes for the integer product
+  const int32_t* xs = nullptr;  // and their row sums
   shared_now_ = share_src_ && share_src_->last_x_ == x && share_src_->n_ == N && x;
   if (shared_now_) {  // the source quantized this x right before (see the header's invariant)
     x_ = share_src_->x_;
-    xc = share_src_->xcodes_valid_ ? share_src_->xcodes_ : nullptr;
+    if (share_src_->xcodes_valid_) xc = share_src_->xcodes_, xs = share_src_->xsums_;
   } else if (xq_) {
     QUEST_DEVICE_PROFILE("quantize_input", stream);
     if (lowbit) {
-      xq_->forward_with_codes(x, x_buf_, xcodes_, N, stream);
-      xc = xcodes_;
+      xq_->forward_with_codes(x, x_buf_, {xcodes_, xsums_}, N, stream);
+      xc = xcodes_, xs = xsums_;
     } else {
       xq_->forward(x, x_buf_, N, form(), stream);
     }
@@ -133,14 +138,16 @@ void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t strea
   xcodes_valid_ = !shared_now_ && xc != nullptr;
   last_x_ = x;
   n_ = N;
-  forward_product(xc, y, N, stream);
+  forward_product(xc, xs, y, N, stream);
 }
 
-void CudaLinearOp::forward_product(const int8_t* xc, bf16* y, int64_t N, cudaStream_t stream) {
+void CudaLinearOp::forward_product(const int8_t* xc, const int32_t* xs, bf16* y, int64_t N,
+                                   cudaStream_t stream) {
   if (lowbit_active() && xc) {
     QUEST_DEVICE_PROFILE("linear_forward_int8", stream, in_, out_);
+    const OffsetCodes offsets{xs, wsums_, input_quantizer()->spec().bits, wq_->spec().bits};
     gemm_->forward(y, xc, input_quantizer()->row_steps(), wcodes_, wq_->row_steps(), N, in_, out_,
-                   LowbitRoute::kInt8, stream);
+                   LowbitRoute::kInt8, stream, &offsets);
     return;
   }
   QUEST_DEVICE_PROFILE("linear_forward", stream, in_, out_);
@@ -154,7 +161,7 @@ void CudaLinearOp::forward_fused_tail(const bf16* x, const int8_t* xc, bf16* y, 
   xcodes_valid_ = xc != nullptr;
   last_x_ = x;  // ln / g, written or not: what a sharing op's forward will name
   n_ = N;
-  forward_product(xc, y, N, stream);
+  forward_product(xc, xc ? xsums_ : nullptr, y, N, stream);
 }
 
 void CudaLinearOp::forward_rmsnorm(const float* res, const float* norm_w, float eps, float* rstd,
@@ -180,11 +187,12 @@ void CudaLinearOp::rmsnorm_impl(const float* res, const bf16* branch, float* res
     bool done;
     if (branch) {
       QUEST_DEVICE_PROFILE("add_rmsnorm_quantize_input", stream);
-      done = xq_->forward_add_rmsnorm(res, branch, res_out, norm_w, eps, rstd, lnw, x_buf_, xc, N,
-                                      stream);
+      done = xq_->forward_add_rmsnorm(res, branch, res_out, norm_w, eps, rstd, lnw, x_buf_,
+                                      {xc, xc ? xsums_ : nullptr}, N, stream);
     } else {
       QUEST_DEVICE_PROFILE("rmsnorm_quantize_input", stream);
-      done = xq_->forward_rmsnorm(res, norm_w, eps, rstd, lnw, x_buf_, xc, N, stream);
+      done = xq_->forward_rmsnorm(res, norm_w, eps, rstd, lnw, x_buf_, {xc, xc ? xsums_ : nullptr},
+                                  N, stream);
     }
     if (done) return forward_fused_tail(ln, xc, y, N, stream);
   }
@@ -213,7 +221,8 @@ void CudaLinearOp::forward_swiglu(const bf16* a, const bf16* b, bf16* g, bool wr
     bool done;
     {
       QUEST_DEVICE_PROFILE("swiglu_quantize_input", stream);
-      done = xq_->forward_swiglu(a, b, write_g ? g : nullptr, x_buf_, xc, N, stream);
+      done = xq_->forward_swiglu(a, b, write_g ? g : nullptr, x_buf_, {xc, xc ? xsums_ : nullptr},
+                                 N, stream);
     }
     if (done) return forward_fused_tail(g, xc, y, N, stream);
   }

@@ -192,8 +192,10 @@ class CudaLinearOp {
   // After a fused pass wrote x_buf_ (and xcodes_ when xc): the bookkeeping of forward(), then
   // the product.
   void forward_fused_tail(const bf16* x, const int8_t* xc, bf16* y, int64_t N, cudaStream_t stream);
-  // The product y = x_ . w_ (or the integer product from xc), forward()'s last part.
-  void forward_product(const int8_t* xc, bf16* y, int64_t N, cudaStream_t stream);
+  // The product y = x_ . w_ (or the integer product from the offset codes xc with row sums xs),
+  // forward()'s last part.
+  void forward_product(const int8_t* xc, const int32_t* xs, bf16* y, int64_t N,
+                       cudaStream_t stream);
 
   int64_t in_, out_, max_rows_;
   QuantConfig quant_;
@@ -207,11 +209,14 @@ class CudaLinearOp {
   const bf16* x_ = nullptr;  // the product input of the last forward (x_buf_ or x)
   int64_t n_ = 0;            // rows of the last forward
   const bf16* last_x_ = nullptr;  // the caller's x of the last forward (input sharing)
-  // Low-precision product: the caller's LowbitGemm, the codes of W [out, in] and of the input
-  // [max_rows, in]; wcodes_ready_ while the weight codes match the product weight.
+  // Low-precision product: the caller's LowbitGemm, the offset codes (offset_codes.h) of W
+  // [out, in] and of the input [max_rows, in] with their row sums; wcodes_ready_ while the weight
+  // codes match the product weight.
   LowbitGemm* gemm_ = nullptr;
   int8_t* wcodes_ = nullptr;
   int8_t* xcodes_ = nullptr;
+  int32_t* wsums_ = nullptr;  // [out]
+  int32_t* xsums_ = nullptr;  // [max_rows]
   bool wcodes_ready_ = false;
   bool xcodes_valid_ = false;  // xcodes_ holds the last forward's input codes
   // Input sharing: the source op, and whether the last forward took its input.

@@ -42,6 +42,16 @@ void hadamard_rows(bf16* out, const bf16* in, int64_t rows, int64_t cols, cudaSt
 // out[n] = bf16(in[n]) (round to nearest even).
 void convert(bf16* out, const float* in, int64_t n, cudaStream_t stream);
 
+// Where a forward writes the integer codes of the low-precision product (DeviceQuantizer::
+// forward_with_codes and the producer-fused forwards): codes [rows, cols] (null: none) and, for
+// the offset form (offset_codes.h), sums [rows] (null: the odd codes 2q - 1).
+struct CodesOut {
+  int8_t* codes = nullptr;
+  int32_t* sums = nullptr;
+  CodesOut() = default;
+  CodesOut(int8_t* c, int32_t* s = nullptr) : codes(c), sums(s) {}  // implicit: a plain pointer
+};
+
 // ---- gradient masks (the backward of every masking quantizer) -----------------------------------
 // g <- [HT] . mask . [HT]: the optional transform before (ht_before: the quantizer's full form, the
 // gradient arrives in the original domain), zeroing the masked entries (mask may be null: none),
@@ -118,12 +128,13 @@ class DeviceQuantizer {
 
   // The integer codes of the low-precision product (docs/LOWBIT_GEMM.md): the Half-form forward
   // that also writes codes[rows, cols] = 2q - 1 (int8), where xq = (2q - 1) * step / 2 before
-  // its rounding to the output type. Applies when codes_supported(): the grid family (ste / clip
-  // / trust) with the transform, bits <= 7, cols <= 16384; codes 16-byte aligned.
+  // its rounding to the output type; with CodesOut::sums, the offset codes q - qmin instead and
+  // each row's sum of them (offset_codes.h). Applies when codes_supported(): the grid family
+  // (ste / clip / trust) with the transform, bits <= 7, cols <= 16384; codes 16-byte aligned.
   bool codes_supported() const;
-  void forward_with_codes(const bf16* x, bf16* xq, int8_t* codes, int64_t rows,
+  void forward_with_codes(const bf16* x, bf16* xq, CodesOut codes, int64_t rows,
                           cudaStream_t stream);
-  void forward_with_codes(const float* x, bf16* xq, int8_t* codes, int64_t rows,
+  void forward_with_codes(const float* x, bf16* xq, CodesOut codes, int64_t rows,
                           cudaStream_t stream);
 
   // The Half-form forward fused into its producer (fused_quantize.cu): xq (and codes when not
@@ -141,11 +152,11 @@ class DeviceQuantizer {
   // SwiGLU (cuda::swiglu_forward): a, b bf16 [rows, cols]; when g is not null, g = silu(a) * b.
   bool fused_supported() const;
   bool forward_rmsnorm(const float* x, const float* w, float eps, float* rstd, bf16* ln, bf16* xq,
-                       int8_t* codes, int64_t rows, cudaStream_t stream);
+                       CodesOut codes, int64_t rows, cudaStream_t stream);
   bool forward_add_rmsnorm(const float* res_in, const bf16* branch, float* res_out, const float* w,
-                           float eps, float* rstd, bf16* ln, bf16* xq, int8_t* codes, int64_t rows,
+                           float eps, float* rstd, bf16* ln, bf16* xq, CodesOut codes, int64_t rows,
                            cudaStream_t stream);
-  bool forward_swiglu(const bf16* a, const bf16* b, bf16* g, bf16* xq, int8_t* codes, int64_t rows,
+  bool forward_swiglu(const bf16* a, const bf16* b, bf16* g, bf16* xq, CodesOut codes, int64_t rows,
                       cudaStream_t stream);
 
   // grad[rows, cols]: on entry dL/dxq of the last forward (in the domain of its xq: the transform
@@ -181,19 +192,19 @@ class DeviceQuantizer {
   enum class Family { Grid, Fp4, Sparse48, Lsq, Pact };
   template <class TIn, class TOut>
   void forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantForm form, cudaStream_t stream,
-                    int8_t* codes = nullptr);
+                    CodesOut codes = {});
   template <class TS, class TD>
   void backward_impl(const TS* grad, TD* dst, bool accumulate, int64_t rows, QuantForm form,
                      cudaStream_t stream);
   void check_call(int64_t rows, QuantForm form, const char* what) const;
   // The grid family's row-kernel arguments of a forward (Grid, Fp4, Sparse48).
-  void row_args(qdetail::RowQuantArgs& a, int64_t rows, QuantForm form, int8_t* codes) const;
-  void check_codes(int8_t* codes, QuantForm form) const;
+  void row_args(qdetail::RowQuantArgs& a, int64_t rows, QuantForm form, CodesOut codes) const;
+  void check_codes(CodesOut codes, QuantForm form) const;
   // The checks and the Half-form RowQuantArgs of a producer-fused forward named `what`.
-  qdetail::RowQuantArgs fused_args(int64_t rows, int8_t* codes, const char* what) const;
+  qdetail::RowQuantArgs fused_args(int64_t rows, CodesOut codes, const char* what) const;
   // forward_rmsnorm / forward_add_rmsnorm (branch and res_out null: no add).
   bool rmsnorm_impl(const float* x, const bf16* branch, float* res_out, const float* w, float eps,
-                    float* rstd, bf16* ln, bf16* xq, int8_t* codes, int64_t rows,
+                    float* rstd, bf16* ln, bf16* xq, CodesOut codes, int64_t rows,
                     cudaStream_t stream);
 
   QuantSpec spec_;

@@ -118,14 +118,17 @@ void DeviceQuantizer::check_call(int64_t rows, QuantForm form, const char* what)
                       spec_.to_string(), "': the half form needs a Hadamard quantizer");
 }
 
-void DeviceQuantizer::check_codes(int8_t* codes, QuantForm form) const {
-  QUEST_QUANT_REQUIRE(!codes || (codes_supported() && form == QuantForm::Half), "CUDA quantizer '",
-                      spec_.to_string(), "': no integer codes (", codes_supported()
-                      ? "the half form only" : "grid family with the transform, <= 7 bits", ")");
+void DeviceQuantizer::check_codes(CodesOut codes, QuantForm form) const {
+  QUEST_QUANT_REQUIRE(!codes.codes || (codes_supported() && form == QuantForm::Half),
+                      "CUDA quantizer '", spec_.to_string(), "': no integer codes (",
+                      codes_supported() ? "the half form only"
+                                        : "grid family with the transform, <= 7 bits", ")");
+  QUEST_QUANT_REQUIRE(!codes.sums || codes.codes, "CUDA quantizer '", spec_.to_string(),
+                      "': code sums without codes");
 }
 
 void DeviceQuantizer::row_args(qdetail::RowQuantArgs& a, int64_t rows, QuantForm form,
-                               int8_t* codes) const {
+                               CodesOut codes) const {
   a.rows = rows, a.cols = cols_;
   a.bits = family_ == Family::Fp4 ? 4 : spec_.bits;
   a.unit = family_ == Family::Fp4 ? kFp4Unit : kAlpha[spec_.bits];
@@ -146,12 +149,13 @@ void DeviceQuantizer::row_args(qdetail::RowQuantArgs& a, int64_t rows, QuantForm
   a.ht_out = spec_.hadamard && form == QuantForm::Full;
   a.mask = mask_;
   a.step = step_;
-  a.codes = codes;
+  a.codes = codes.codes;
+  a.code_sums = codes.sums;
 }
 
 template <class TIn, class TOut>
 void DeviceQuantizer::forward_impl(const TIn* x, TOut* xq, int64_t rows, QuantForm form,
-                                   cudaStream_t stream, int8_t* codes) {
+                                   cudaStream_t stream, CodesOut codes) {
   check_call(rows, form, "forward");
   check_codes(codes, form);
   rows_ = rows;
@@ -178,7 +182,7 @@ bool DeviceQuantizer::fused_supported() const {
   return family_ == Family::Grid && spec_.hadamard;  // the grid family has no learned parameter
 }
 
-qdetail::RowQuantArgs DeviceQuantizer::fused_args(int64_t rows, int8_t* codes,
+qdetail::RowQuantArgs DeviceQuantizer::fused_args(int64_t rows, CodesOut codes,
                                                   const char* what) const {
   check_call(rows, QuantForm::Half, what);
   check_codes(codes, QuantForm::Half);
@@ -191,7 +195,7 @@ qdetail::RowQuantArgs DeviceQuantizer::fused_args(int64_t rows, int8_t* codes,
 
 bool DeviceQuantizer::rmsnorm_impl(const float* x, const bf16* branch, float* res_out,
                                    const float* w, float eps, float* rstd, bf16* ln, bf16* xq,
-                                   int8_t* codes, int64_t rows, cudaStream_t stream) {
+                                   CodesOut codes, int64_t rows, cudaStream_t stream) {
   const qdetail::RowQuantArgs a = fused_args(rows, codes, "forward_rmsnorm");
   if (!qdetail::launch_rmsnorm_ht_grid_rows(x, branch, res_out, w, eps, rstd, ln, xq, a, stream))
     return false;
@@ -201,21 +205,21 @@ bool DeviceQuantizer::rmsnorm_impl(const float* x, const bf16* branch, float* re
 }
 
 bool DeviceQuantizer::forward_rmsnorm(const float* x, const float* w, float eps, float* rstd,
-                                      bf16* ln, bf16* xq, int8_t* codes, int64_t rows,
+                                      bf16* ln, bf16* xq, CodesOut codes, int64_t rows,
                                       cudaStream_t stream) {
   return rmsnorm_impl(x, nullptr, nullptr, w, eps, rstd, ln, xq, codes, rows, stream);
 }
 
 bool DeviceQuantizer::forward_add_rmsnorm(const float* res_in, const bf16* branch, float* res_out,
                                           const float* w, float eps, float* rstd, bf16* ln,
-                                          bf16* xq, int8_t* codes, int64_t rows,
+                                          bf16* xq, CodesOut codes, int64_t rows,
                                           cudaStream_t stream) {
   QUEST_QUANT_REQUIRE(branch && res_out, "CUDA quantizer: forward_add_rmsnorm needs branch and res_out");
   return rmsnorm_impl(res_in, branch, res_out, w, eps, rstd, ln, xq, codes, rows, stream);
 }
 
 bool DeviceQuantizer::forward_swiglu(const bf16* a_in, const bf16* b_in, bf16* g, bf16* xq,
-                                     int8_t* codes, int64_t rows, cudaStream_t stream) {
+                                     CodesOut codes, int64_t rows, cudaStream_t stream) {
   const qdetail::RowQuantArgs a = fused_args(rows, codes, "forward_swiglu");
   if (!qdetail::launch_swiglu_ht_grid_rows(a_in, b_in, g, xq, a, stream)) return false;
   rows_ = rows;
@@ -266,11 +270,11 @@ void DeviceQuantizer::forward(const bf16* x, float* xq, int64_t rows, QuantForm 
 bool DeviceQuantizer::codes_supported() const {
   return family_ == Family::Grid && spec_.hadamard && spec_.bits <= 7 && cols_ <= 16384;
 }
-void DeviceQuantizer::forward_with_codes(const bf16* x, bf16* xq, int8_t* codes, int64_t rows,
+void DeviceQuantizer::forward_with_codes(const bf16* x, bf16* xq, CodesOut codes, int64_t rows,
                                          cudaStream_t stream) {
   forward_impl(x, xq, rows, QuantForm::Half, stream, codes);
 }
-void DeviceQuantizer::forward_with_codes(const float* x, bf16* xq, int8_t* codes, int64_t rows,
+void DeviceQuantizer::forward_with_codes(const float* x, bf16* xq, CodesOut codes, int64_t rows,
                                          cudaStream_t stream) {
   forward_impl(x, xq, rows, QuantForm::Half, stream, codes);
 }

@@ -51,6 +51,11 @@ __device__ __forceinline__ float grid_level_biased(float x, const DevGrid& g, fl
 __device__ __forceinline__ int8_t odd_code_biased(float u) {
   return int8_t(__float_as_uint(__fmaf_rn(u, 2.0f, -(kRoundMagic + 1.0f))) & 0xffu);
 }
+// The offset code q - qmin (offset_codes.h) as the low byte of the bits of
+// u - qmin = kRoundMagic + (q - qmin) (one add, exact: integers of one binade).
+__device__ __forceinline__ int8_t offset_code_biased(float u, float qmin) {
+  return int8_t(__float_as_uint(__fadd_rn(u, -qmin)) & 0xffu);
+}
 
 // The row's grid and mask limit (row_quantize_kernel's thread 0), from the ordered double sum.
 // finite: the row has no NaN or inf (then neither has any entry) and the step is normal, so
@@ -78,9 +83,10 @@ __device__ __forceinline__ RowGrid row_grid(double total, int cols, const RowQua
 
 // Quantizes 8 entries in place; returns their mask bits (bit e: entry e masked), the row kernel's
 // quantize_one for the grid family (rule 1: |x| <= limit, else |xq - x| <= limit).
-// With codes != null also the 8 odd codes 2q - 1 (int8; bits <= 7, so |2q - 1| <= 127).
+// With codes != null also the 8 odd codes 2q - 1 (int8; bits <= 7, so |2q - 1| <= 127), or with
+// kOffset the offset codes q - qmin (0 .. 2^bits - 1; offset_codes.h).
 // kValues false (codes only: lowbit_quantize): neither the values nor the mask bits (returns 0).
-template <bool kFinite, bool kClip, bool kValues = true>
+template <bool kFinite, bool kClip, bool kValues = true, bool kOffset = false>
 __device__ __forceinline__ unsigned quantize8(float (&v)[8], const RowGrid& rg,
                                               int8_t (*codes)[8] = nullptr) {
   unsigned bits = 0;
@@ -90,11 +96,12 @@ __device__ __forceinline__ unsigned quantize8(float (&v)[8], const RowGrid& rg,
     float lvl;
     if constexpr (kFinite) {
       const float u = grid_level_biased(x, rg.g, rg.y, rg.umin, rg.umax);
-      if (codes) (*codes)[e] = odd_code_biased(u);
+      if (codes) (*codes)[e] = kOffset ? offset_code_biased(u, rg.g.qmin) : odd_code_biased(u);
       lvl = __fsub_rn(u, kRoundMagic);
     } else {
       lvl = grid_level(x, rg.g);
-      if (codes) (*codes)[e] = int8_t(2 * int(lvl) - 1);
+      if (codes)
+        (*codes)[e] = kOffset ? int8_t(int(lvl) - int(rg.g.qmin)) : int8_t(2 * int(lvl) - 1);
     }
     if constexpr (!kValues) continue;
     const float q = __fsub_rn(__fmul_rn(lvl, rg.g.step), rg.hs);  // hs = RN(step / 2) either way

@@ -47,14 +47,21 @@ struct TensorSource {
   __device__ __forceinline__ void finish(float (&)[S][8], const RowCtx&) const {}
 };
 
+// The sum of 8 offset codes (bytes 0 .. 127) packed in c.
+__device__ __forceinline__ int code_sum8(const uint2 c, int acc) {
+  return __dp4a(int(c.y), 0x01010101, __dp4a(int(c.x), 0x01010101, acc));
+}
+
 // Quantize, mask, optionally transform back and store the team warp's slice.
 // With crow (the row's codes, null when not asked for) also the lane's 8 codes, one 8-byte store;
-// qr null (codes only, lowbit_quantize): no values are stored.
-template <bool kFinite, bool kClip, int S, class TOut>
-__device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& rg, TOut* qr,
-                                               uint8_t* mrow, int8_t* crow, bool ht_out, int nblk,
-                                               int first, int stride, int lane) {
+// qr null (codes only, lowbit_quantize): no values are stored. kOffset: the codes are offset codes
+// (offset_codes.h) and the lane's sum of those it stores is returned (else 0).
+template <bool kFinite, bool kClip, bool kOffset, int S, class TOut>
+__device__ __forceinline__ int quantize_slice(float (&v)[S][8], const RowGrid& rg, TOut* qr,
+                                              uint8_t* mrow, int8_t* crow, bool ht_out, int nblk,
+                                              int first, int stride, int lane) {
   const int hl = lane & 15, half = lane >> 4;
+  int code_sum = 0;
   if (crow && !qr && !mrow) {  // codes only (uniform): no values, no mask bits
 #pragma unroll
     for (int s = 0; s < S; ++s) {
@@ -62,11 +69,14 @@ __device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& 
       if (b0 >= nblk) break;  // warp-uniform
       const int b = b0 + half;
       alignas(8) int8_t c[8];
-      quantize8<kFinite, kClip, false>(v[s], rg, &c);
-      if (b < nblk)
-        *reinterpret_cast<uint2*>(crow + 128 * b + 8 * hl) = *reinterpret_cast<const uint2*>(c);
+      quantize8<kFinite, kClip, false, kOffset>(v[s], rg, &c);
+      if (b < nblk) {
+        const uint2 w = *reinterpret_cast<const uint2*>(c);
+        *reinterpret_cast<uint2*>(crow + 128 * b + 8 * hl) = w;
+        if constexpr (kOffset) code_sum = code_sum8(w, code_sum);
+      }
     }
-    return;
+    return code_sum;
   }
 #pragma unroll
   for (int s = 0; s < S; ++s) {
@@ -76,9 +86,12 @@ __device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& 
     unsigned bits;
     if (crow) {
       alignas(8) int8_t c[8];
-      bits = quantize8<kFinite, kClip>(v[s], rg, &c);
-      if (b < nblk)
-        *reinterpret_cast<uint2*>(crow + 128 * b + 8 * hl) = *reinterpret_cast<const uint2*>(c);
+      bits = quantize8<kFinite, kClip, true, kOffset>(v[s], rg, &c);
+      if (b < nblk) {
+        const uint2 w = *reinterpret_cast<const uint2*>(c);
+        *reinterpret_cast<uint2*>(crow + 128 * b + 8 * hl) = w;
+        if constexpr (kOffset) code_sum = code_sum8(w, code_sum);
+      }
     } else {
       bits = quantize8<kFinite, kClip>(v[s], rg);
     }
@@ -87,6 +100,7 @@ __device__ __forceinline__ void quantize_slice(float (&v)[S][8], const RowGrid& 
     if (ht_out) fwht128_vec(v[s], lane);
     if (b < nblk) store8(qr + 128 * b + 8 * hl, v[s]);
   }
+  return code_sum;
 }
 
 // At S = 4, 64 registers (4 CTAs = 32 warps per SM: more bytes in flight than 3 CTAs of ~80);
@@ -103,9 +117,10 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S <= 4 ? 4 : (S <= 6 ? 3 : 
   if (r >= a.rows) return;
   const int cols = int(a.cols), nblk = cols / 128, hl = lane & 15, half = lane >> 4;
   float* row = reinterpret_cast<float*>(smem4) + int64_t(team) * cols;
-  double* red =
-      reinterpret_cast<double*>(reinterpret_cast<float*>(smem4) + int64_t(rows_per_cta) * cols) +
-      8 * team;
+  double* red_all =
+      reinterpret_cast<double*>(reinterpret_cast<float*>(smem4) + int64_t(rows_per_cta) * cols);
+  double* red = red_all + 8 * team;
+  int* code_part = reinterpret_cast<int*>(red_all + 8 * rows_per_cta) + 8 * team;  // a.code_sums
   const int first = 2 * tw, stride = 2 * P;  // this warp's blocks: first + stride * s (+ half)
   const RowCtx ctx{r, cols, nblk, first, stride, team, tw, P, lane, row};
 
@@ -145,10 +160,31 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S <= 4 ? 4 : (S <= 6 ? 3 : 
       (a.mask && a.rule != 0) ? reinterpret_cast<uint8_t*>(a.mask + r * (cols / 64)) : nullptr;
   TOut* qr = xq ? xq + r * cols : nullptr;
   int8_t* crow = a.codes ? a.codes + r * cols : nullptr;
-  if (rg.finite)
-    quantize_slice<true, kClip>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
-  else
-    quantize_slice<false, kClip>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
+  if (!a.code_sums) {
+    if (rg.finite)
+      quantize_slice<true, kClip, false>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
+    else
+      quantize_slice<false, kClip, false>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
+    return;
+  }
+  // Offset codes and their row sum: lanes, then the team's warps in order (exact integers, so
+  // the order is only for determinism's sake).
+  const int lane_sum =
+      rg.finite
+          ? quantize_slice<true, kClip, true>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane)
+          : quantize_slice<false, kClip, true>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
+  const int warp_sum = __reduce_add_sync(kFullMask, lane_sum);
+  if (P == 1) {
+    if (lane == 0) a.code_sums[r] = warp_sum;
+    return;
+  }
+  if (lane == 0) code_part[tw] = warp_sum;
+  team_sync(team, P);
+  if (tw == 0 && lane == 0) {
+    int total = 0;
+    for (int w = 0; w < P; ++w) total += code_part[w];
+    a.code_sums[r] = total;
+  }
 }
 
 template <class Source, class TOut, int S, int G>
@@ -156,7 +192,8 @@ void launch_ht_steps(const Source& src, TOut* xq, const RowQuantArgs& a, int lp,
                      cudaStream_t stream) {
   const int rows_per_cta = kVecCtaWarps >> lp;
   const size_t smem = size_t(rows_per_cta) * size_t(a.cols) * sizeof(float) +
-                      size_t(rows_per_cta) * 8 * sizeof(double);
+                      size_t(rows_per_cta) * 8 * sizeof(double) +
+                      (a.code_sums ? size_t(rows_per_cta) * 8 * sizeof(int) : 0);
   auto kernel = a.rule == 1 ? ht_grid_rows_kernel<Source, TOut, S, true, G>
                             : ht_grid_rows_kernel<Source, TOut, S, false, G>;
   if (smem > 48 * 1024)
@@ -170,11 +207,13 @@ void launch_ht_steps(const Source& src, TOut* xq, const RowQuantArgs& a, int lp,
 
 // The shape checks every source shares (the caller checks its own pointers' alignment):
 // the transform on, whole 128-blocks, at most kHtMaxBlocks of them, codes only in the Half form
-// with <= 7 bits. xq (the caller's) may be null only when codes are asked for.
+// with <= 7 bits (code sums only with codes). xq (the caller's) may be null only when codes are
+// asked for.
 inline bool ht_rows_shape_ok(const RowQuantArgs& a) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   return a.ht_in && a.cols % 128 == 0 && a.cols / 128 <= kHtMaxBlocks &&
-         !(a.codes && (a.ht_out || a.bits > 7 || !aligned(a.codes)));
+         !(a.codes && (a.ht_out || a.bits > 7 || !aligned(a.codes))) &&
+         !(a.code_sums && !a.codes);
 }
 
 // Picks the register slice and team size and launches. S = 4 vectors per lane while 8 warps hold

@@ -44,6 +44,9 @@ struct RowQuantArgs {
   // integer product. Only launch_ht_grid_rows writes them (the transform on, the Half form,
   // bits <= 7); launch_row_quantize rejects codes on any other path.
   int8_t* codes = nullptr;
+  // [rows] or null: with codes, write the offset codes q - qmin instead of the odd ones
+  // (offset_codes.h) and each row's sum of them here.
+  int32_t* code_sums = nullptr;
   // Benchmarks and tests only: force the CTA-per-row kernel (legacy), or pick the register slice
   // of ht_grid_rows_kernel (vec_variant 0: automatic; 1, 2: 4 / 8 vectors a lane; 3: 4 vectors,
   // two interleaved sum chains).

@@ -74,6 +74,16 @@ namespace {
 
 constexpr int64_t kMaxSharedBytes = 227 * 1024;
 
+void check_offsets(const OffsetCodes& o, const char* what) {
+  QUEST_QUANT_REQUIRE(o.x_sums && o.w_sums && o.x_bits >= 1 && o.x_bits <= kOffsetMaxBits &&
+                          o.w_bits >= 1 && o.w_bits <= kOffsetMaxBits &&
+                          reinterpret_cast<uintptr_t>(o.w_sums) % 16 == 0,
+                      what, ": offset codes need both row sums (w_sums 16-byte aligned) and "
+                      "widths of 1 to ", kOffsetMaxBits, " bits (got ", o.x_bits, ", ", o.w_bits,
+                      ")");
+}
+
+
 // Rows up to this length go one per warp (lowbit_quantize_warp_kernel).
 constexpr int64_t kWarpRowMaxCols = 2048;
 
@@ -298,27 +308,28 @@ __global__ void __launch_bounds__(256)
 
 // kRowTeams: the training quantizer's kernel with codes and no values (same bits, fewer
 // instructions an entry: the row stays in registers). False where it does not apply.
+// Offset codes (code_sums) are only written here.
 template <class TIn>
 bool launch_row_teams(const TIn* x, void* codes, float* step, uint64_t* mask, int64_t rows,
                       int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
-                      LowbitQuantKernel kernel) {
+                      LowbitQuantKernel kernel, int32_t* code_sums) {
   if (route != LowbitRoute::kInt8 || !q.hadamard) return false;
   // Past 96 blocks (8 vectors a lane, 16 warps an SM) the staged kernel is faster (0.150
   // against 0.234 ms at 4096 x 11008 with 8 vectors, H100, 2026-11-24); up to 96 (6 vectors,
   // 24 warps an SM) the row teams are: 0.094 against 0.155 ms at 4096 x 11008.
-  if (kernel == LowbitQuantKernel::kAuto && cols > 96 * 128) return false;
+  if (kernel == LowbitQuantKernel::kAuto && cols > 96 * 128 && !code_sums) return false;
   qdetail::RowQuantArgs a;
   a.rows = rows, a.cols = cols, a.bits = q.bits, a.unit = kAlpha[q.bits], a.rule = q.rule;
   a.clip_factor = float(q.factor), a.trust = q.factor;
   a.ht_in = true, a.ht_out = false;
-  a.mask = mask, a.step = step, a.codes = static_cast<int8_t*>(codes);
+  a.mask = mask, a.step = step, a.codes = static_cast<int8_t*>(codes), a.code_sums = code_sums;
   return qdetail::launch_ht_grid_rows(x, static_cast<bf16*>(nullptr), a, stream);
 }
 
 template <class TIn>
 void launch_quantize(const TIn* x, void* codes, float* step, uint64_t* mask, int64_t rows,
                      int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
-                     LowbitQuantKernel kernel) {
+                     LowbitQuantKernel kernel, int32_t* code_sums) {
   QUEST_QUANT_REQUIRE(rows >= 0 && rows <= int64_t(0x7fffffff), "low-bit quantizer: ", rows,
                       " rows");
   QUEST_QUANT_REQUIRE(cols > 0 && cols % 128 == 0 &&
@@ -332,12 +343,16 @@ void launch_quantize(const TIn* x, void* codes, float* step, uint64_t* mask, int
   QUEST_QUANT_REQUIRE(reinterpret_cast<uintptr_t>(codes) % 16 == 0 &&
                           reinterpret_cast<uintptr_t>(x) % 16 == 0,
                       "low-bit quantizer: x and codes must be 16-byte aligned");
+  QUEST_QUANT_REQUIRE(!code_sums || kernel != LowbitQuantKernel::kStagedRows,
+                      "low-bit quantizer: offset codes (code sums) come from the row-team kernel");
   if (rows == 0) return;
   if (kernel != LowbitQuantKernel::kStagedRows) {
-    const bool done = launch_row_teams(x, codes, step, mask, rows, cols, q, route, stream, kernel);
-    QUEST_QUANT_REQUIRE(done || kernel == LowbitQuantKernel::kAuto,
+    const bool done =
+        launch_row_teams(x, codes, step, mask, rows, cols, q, route, stream, kernel, code_sums);
+    QUEST_QUANT_REQUIRE(done || (kernel == LowbitQuantKernel::kAuto && !code_sums),
                         "low-bit quantizer: the row-team kernel takes the int8 route with the "
-                        "transform and rows of at most 16384 entries");
+                        "transform and rows of at most 16384 entries (and is the only one that "
+                        "writes offset codes)");
     if (done) return;
   }
   QuantArgs a;
@@ -374,14 +389,25 @@ void launch_quantize(const TIn* x, void* codes, float* step, uint64_t* mask, int
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
 
+// off.x_sums null: acc holds the sums of signed codes; else of offset codes (offset_codes.h),
+// corrected first. K: the codes' row length.
 __global__ void lowbit_scale_kernel(bf16* __restrict__ y, const int32_t* __restrict__ acc,
                                     const float* __restrict__ sx, const float* __restrict__ sw,
-                                    int64_t N, int64_t M) {
+                                    int64_t N, int64_t M, OffsetCodes off, uint32_t K) {
   const int64_t groups = N * (M / 4), gpr = M / 4;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < groups;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t n = i / gpr, m = (i - n * gpr) * 4;
-    const int4 a = reinterpret_cast<const int4*>(acc)[i];
+    int4 a = reinterpret_cast<const int4*>(acc)[i];
+    if (off.x_sums) {
+      const uint32_t zx = offset_zero(off.x_bits), zw = offset_zero(off.w_bits);
+      const uint32_t t = offset_row_term(off.x_sums[n], K, zx, zw);
+      const int4 u = *reinterpret_cast<const int4*>(off.w_sums + m);
+      a = int4{offset_sum(a.x, t + offset_col_term(u.x, zx)),
+               offset_sum(a.y, t + offset_col_term(u.y, zx)),
+               offset_sum(a.z, t + offset_col_term(u.z, zx)),
+               offset_sum(a.w, t + offset_col_term(u.w, zx))};
+    }
     const float4 w = *reinterpret_cast<const float4*>(sw + m);
     const float s = __fmul_rn(0.25f, sx[n]);
     const __nv_bfloat162 lo = __floats2bfloat162_rn(__fmul_rn(__fmul_rn(float(a.x), s), w.x),
@@ -529,24 +555,26 @@ Plan make_plan(cublasLtHandle_t lt, const Key& key, size_t workspace_bytes, cons
 // ---- public API ------------------------------------------------------------------------------
 void lowbit_quantize(const bf16* x, void* codes, float* step, uint64_t* mask, int64_t rows,
                      int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
-                     LowbitQuantKernel kernel) {
-  launch_quantize(x, codes, step, mask, rows, cols, q, route, stream, kernel);
+                     LowbitQuantKernel kernel, int32_t* code_sums) {
+  launch_quantize(x, codes, step, mask, rows, cols, q, route, stream, kernel, code_sums);
 }
 void lowbit_quantize(const float* x, void* codes, float* step, uint64_t* mask, int64_t rows,
                      int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
-                     LowbitQuantKernel kernel) {
-  launch_quantize(x, codes, step, mask, rows, cols, q, route, stream, kernel);
+                     LowbitQuantKernel kernel, int32_t* code_sums) {
+  launch_quantize(x, codes, step, mask, rows, cols, q, route, stream, kernel, code_sums);
 }
 
 void lowbit_scale_int32(bf16* y, const int32_t* acc, const float* sx, const float* sw, int64_t N,
-                        int64_t M, cudaStream_t stream) {
+                        int64_t M, cudaStream_t stream, const OffsetCodes* offsets, int64_t K) {
   QUEST_QUANT_REQUIRE(N >= 0 && M >= 0 && M % 4 == 0, "low-bit scale pass: M = ", M,
                       " must be a multiple of 4");
+  if (offsets) check_offsets(*offsets, "low-bit scale pass");
   const int64_t groups = N * (M / 4);
   if (groups == 0) return;
   int64_t blocks = (groups + 255) / 256;
   blocks = std::min<int64_t>(blocks, 132 * 16);
-  lowbit_scale_kernel<<<unsigned(blocks), 256, 0, stream>>>(y, acc, sx, sw, N, M);
+  lowbit_scale_kernel<<<unsigned(blocks), 256, 0, stream>>>(
+      y, acc, sx, sw, N, M, offsets ? *offsets : OffsetCodes{}, uint32_t(K));
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -641,8 +669,12 @@ void run(Impl& impl, void* workspace, size_t workspace_bytes, const Key& key, co
 }  // namespace
 
 void LowbitGemm::forward(bf16* y, const void* xc, const float* sx, const void* wc, const float* sw,
-                         int64_t N, int64_t K, int64_t M, LowbitRoute route, cudaStream_t stream) {
+                         int64_t N, int64_t K, int64_t M, LowbitRoute route, cudaStream_t stream,
+                         const OffsetCodes* offsets) {
   check_shape("product", N, K, M);
+  QUEST_QUANT_REQUIRE(!offsets || route == LowbitRoute::kInt8,
+                      "low-bit product: offset codes belong to the int8 route");
+  if (offsets) check_offsets(*offsets, "low-bit product");
   if (N == 0 || M == 0) return;
   auto& impl = *static_cast<Impl*>(impl_);
   if (route == LowbitRoute::kFp8) {
@@ -658,7 +690,7 @@ void LowbitGemm::forward(bf16* y, const void* xc, const float* sx, const void* w
   if (impl.int8_kernel == Int8Kernel::kSm90 ||
       (impl.int8_kernel == Int8Kernel::kAuto && s8_gemm_sm90_available() &&
        s8_gemm_sm90_supports(y, xs8, sx, ws8, sw, N, K, M))) {
-    s8_gemm_sm90(y, xs8, sx, ws8, sw, N, K, M, stream);
+    s8_gemm_sm90(y, xs8, sx, ws8, sw, N, K, M, stream, S8Sm90Tile::kAuto, 0, offsets);
     return;
   }
   int64_t chunk = int64_t(scratch_bytes_ / (sizeof(int32_t) * size_t(M)));
@@ -671,7 +703,10 @@ void LowbitGemm::forward(bf16* y, const void* xc, const float* sx, const void* w
     const int8_t* xs = x8 + n0 * K;
     const Key key{Kind::kInt8Sums, rows, K, M, alignment(wc), alignment(xs), alignment(scratch_)};
     run(impl, workspace_, workspace_bytes_, key, wc, xs, scratch_, nullptr, nullptr, 1.0f, stream);
-    lowbit_scale_int32(y + n0 * M, scratch_, sx + n0, sw, rows, M, stream);
+    OffsetCodes chunk_offsets;
+    if (offsets) chunk_offsets = *offsets, chunk_offsets.x_sums += n0;
+    lowbit_scale_int32(y + n0 * M, scratch_, sx + n0, sw, rows, M, stream,
+                       offsets ? &chunk_offsets : nullptr, K);
   }
 }
 

@@ -47,6 +47,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "quant/cuda/offset_codes.h"
 #include "quant/quant_spec.h"
 
 namespace quest::cuda {
@@ -93,12 +94,16 @@ enum class LowbitQuantKernel : int { kAuto = 0, kRowTeams = 1, kStagedRows = 2 }
 // step[rows] = the row's grid step (DeviceQuantizer::row_steps()); mask [rows, (cols + 63) / 64]
 // (MaskBits layout, SET = gradient zeroed) when not null and q.rule != 0. cols % 128 == 0,
 // lowbit_supported(route, q.bits). x: the layer input (bf16) or the fp32 master weight.
+// code_sums [rows] (not null; kInt8 with the transform, the row-team kernel, cols <= 16384): the
+// offset codes q - qmin instead and each row's sum of them (offset_codes.h).
 void lowbit_quantize(const bf16* x, void* codes, float* step, uint64_t* mask, int64_t rows,
                      int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
-                     LowbitQuantKernel kernel = LowbitQuantKernel::kAuto);
+                     LowbitQuantKernel kernel = LowbitQuantKernel::kAuto,
+                     int32_t* code_sums = nullptr);
 void lowbit_quantize(const float* x, void* codes, float* step, uint64_t* mask, int64_t rows,
                      int64_t cols, const LowbitQuant& q, LowbitRoute route, cudaStream_t stream,
-                     LowbitQuantKernel kernel = LowbitQuantKernel::kAuto);
+                     LowbitQuantKernel kernel = LowbitQuantKernel::kAuto,
+                     int32_t* code_sums = nullptr);
 
 // The forward-only quantizer of bf16 activations for the kInt8 route (inference; the 7B layer of
 // bench_lowbit_linear): the same method as lowbit_quantize (the transform, the row's Gaussian
@@ -108,10 +113,11 @@ void lowbit_quantize(const float* x, void* codes, float* step, uint64_t* mask, i
 // lowbit_quantize's only for an entry within ~1e-6 of a grid boundary (in units of the step),
 // and then by one level; steps agree to ~1e-6 relative (lowbit_quantize_fast.cu). No mask.
 // Requirements (quest::Error otherwise): q.hadamard, bits 1..7, cols a positive multiple of 128
-// and at most 32768, x and codes 16-byte aligned. step may be null.
+// and at most 32768, x and codes 16-byte aligned. step may be null. code_sums [rows] (not null):
+// the offset codes q - qmin instead and each row's sum of them (offset_codes.h).
 bool lowbit_quantize_fast_supports(int64_t cols, const LowbitQuant& q);
 void lowbit_quantize_fast(const bf16* x, int8_t* codes, float* step, int64_t rows, int64_t cols,
-                          const LowbitQuant& q, cudaStream_t stream);
+                          const LowbitQuant& q, cudaStream_t stream, int32_t* code_sums = nullptr);
 
 // The integer product. Owns a cuBLASLt handle, its workspace and (kInt8) an int32 scratch of
 // int32_scratch_bytes; plans (descriptors + algorithm) are cached per (route, shape, alignment).
@@ -129,8 +135,12 @@ class LowbitGemm {
   // kInt8 through cuBLASLt: the rows of y go in chunks of max(16, int32_scratch_bytes / (4 M))
   // rows (rounded down to a multiple of 16), each an IMMA product into the scratch and a scaling
   // pass. Through s8_gemm_sm90: one launch, the scratch unused.
+  // offsets (kInt8 only; not null): xc and wc hold offset codes with these row sums and widths
+  // (offset_codes.h; w_sums 16-byte aligned), and y has the bits of the same product on the
+  // signed codes they stand for.
   void forward(bf16* y, const void* xc, const float* sx, const void* wc, const float* sw,
-               int64_t N, int64_t K, int64_t M, LowbitRoute route, cudaStream_t stream);
+               int64_t N, int64_t K, int64_t M, LowbitRoute route, cudaStream_t stream,
+               const OffsetCodes* offsets = nullptr);
 
   // Test and benchmark hooks: the raw sums, no scales.
   // acc[N, M] = sum_k xc * wc exactly (int32; one IMMA product, no chunking).
@@ -162,8 +172,10 @@ class LowbitGemm {
 };
 
 // y[N, M] = bf16(acc[n, m] * (0.25 * sx[n]) * sw[m]) (the kInt8 route's scaling pass; exposed for
-// the benchmark's breakdown). M % 4 == 0.
+// the benchmark's breakdown). M % 4 == 0. offsets (not null): acc holds sums of offset codes of
+// rows of K entries, corrected to the signed codes' sums first (offset_codes.h).
 void lowbit_scale_int32(bf16* y, const int32_t* acc, const float* sx, const float* sw, int64_t N,
-                        int64_t M, cudaStream_t stream);
+                        int64_t M, cudaStream_t stream, const OffsetCodes* offsets = nullptr,
+                        int64_t K = 0);
 
 }  // namespace quest::cuda

@@ -125,56 +125,82 @@ __device__ __forceinline__ uint32_t neg_level_bits(float v, float y) {
   return __float_as_uint(__fadd_rn(__fmaf_rn(-v, y, -0.5f), kRoundMagic));
 }
 
-// The 4 odd codes of entries v[0..3] (a finite row), byte k = entry k.
-__device__ __forceinline__ uint32_t codes4_fast(const float* v, const FastGrid& fg) {
+// The byte masks of the offset codes of `bits`-bit levels: top = 2^(bits-1), low = 2^bits - 1 in
+// every byte (offset_codes4).
+struct OffsetMasks {
+  uint32_t top, low;
+};
+
+// The 4 codes of entries v[0..3] (a finite row), byte k = entry k: odd codes 2q - 1, or (kOffset)
+// offset codes q - qmin.
+template <bool kOffset>
+__device__ __forceinline__ uint32_t codes4_fast(const float* v, const FastGrid& fg,
+                                                OffsetMasks om) {
   uint32_t a = __byte_perm(neg_level_bits(v[0], fg.y), neg_level_bits(v[1], fg.y), 0x5410);
   uint32_t b = __byte_perm(neg_level_bits(v[2], fg.y), neg_level_bits(v[3], fg.y), 0x5410);
   a = clamp_s16x2(a, fg.lo, fg.hi);
   b = clamp_s16x2(b, fg.lo, fg.hi);
   const uint32_t p = __byte_perm(a, b, 0x6420);  // the low byte of each 16-bit p
-  // 2q - 1 = ~(2p) per byte; bit 0 of each byte of (p << 1) is the lower byte's bit 7 or 0, and
-  // ~ of it is discarded by the OR.
-  return ~(p << 1) | 0x01010101u;
+  if constexpr (kOffset) {
+    // ~p = q - 1 per byte, in [-2^(b-1), 2^(b-1) - 1] (two's complement, sign-extended to the
+    // byte); q - qmin = (q - 1) + 2^(b-1) is its low b bits with the top one flipped (one LOP3,
+    // no carries between bytes).
+    return (~p ^ om.top) & om.low;
+  } else {
+    // 2q - 1 = ~(2p) per byte; bit 0 of each byte of (p << 1) is the lower byte's bit 7 or 0,
+    // and ~ of it is discarded by the OR.
+    return ~(p << 1) | 0x01010101u;
+  }
 }
 
 // The same through grid_level on the scaled value (rows the fast arithmetic does not cover).
+template <bool kOffset>
 __device__ __forceinline__ uint32_t codes4_exact(const float* v, const DevGrid& g) {
   uint32_t w = 0;
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    const float q = qdetail::grid_level(__fmul_rn(v[k], kHtNorm), g);
-    w |= (uint32_t(2 * int(q) - 1) & 0xffu) << (8 * k);
+    const int q = int(qdetail::grid_level(__fmul_rn(v[k], kHtNorm), g));
+    const int code = kOffset ? q - int(g.qmin) : 2 * q - 1;
+    w |= (uint32_t(code) & 0xffu) << (8 * k);
   }
   return w;
 }
 
-// The lane's 32 codes: 8 bytes at out + 32 j for chunk j.
-__device__ __forceinline__ void store_codes(const float (&v)[4][8], const FastGrid& fg,
-                                            int8_t* out) {
+// The lane's 32 codes: 8 bytes at out + 32 j for chunk j. Returns their sum for offset codes
+// (bytes 0 .. 127), else 0.
+template <bool kOffset>
+__device__ __forceinline__ int store_codes(const float (&v)[4][8], const FastGrid& fg,
+                                           OffsetMasks om, int8_t* out) {
+  int sum = 0;
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     uint2 w;
     if (fg.finite) {
-      w.x = codes4_fast(&v[j][0], fg);
-      w.y = codes4_fast(&v[j][4], fg);
+      w.x = codes4_fast<kOffset>(&v[j][0], fg, om);
+      w.y = codes4_fast<kOffset>(&v[j][4], fg, om);
     } else {
-      w.x = codes4_exact(&v[j][0], fg.g);
-      w.y = codes4_exact(&v[j][4], fg.g);
+      w.x = codes4_exact<kOffset>(&v[j][0], fg.g);
+      w.y = codes4_exact<kOffset>(&v[j][4], fg.g);
     }
     *reinterpret_cast<uint2*>(out + 32 * j) = w;
+    if constexpr (kOffset) sum = __dp4a(int(w.y), 0x01010101, __dp4a(int(w.x), 0x01010101, sum));
   }
+  return sum;
 }
 
 // Persistent: CTA c quantizes rows c, c + gridDim.x, ...; the next row's 4 loads a lane are
 // issued before this row's transform, so they fly during its arithmetic and barriers.
 // inv_n = kHtNorm^2 / cols (the unscaled transform's squares -> mean square, one multiply).
-template <int kThreads, int kMinBlocks>
+// kOffset: offset codes, and code_sums[r] = row r's sum of them: thread 0 zeroes it before the
+// row's second barrier, after which each warp adds its part (one reduction a warp, no barrier).
+template <int kThreads, int kMinBlocks, bool kOffset>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     lowbit_quantize_fast_kernel(const bf16* __restrict__ x, int8_t* __restrict__ codes,
-                                float* __restrict__ step, int64_t rows, int cols, int bits,
-                                double alpha, double inv_n) {
+                                float* __restrict__ step, int32_t* __restrict__ code_sums,
+                                int64_t rows, int cols, int bits, double alpha, double inv_n) {
   __shared__ double part[kMaxWarps];
   __shared__ FastGrid shared_grid;
+  const OffsetMasks om{0x01010101u * (1u << (bits - 1)), 0x01010101u * ((1u << bits) - 1u)};
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int nblk = cols >> 7, blk = warp * kBlocksPerWarp + (lane >> 2), hl = lane & 3;
   const bool live = blk < nblk;
@@ -208,6 +234,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     if (lane == 0) part[warp] = warp_total;
     __syncthreads();
     if (threadIdx.x == 0) {  // reads part before the barrier below; the next row writes it after
+      if (kOffset) code_sums[r] = 0;
       double total = 0.0;
       for (int w = 0; w < warps; ++w) total += part[w];
       FastGrid fg;
@@ -222,7 +249,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     }
     __syncthreads();  // every warp reads this row's grid before thread 0 writes the next one's
     const FastGrid fg = shared_grid;
-    if (live) store_codes(v, fg, codes + r * cols + offset);
+    const int lane_codes = live ? store_codes<kOffset>(v, fg, om, codes + r * cols + offset) : 0;
+    if constexpr (kOffset) {
+      const int warp_sum = __reduce_add_sync(kFullMask, lane_codes);
+      if (lane == 0 && warp_sum) atomicAdd(code_sums + r, warp_sum);
+    }
   }
 }
 
@@ -234,7 +265,7 @@ bool lowbit_quantize_fast_supports(int64_t cols, const LowbitQuant& q) {
 }
 
 void lowbit_quantize_fast(const bf16* x, int8_t* codes, float* step, int64_t rows, int64_t cols,
-                          const LowbitQuant& q, cudaStream_t stream) {
+                          const LowbitQuant& q, cudaStream_t stream, int32_t* code_sums) {
   QUEST_QUANT_REQUIRE(q.hadamard, "lowbit_quantize_fast: the quantizer needs the Hadamard "
                                   "transform (hadamard-ste / -clip / -trust)");
   QUEST_QUANT_REQUIRE(lowbit_supported(LowbitRoute::kInt8, q.bits), "lowbit_quantize_fast: ",
@@ -251,10 +282,13 @@ void lowbit_quantize_fast(const bf16* x, int8_t* codes, float* step, int64_t row
   const int warps = int((cols / 128 + kBlocksPerWarp - 1) / kBlocksPerWarp);
   // Register budgets without spills at the occupancy each CTA size allows (64 registers spill a
   // few bytes; at 72-85 none do): W <= 4: 7 CTAs an SM, <= 8: 3, <= 12: 2, else 64 registers.
-  auto kernel = warps <= 4    ? lowbit_quantize_fast_kernel<128, 7>
-                : warps <= 8  ? lowbit_quantize_fast_kernel<256, 3>
-                : warps <= 12 ? lowbit_quantize_fast_kernel<384, 2>
-                              : lowbit_quantize_fast_kernel<1024, 1>;
+  auto pick = [&]<bool kOffset>() {
+    return warps <= 4    ? lowbit_quantize_fast_kernel<128, 7, kOffset>
+           : warps <= 8  ? lowbit_quantize_fast_kernel<256, 3, kOffset>
+           : warps <= 12 ? lowbit_quantize_fast_kernel<384, 2, kOffset>
+                         : lowbit_quantize_fast_kernel<1024, 1, kOffset>;
+  };
+  auto kernel = code_sums ? pick.template operator()<true>() : pick.template operator()<false>();
   // The persistent grid: as many CTAs as fit at once (cached per device and CTA size: the
   // occupancy query costs host time on every call otherwise), each taking an equal share of rows.
   constexpr int kDeviceSlots = 16;
@@ -275,7 +309,7 @@ void lowbit_quantize_fast(const bf16* x, int8_t* codes, float* step, int64_t row
   const int64_t grid = (rows + per_cta - 1) / per_cta;
   const double inv_n = double(kHtNorm) * double(kHtNorm) / double(cols);
   kernel<<<unsigned(grid), unsigned(32 * warps), 0, stream>>>(
-      x, codes, step, rows, int(cols), q.bits, kAlpha[q.bits], inv_n);
+      x, codes, step, code_sums, rows, int(cols), q.bits, kAlpha[q.bits], inv_n);
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -72,6 +72,7 @@
 #include "core/error.h"
 #include "ops/cuda/hopper.cuh"  // mbarrier, TMA, fences, wgmma sync, descriptors, host checks
 #include "ops/cuda_ops.h"
+#include "quant/cuda/offset_codes.h"
 #include "quant/cuda/wgmma_s8.cuh"  // wgmma_s8<BN>
 
 namespace quest::cuda {
@@ -133,6 +134,13 @@ struct TileOrder {
   int m_tiles, n_tiles, group, tiles;  // column tiles, row tiles, rows per band, m_tiles n_tiles
 };
 
+// The offset form's row sums and constants (offset_codes.h), read by kOffset kernels only.
+struct OffsetArgs {
+  const int32_t* x_sums;
+  const int32_t* w_sums;
+  uint32_t K, zx, zw;
+};
+
 #if QUEST_SM90A_DEVICE  // (device code of the sm_90a pass only: see the kernel's last invariant)
 using namespace ::quest::cuda::hopper;
 
@@ -145,11 +153,12 @@ __device__ __forceinline__ int2 tile_origin(int i, const TileOrder& order) {
 }
 #endif
 
-template <class C>
+template <class C, bool kOffset>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     s8_gemm_kernel(const __grid_constant__ CUtensorMap map_x, const __grid_constant__ CUtensorMap map_w,
                    const __grid_constant__ CUtensorMap map_y, const float* __restrict__ sx,
-                   const float* __restrict__ sw, int N, int M, int nk, TileOrder order) {
+                   const float* __restrict__ sw, int N, int M, int nk, TileOrder order,
+                   OffsetArgs off) {
 #if QUEST_SM90A_DEVICE
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -249,22 +258,49 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
       // early loads made the 128 x 128 ping-pong 7-11% slower.
       constexpr bool kEarly = !C::kPingPong;
       float s0[C::kWgM], s1[C::kWgM];
+      // kOffset: the rows' code sums as loaded, then their terms (offset_row_term) where the
+      // epilogue starts (see ColPair below).
+      int u0[C::kWgM] = {}, u1[C::kWgM] = {};
+      uint32_t t0[C::kWgM] = {}, t1[C::kWgM] = {};
       auto load_s = [&] {
 #pragma unroll
         for (int i = 0; i < C::kWgM; ++i) {
           const int n0 = row0 + int(a_rows0) + i * 64 + r0, n1 = n0 + 8;
           s0[i] = n0 < N ? __fmul_rn(0.25f, __ldg(sx + n0)) : 0.f;
           s1[i] = n1 < N ? __fmul_rn(0.25f, __ldg(sx + n1)) : 0.f;
+          if constexpr (kOffset) {
+            u0[i] = n0 < N ? __ldg(off.x_sums + n0) : 0;
+            u1[i] = n1 < N ? __ldg(off.x_sums + n1) : 0;
+          }
         }
       };
-      auto load_w = [&](int sl, float2 (&w)[8]) {
+      // A column pair's scales and (kOffset) code sums, as loaded: nothing may use them before
+      // the slab that needs them, or the loads a slab ahead would wait where they are issued
+      // (computing the column terms at the load made the 7B products 5-8% slower).
+      struct ColPair {
+        float2 s;
+        int2 u;
+      };
+      auto load_col = [&](int m) {
+        ColPair p{float2{0.f, 0.f}, int2{0, 0}};
+        if (m < M) {
+          p.s = __ldg(reinterpret_cast<const float2*>(sw + m));
+          if constexpr (kOffset) p.u = __ldg(reinterpret_cast<const int2*>(off.w_sums + m));
+        }
+        return p;
+      };
+      auto load_w = [&](int sl, ColPair (&w)[8]) {
 #pragma unroll
-        for (int jj = 0; jj < 8; ++jj) {
-          const int m = col0 + 8 * (8 * sl + jj) + 2 * q;
-          w[jj] = m < M ? __ldg(reinterpret_cast<const float2*>(sw + m)) : float2{0.f, 0.f};
-        }
+        for (int jj = 0; jj < 8; ++jj) w[jj] = load_col(col0 + 8 * (8 * sl + jj) + 2 * q);
       };
-      float2 w_next[8];
+      // The int32 sum of the signed codes an accumulator stands for.
+      auto sum_of = [&](int acc, uint32_t row_term, uint32_t col_term) {
+        if constexpr (kOffset)
+          return offset_sum(acc, row_term + col_term);
+        else
+          return acc;
+      };
+      ColPair w_next[8];
       if constexpr (kEarly) load_s(), load_w(0, w_next);
 
       wgmma_wait<0>();
@@ -276,9 +312,16 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
       // memory in 64-column slabs (the 128-byte swizzle of the y tensor map, which makes these
       // 4-byte writes conflict-free) and written by TMA stores that clip at N and M.
       if constexpr (!kEarly) load_s();
+      if constexpr (kOffset) {
+#pragma unroll
+        for (int i = 0; i < C::kWgM; ++i) {
+          t0[i] = offset_row_term(u0[i], off.K, off.zx, off.zw);
+          t1[i] = offset_row_term(u1[i], off.K, off.zx, off.zw);
+        }
+      }
 #pragma unroll
       for (int sl = 0; sl < C::BN / 64; ++sl, ++slabs) {
-        float2 w_slab[8];  // kEarly: this slab's column scales
+        ColPair w_slab[8];  // kEarly: this slab's column scales (and terms)
         if constexpr (kEarly) {
 #pragma unroll
           for (int jj = 0; jj < 8; ++jj) w_slab[jj] = w_next[jj];
@@ -298,23 +341,28 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
         }
 #pragma unroll
         for (int jj = 0; jj < 8; ++jj) {
-          const int j = 8 * sl + jj, m = col0 + 8 * j + 2 * q;
-          float2 w;
+          const int j = 8 * sl + jj;
+          ColPair p;
           if constexpr (kEarly)
-            w = w_slab[jj];
+            p = w_slab[jj];
           else
-            w = m < M ? __ldg(reinterpret_cast<const float2*>(sw + m)) : float2{0.f, 0.f};
-          const uint32_t off = uint32_t(((jj ^ (lane / 4)) << 4) + 4 * q);
+            p = load_col(col0 + 8 * j + 2 * q);
+          const float2 w = p.s;
+          const uint2 ct = kOffset ? uint2{offset_col_term(p.u.x, off.zx), offset_col_term(p.u.y, off.zx)}
+                                   : uint2{0u, 0u};
+          const uint32_t sm_off = uint32_t(((jj ^ (lane / 4)) << 4) + 4 * q);
 #pragma unroll
           for (int i = 0; i < C::kWgM; ++i) {
             const int* d = acc[i] + 4 * j;
+            const float a0 = float(sum_of(d[0], t0[i], ct.x)), a1 = float(sum_of(d[1], t0[i], ct.y));
+            const float a2 = float(sum_of(d[2], t1[i], ct.x)), a3 = float(sum_of(d[3], t1[i], ct.y));
             const uint32_t row = uint32_t(64 * i + r0) * kBK;
-            st_shared_b32(buf + row + off,
-                          __floats2bfloat162_rn(__fmul_rn(__fmul_rn(float(d[0]), s0[i]), w.x),
-                                                __fmul_rn(__fmul_rn(float(d[1]), s0[i]), w.y)));
-            st_shared_b32(buf + row + 8 * kBK + off,
-                          __floats2bfloat162_rn(__fmul_rn(__fmul_rn(float(d[2]), s1[i]), w.x),
-                                                __fmul_rn(__fmul_rn(float(d[3]), s1[i]), w.y)));
+            st_shared_b32(buf + row + sm_off,
+                          __floats2bfloat162_rn(__fmul_rn(__fmul_rn(a0, s0[i]), w.x),
+                                                __fmul_rn(__fmul_rn(a1, s0[i]), w.y)));
+            st_shared_b32(buf + row + 8 * kBK + sm_off,
+                          __floats2bfloat162_rn(__fmul_rn(__fmul_rn(a2, s1[i]), w.x),
+                                                __fmul_rn(__fmul_rn(a3, s1[i]), w.y)));
           }
         }
         fence_proxy_async();  // st.shared -> TMA reads
@@ -367,15 +415,16 @@ CUtensorMap encode_y_map(bf16* p, int64_t rows, int64_t cols, int box_rows) {
   return map;
 }
 
-template <class C>
+template <class C, bool kOffset>
 void launch(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
-            int64_t N, int64_t K, int64_t M, int group_rows, cudaStream_t stream) {
+            int64_t N, int64_t K, int64_t M, int group_rows, const OffsetCodes* offsets,
+            cudaStream_t stream) {
   static std::atomic<uint64_t> attribute_set{0};  // one bit per device
   int dev = 0;
   QUEST_CUDA_CHECK(cudaGetDevice(&dev));
   const uint64_t bit = uint64_t(1) << (dev % kMaxDevices);
   if (!(attribute_set.load(std::memory_order_acquire) & bit)) {
-    QUEST_CUDA_CHECK(cudaFuncSetAttribute(s8_gemm_kernel<C>,
+    QUEST_CUDA_CHECK(cudaFuncSetAttribute(s8_gemm_kernel<C, kOffset>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     attribute_set.fetch_or(bit, std::memory_order_acq_rel);
   }
@@ -397,9 +446,13 @@ void launch(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const 
     }
     grid = std::min<int64_t>(tiles, int64_t(n) * C::kMinBlocks);
   }
-  s8_gemm_kernel<C><<<unsigned(grid), C::kThreads, C::kSmem, stream>>>(
+  OffsetArgs off{nullptr, nullptr, uint32_t(K), 0u, 0u};
+  if (offsets)
+    off = OffsetArgs{offsets->x_sums, offsets->w_sums, uint32_t(K), offset_zero(offsets->x_bits),
+                     offset_zero(offsets->w_bits)};
+  s8_gemm_kernel<C, kOffset><<<unsigned(grid), C::kThreads, C::kSmem, stream>>>(
       mx, mw, my, sx, sw, int(N), int(M), int((K + kBK - 1) / kBK),
-      TileOrder{int(m_tiles), int(n_tiles), group, int(tiles)});
+      TileOrder{int(m_tiles), int(n_tiles), group, int(tiles)}, off);
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -409,7 +462,8 @@ bool aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p)
 
 bool s8_gemm_sm90_available() {
   static std::atomic<int> state[hopper::kMaxDevices] = {};
-  return hopper::sm90a_kernel_available(state, reinterpret_cast<const void*>(s8_gemm_kernel<CfgL>));
+  return hopper::sm90a_kernel_available(state,
+                                        reinterpret_cast<const void*>(s8_gemm_kernel<CfgL, false>));
 }
 
 bool s8_gemm_sm90_supports(const bf16* y, const int8_t* xc, const float* sx, const int8_t* wc,
@@ -452,9 +506,14 @@ const char* s8_gemm_sm90_tile_name(S8Sm90Tile tile) {
   }
 }
 
+bool s8_gemm_sm90_offsets_ok(const OffsetCodes& o) {
+  return o.x_sums && o.w_sums && aligned(o.w_sums, 8) && o.x_bits >= 1 &&
+         o.x_bits <= kOffsetMaxBits && o.w_bits >= 1 && o.w_bits <= kOffsetMaxBits;
+}
+
 void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
                   int64_t N, int64_t K, int64_t M, cudaStream_t stream, S8Sm90Tile tile,
-                  int group_rows) {
+                  int group_rows, const OffsetCodes* offsets) {
   QUEST_CHECK(s8_gemm_sm90_available(),
               "s8_gemm_sm90: the current device is not sm_90 or the binary lacks sm_90a code");
   QUEST_CHECK(group_rows >= 0, "s8_gemm_sm90: group_rows {} < 0", group_rows);
@@ -462,14 +521,23 @@ void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, 
               "s8_gemm_sm90: shape N={} K={} M={} (K a positive multiple of 16 up to 133000, "
               "M % 8 == 0, N, M < 2^31) or alignment (xc, wc, y 16 bytes; sx, sw 8 bytes)",
               N, K, M);
+  QUEST_CHECK(!offsets || s8_gemm_sm90_offsets_ok(*offsets),
+              "s8_gemm_sm90: offset codes need both row sums (w_sums 8-byte aligned) and widths "
+              "of 1 to {} bits", kOffsetMaxBits);
   if (N == 0 || M == 0) return;
   if (tile == S8Sm90Tile::kAuto) tile = s8_gemm_sm90_tile(N, K, M);
+  auto run = [&]<class C>() {
+    if (offsets)
+      launch<C, true>(y, xc, sx, wc, sw, N, K, M, group_rows, offsets, stream);
+    else
+      launch<C, false>(y, xc, sx, wc, sw, N, K, M, group_rows, nullptr, stream);
+  };
   switch (tile) {
-    case S8Sm90Tile::k128x128: launch<CfgS>(y, xc, sx, wc, sw, N, K, M, group_rows, stream); break;
-    case S8Sm90Tile::k128x256p: launch<CfgLP>(y, xc, sx, wc, sw, N, K, M, group_rows, stream); break;
-    case S8Sm90Tile::k128x128pp: launch<CfgPP128>(y, xc, sx, wc, sw, N, K, M, group_rows, stream); break;
-    case S8Sm90Tile::k64x256pp: launch<CfgPP256>(y, xc, sx, wc, sw, N, K, M, group_rows, stream); break;
-    default: launch<CfgL>(y, xc, sx, wc, sw, N, K, M, group_rows, stream); break;
+    case S8Sm90Tile::k128x128: run.template operator()<CfgS>(); break;
+    case S8Sm90Tile::k128x256p: run.template operator()<CfgLP>(); break;
+    case S8Sm90Tile::k128x128pp: run.template operator()<CfgPP128>(); break;
+    case S8Sm90Tile::k64x256pp: run.template operator()<CfgPP256>(); break;
+    default: run.template operator()<CfgL>(); break;
   }
 }
 

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "quant/cuda/offset_codes.h"
+
 namespace quest::cuda {
 
 using bf16 = __nv_bfloat16;
@@ -48,9 +50,15 @@ enum class S8Sm90Tile : int {
 // group_rows: the tile order's band height in row tiles (s8_gemm_sm90.cu, TileOrder); 0 = the
 // choice of s8_gemm_sm90_group_rows (tests and the benchmark force others; the result's bits do
 // not depend on it).
+// offsets (not null): xc and wc hold offset codes (offset_codes.h) with these row sums and widths
+// (1 .. 7 bits; w_sums 8-byte aligned), and acc above is the sum of the signed codes they stand
+// for, so y has the bits of the same product on signed codes.
 void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
                   int64_t N, int64_t K, int64_t M, cudaStream_t stream,
-                  S8Sm90Tile tile = S8Sm90Tile::kAuto, int group_rows = 0);
+                  S8Sm90Tile tile = S8Sm90Tile::kAuto, int group_rows = 0,
+                  const OffsetCodes* offsets = nullptr);
+// True when s8_gemm_sm90 takes these offsets (both sums, w_sums 8-byte aligned, 1 .. 7 bits).
+bool s8_gemm_sm90_offsets_ok(const OffsetCodes& offsets);
 
 // The band height the default picks for a shape (the benchmark prints it).
 int s8_gemm_sm90_group_rows(int64_t N, int64_t K, int64_t M);
