@@ -3,6 +3,8 @@
 // - CudaLowbitLinear.*: the integer product equals the exact product of the dequantized operands
 //   (recovered from the op's saved xq, wq and steps) up to the output's bf16 rounding; the
 //   backward is bit for bit the bf16 path's; the weight's codes come from prepare_weight only.
+// - CudaLowbitLinearOffset.*: the same on offset codes (a layer whose product takes the
+//   persistent 128 x 256 tile).
 // - CudaSharedInput.*: a layer that takes another's quantized input computes bit for bit what it
 //   computes quantizing the same x itself, forward and backward; sharing is refused where the
 //   quantizers could differ.
@@ -24,6 +26,7 @@
 #include "cuda_test_util.h"
 #include "quant/cuda/cuda_linear_op.h"
 #include "quant/cuda/cuda_quant.h"
+#include "quant/cuda/s8_gemm_sm90.h"
 #include "quant/quant_spec.h"
 
 namespace quest {
@@ -144,6 +147,46 @@ INSTANTIATE_TEST_SUITE_P(Configs, CudaLowbitLinear,
                              if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
                            return s;
                          });
+
+// A layer whose product takes the persistent 128 x 256 tile (more tiles than SMs, long K, wide
+// output) runs on offset codes (cuda_linear_op.h): still the dequantized product, checked on a
+// sample of rows; and a layer with the other form of codes cannot share its input.
+TEST(CudaLowbitLinearOffset, ForwardIsTheDequantizedProduct) {
+  QUEST_REQUIRE_CUDA();
+  if (!cuda::s8_gemm_sm90_available()) GTEST_SKIP() << "offset codes need s8_gemm_sm90";
+  constexpr int64_t in = 2176, out = 1024, rows = 4352;
+  ASSERT_EQ(cuda::s8_gemm_sm90_tile(rows, in, out), cuda::S8Sm90Tile::k128x256p);
+  const auto x = round_bf16(randn(rows * in, 31));
+  const auto w = randn(out * in, 32, 0.05);
+  auto dx_in = upload_bf16(x);
+  auto dw = upload(w);
+  cuda::Blas blas;
+  cuda::LowbitGemm gemm;
+  CudaLinearOp op(in, out, rows, QuantConfig::parse("w=quest:4,a=quest:3"), blas);
+  ASSERT_TRUE(op.use_lowbit_product(&gemm));
+  op.prepare_weight(dw.get(), nullptr);
+  DeviceBuffer<bf16> y(size_t(rows * out));
+  op.forward(dx_in.get(), y.get(), rows, nullptr);
+  cuda_test::sync();
+  const auto xq = exact_operand(download_bf16(op.product_input(), size_t(rows * in)),
+                                download(op.input_quantizer()->row_steps(), size_t(rows)), in);
+  const auto wq = exact_operand(download_bf16(op.product_weight(), size_t(out * in)),
+                                download(op.weight_quantizer()->row_steps(), size_t(out)), in);
+  const auto got = download_bf16(y);
+  std::vector<float> want, have;
+  for (int64_t n = 0; n < rows; n += 97)
+    for (int64_t m = 0; m < out; ++m) {
+      double s = 0;
+      for (int64_t k = 0; k < in; ++k) s += xq[size_t(n * in + k)] * wq[size_t(m * in + k)];
+      want.push_back(float(s));
+      have.push_back(got[size_t(n * out + m)]);
+    }
+  EXPECT_TRUE(cuda_test::all_close(have, want, 1e-6 * rms(want), 1.0 / 256, "y"));
+
+  CudaLinearOp narrow(in, 384, rows, QuantConfig::parse("w=quest:4,a=quest:3"), blas);
+  ASSERT_TRUE(narrow.use_lowbit_product(&gemm));  // 128 x 128 tiles: signed codes
+  EXPECT_FALSE(narrow.share_input_quantization(op));
+}
 
 TEST(CudaLowbitLinearChecks, WhereItAppliesAndWeightCodesOncePerStep) {
   QUEST_REQUIRE_CUDA();

@@ -7,6 +7,7 @@
 
 #include "ops/cuda/device_profile.h"
 #include "quant/cuda/kernels.h"
+#include "quant/cuda/s8_gemm_sm90.h"
 
 namespace quest::cuda {
 
@@ -56,8 +57,18 @@ bool CudaLinearOp::use_lowbit_product(LowbitGemm* gemm) {
     return false;
   if (!wcodes_) wcodes_ = device_alloc<int8_t>(out_ * in_);
   if (!xcodes_) xcodes_ = device_alloc<int8_t>(max_rows_ * in_);
-  if (!wsums_) wsums_ = device_alloc<int32_t>(out_);
-  if (!xsums_) xsums_ = device_alloc<int32_t>(max_rows_);
+  // The offset form where the product runs our persistent 128 x 256 kernel (long K, wide
+  // outputs: the 7B layers, 200M's down projection): there its epilogue prefetches the column
+  // sums with the scales, and the product at the power cap is 5-17% faster on offset codes (H100,
+  // docs/PERF.md session 14). The short-K ping-pong tiles of the small presets load them in
+  // place, and 30M training was 1% slower on offset codes: those keep the signed form.
+  offset_codes_ = s8_gemm_sm90_available() && xq_->spec().bits <= kOffsetMaxBits &&
+                  wq_->spec().bits <= kOffsetMaxBits &&
+                  s8_gemm_sm90_tile(max_rows_, in_, out_) == S8Sm90Tile::k128x256p;
+  if (offset_codes_) {
+    if (!wsums_) wsums_ = device_alloc<int32_t>(out_);
+    if (!xsums_) xsums_ = device_alloc<int32_t>(max_rows_);
+  }
   gemm_ = gemm;
   return true;
 }
@@ -68,7 +79,7 @@ bool CudaLinearOp::share_input_quantization(CudaLinearOp& src) {
   const auto stateless = [](const DeviceQuantizer* q) { return q && !q->has_param(); };
   if (&src == this || src.share_src_ || !stateless(xq_.get()) || !stateless(src.xq_.get()) ||
       !(xq_->spec() == src.xq_->spec()) || in_ != src.in_ || half_ != src.half_ ||
-      max_rows_ > src.max_rows_)
+      max_rows_ > src.max_rows_ || offset_codes_ != src.offset_codes_)
     return false;
   share_src_ = &src;
   return true;
@@ -78,7 +89,7 @@ void CudaLinearOp::prepare_weight(const float* w, cudaStream_t stream) {
   QUEST_DEVICE_PROFILE("quantize_weight", stream);
   wcodes_ready_ = gemm_ != nullptr;
   if (gemm_)
-    wq_->forward_with_codes(w, w_buf_, {wcodes_, wsums_}, out_, stream);  // Q(HT(W)), its codes
+    wq_->forward_with_codes(w, w_buf_, {wcodes_, wsums()}, out_, stream);  // Q(HT(W)), its codes
   else if (wq_)
     wq_->forward(w, w_buf_, out_, form(), stream);  // half: Q(HT(W)); full: Q(W) (+ HT back)
   else if (half_)
@@ -91,7 +102,7 @@ void CudaLinearOp::prepare_weight(const float* w, cudaStream_t stream) {
 void CudaLinearOp::prepare_weight(const bf16* w, cudaStream_t stream) {
   wcodes_ready_ = gemm_ != nullptr;
   if (gemm_) {
-    wq_->forward_with_codes(w, w_buf_, {wcodes_, wsums_}, out_, stream);
+    wq_->forward_with_codes(w, w_buf_, {wcodes_, wsums()}, out_, stream);
   } else if (wq_) {
     wq_->forward(w, w_buf_, out_, form(), stream);
   } else if (half_) {
@@ -118,12 +129,12 @@ void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t strea
   shared_now_ = share_src_ && share_src_->last_x_ == x && share_src_->n_ == N && x;
   if (shared_now_) {  // the source quantized this x right before (see the header's invariant)
     x_ = share_src_->x_;
-    if (share_src_->xcodes_valid_) xc = share_src_->xcodes_, xs = share_src_->xsums_;
+    if (share_src_->xcodes_valid_) xc = share_src_->xcodes_, xs = share_src_->xsums();
   } else if (xq_) {
     QUEST_DEVICE_PROFILE("quantize_input", stream);
     if (lowbit) {
-      xq_->forward_with_codes(x, x_buf_, {xcodes_, xsums_}, N, stream);
-      xc = xcodes_, xs = xsums_;
+      xq_->forward_with_codes(x, x_buf_, {xcodes_, xsums()}, N, stream);
+      xc = xcodes_, xs = xsums();
     } else {
       xq_->forward(x, x_buf_, N, form(), stream);
     }
@@ -143,11 +154,13 @@ void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t strea
 
 void CudaLinearOp::forward_product(const int8_t* xc, const int32_t* xs, bf16* y, int64_t N,
                                    cudaStream_t stream) {
-  if (lowbit_active() && xc) {
+  // The input's codes must have the weight codes' form (a sharing source's may not, if it was
+  // set up after share_input_quantization); else the bf16 product of the values, as without codes.
+  if (lowbit_active() && xc && (xs != nullptr) == offset_codes_) {
     QUEST_DEVICE_PROFILE("linear_forward_int8", stream, in_, out_);
     const OffsetCodes offsets{xs, wsums_, input_quantizer()->spec().bits, wq_->spec().bits};
     gemm_->forward(y, xc, input_quantizer()->row_steps(), wcodes_, wq_->row_steps(), N, in_, out_,
-                   LowbitRoute::kInt8, stream, &offsets);
+                   LowbitRoute::kInt8, stream, xs ? &offsets : nullptr);
     return;
   }
   QUEST_DEVICE_PROFILE("linear_forward", stream, in_, out_);
@@ -161,7 +174,7 @@ void CudaLinearOp::forward_fused_tail(const bf16* x, const int8_t* xc, bf16* y, 
   xcodes_valid_ = xc != nullptr;
   last_x_ = x;  // ln / g, written or not: what a sharing op's forward will name
   n_ = N;
-  forward_product(xc, xc ? xsums_ : nullptr, y, N, stream);
+  forward_product(xc, xc ? xsums() : nullptr, y, N, stream);
 }
 
 void CudaLinearOp::forward_rmsnorm(const float* res, const float* norm_w, float eps, float* rstd,
@@ -188,10 +201,10 @@ void CudaLinearOp::rmsnorm_impl(const float* res, const bf16* branch, float* res
     if (branch) {
       QUEST_DEVICE_PROFILE("add_rmsnorm_quantize_input", stream);
       done = xq_->forward_add_rmsnorm(res, branch, res_out, norm_w, eps, rstd, lnw, x_buf_,
-                                      {xc, xc ? xsums_ : nullptr}, N, stream);
+                                      {xc, xc ? xsums() : nullptr}, N, stream);
     } else {
       QUEST_DEVICE_PROFILE("rmsnorm_quantize_input", stream);
-      done = xq_->forward_rmsnorm(res, norm_w, eps, rstd, lnw, x_buf_, {xc, xc ? xsums_ : nullptr},
+      done = xq_->forward_rmsnorm(res, norm_w, eps, rstd, lnw, x_buf_, {xc, xc ? xsums() : nullptr},
                                   N, stream);
     }
     if (done) return forward_fused_tail(ln, xc, y, N, stream);
@@ -221,7 +234,7 @@ void CudaLinearOp::forward_swiglu(const bf16* a, const bf16* b, bf16* g, bool wr
     bool done;
     {
       QUEST_DEVICE_PROFILE("swiglu_quantize_input", stream);
-      done = xq_->forward_swiglu(a, b, write_g ? g : nullptr, x_buf_, {xc, xc ? xsums_ : nullptr},
+      done = xq_->forward_swiglu(a, b, write_g ? g : nullptr, x_buf_, {xc, xc ? xsums() : nullptr},
                                  N, stream);
     }
     if (done) return forward_fused_tail(g, xc, y, N, stream);

@@ -30,7 +30,9 @@
 //   operands up to fp32 rounding (the bf16 product rounds xq and wq to bf16 first, which the
 //   codes avoid). The codes come from the same fused quantizer pass that writes xq (no second
 //   quantization), the weight's from prepare_weight (once per optimizer step). The backward is
-//   unchanged: bf16 products of the saved xq and wq.
+//   unchanged: bf16 products of the saved xq and wq. The codes are offset codes with row sums
+//   (offset_codes.h) where the product runs s8_gemm_sm90's persistent 128 x 256 tile, else the
+//   signed odd codes: the same y either way.
 // - Sharing the quantized input (share_input_quantization): the MLP's w1 and w2 read the same
 //   RMSNorm output; with stateless input quantizers of one spec, w2 takes w1's xq, codes, steps
 //   and mask instead of quantizing the same x again. Invariant the caller keeps: the source's
@@ -141,7 +143,8 @@ class CudaLinearOp {
 
   // Takes `src`'s quantized input when forward() gets the x and N of src's last forward (see the
   // header). Returns whether it applies: both input quantizers without a learned parameter, with
-  // equal specs, equal in_features and form; false leaves this op quantizing its own input.
+  // equal specs, equal in_features and form, and the same form of codes (call after
+  // use_lowbit_product); false leaves this op quantizing its own input.
   bool share_input_quantization(CudaLinearOp& src);
 
   // True when this op takes src's quantized input (share_input_quantization(src) applied).
@@ -209,14 +212,17 @@ class CudaLinearOp {
   const bf16* x_ = nullptr;  // the product input of the last forward (x_buf_ or x)
   int64_t n_ = 0;            // rows of the last forward
   const bf16* last_x_ = nullptr;  // the caller's x of the last forward (input sharing)
-  // Low-precision product: the caller's LowbitGemm, the offset codes (offset_codes.h) of W
-  // [out, in] and of the input [max_rows, in] with their row sums; wcodes_ready_ while the weight
-  // codes match the product weight.
+  // Low-precision product: the caller's LowbitGemm, the codes of W [out, in] and of the input
+  // [max_rows, in], signed or (offset_codes_) offset codes with their row sums (offset_codes.h);
+  // wcodes_ready_ while the weight codes match the product weight.
   LowbitGemm* gemm_ = nullptr;
   int8_t* wcodes_ = nullptr;
   int8_t* xcodes_ = nullptr;
-  int32_t* wsums_ = nullptr;  // [out]
-  int32_t* xsums_ = nullptr;  // [max_rows]
+  int32_t* wsums_ = nullptr;  // [out] (offset_codes_)
+  int32_t* xsums_ = nullptr;  // [max_rows] (offset_codes_)
+  bool offset_codes_ = false;  // the codes' form (use_lowbit_product)
+  int32_t* wsums() const { return offset_codes_ ? wsums_ : nullptr; }
+  int32_t* xsums() const { return offset_codes_ ? xsums_ : nullptr; }
   bool wcodes_ready_ = false;
   bool xcodes_valid_ = false;  // xcodes_ holds the last forward's input codes
   // Input sharing: the source op, and whether the last forward took its input.

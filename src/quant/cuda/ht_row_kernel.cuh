@@ -107,7 +107,9 @@ __device__ __forceinline__ int quantize_slice(float (&v)[S][8], const RowGrid& r
 // S = 5 and 6, 3 CTAs; S = 8, 2.
 // G: virtual warps summed at once (ordered_row_sum); more chains need more registers while the
 // row is live (S = 4, G = 2 spills a few bytes at 64).
-template <class Source, class TOut, int S, bool kClip, int G>
+// kOffset: a.code_sums set (offset codes and their row sums); a template parameter so that the
+// other kernels keep their registers (one kernel with both paths spilled twice as much).
+template <class Source, class TOut, int S, bool kClip, int G, bool kOffset>
 __global__ void __launch_bounds__(kVecCtaWarps * 32, S <= 4 ? 4 : (S <= 6 ? 3 : 2))
     ht_grid_rows_kernel(Source src, TOut* xq, RowQuantArgs a, TeamShape ts) {
   extern __shared__ float4 smem4[];
@@ -160,30 +162,31 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S <= 4 ? 4 : (S <= 6 ? 3 : 
       (a.mask && a.rule != 0) ? reinterpret_cast<uint8_t*>(a.mask + r * (cols / 64)) : nullptr;
   TOut* qr = xq ? xq + r * cols : nullptr;
   int8_t* crow = a.codes ? a.codes + r * cols : nullptr;
-  if (!a.code_sums) {
+  if constexpr (!kOffset) {
     if (rg.finite)
       quantize_slice<true, kClip, false>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
     else
       quantize_slice<false, kClip, false>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
-    return;
-  }
-  // Offset codes and their row sum: lanes, then the team's warps in order (exact integers, so
-  // the order is only for determinism's sake).
-  const int lane_sum =
-      rg.finite
-          ? quantize_slice<true, kClip, true>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane)
-          : quantize_slice<false, kClip, true>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
-  const int warp_sum = __reduce_add_sync(kFullMask, lane_sum);
-  if (P == 1) {
-    if (lane == 0) a.code_sums[r] = warp_sum;
-    return;
-  }
-  if (lane == 0) code_part[tw] = warp_sum;
-  team_sync(team, P);
-  if (tw == 0 && lane == 0) {
-    int total = 0;
-    for (int w = 0; w < P; ++w) total += code_part[w];
-    a.code_sums[r] = total;
+  } else {
+    // Offset codes and their row sum: lanes, then the team's warps in order (exact integers, so
+    // the order is only for determinism's sake).
+    const int lane_sum =
+        rg.finite ? quantize_slice<true, kClip, true>(v, rg, qr, mrow, crow, a.ht_out, nblk, first,
+                                                      stride, lane)
+                  : quantize_slice<false, kClip, true>(v, rg, qr, mrow, crow, a.ht_out, nblk,
+                                                       first, stride, lane);
+    const int warp_sum = __reduce_add_sync(kFullMask, lane_sum);
+    if (P == 1) {
+      if (lane == 0) a.code_sums[r] = warp_sum;
+      return;
+    }
+    if (lane == 0) code_part[tw] = warp_sum;
+    team_sync(team, P);
+    if (tw == 0 && lane == 0) {
+      int total = 0;
+      for (int w = 0; w < P; ++w) total += code_part[w];
+      a.code_sums[r] = total;
+    }
   }
 }
 
@@ -194,8 +197,10 @@ void launch_ht_steps(const Source& src, TOut* xq, const RowQuantArgs& a, int lp,
   const size_t smem = size_t(rows_per_cta) * size_t(a.cols) * sizeof(float) +
                       size_t(rows_per_cta) * 8 * sizeof(double) +
                       (a.code_sums ? size_t(rows_per_cta) * 8 * sizeof(int) : 0);
-  auto kernel = a.rule == 1 ? ht_grid_rows_kernel<Source, TOut, S, true, G>
-                            : ht_grid_rows_kernel<Source, TOut, S, false, G>;
+  auto kernel = a.code_sums ? (a.rule == 1 ? ht_grid_rows_kernel<Source, TOut, S, true, G, true>
+                                           : ht_grid_rows_kernel<Source, TOut, S, false, G, true>)
+                : a.rule == 1 ? ht_grid_rows_kernel<Source, TOut, S, true, G, false>
+                              : ht_grid_rows_kernel<Source, TOut, S, false, G, false>;
   if (smem > 48 * 1024)
     QUEST_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));

@@ -126,7 +126,8 @@ __device__ __forceinline__ uint32_t neg_level_bits(float v, float y) {
 }
 
 // The byte masks of the offset codes of `bits`-bit levels: top = 2^(bits-1), low = 2^bits - 1 in
-// every byte (offset_codes4).
+// every byte (codes4_fast). A kernel parameter: operands straight from the constant bank (held in
+// registers, they made the 4-warp kernel spill).
 struct OffsetMasks {
   uint32_t top, low;
 };
@@ -197,10 +198,10 @@ template <int kThreads, int kMinBlocks, bool kOffset>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     lowbit_quantize_fast_kernel(const bf16* __restrict__ x, int8_t* __restrict__ codes,
                                 float* __restrict__ step, int32_t* __restrict__ code_sums,
-                                int64_t rows, int cols, int bits, double alpha, double inv_n) {
+                                OffsetMasks om, int64_t rows, int cols, int bits, double alpha,
+                                double inv_n) {
   __shared__ double part[kMaxWarps];
   __shared__ FastGrid shared_grid;
-  const OffsetMasks om{0x01010101u * (1u << (bits - 1)), 0x01010101u * ((1u << bits) - 1u)};
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int nblk = cols >> 7, blk = warp * kBlocksPerWarp + (lane >> 2), hl = lane & 3;
   const bool live = blk < nblk;
@@ -282,8 +283,10 @@ void lowbit_quantize_fast(const bf16* x, int8_t* codes, float* step, int64_t row
   const int warps = int((cols / 128 + kBlocksPerWarp - 1) / kBlocksPerWarp);
   // Register budgets without spills at the occupancy each CTA size allows (64 registers spill a
   // few bytes; at 72-85 none do): W <= 4: 7 CTAs an SM, <= 8: 3, <= 12: 2, else 64 registers.
+  // The offset codes' sums take 3 more registers: at 7 CTAs (72 registers) the 4-warp kernel
+  // spilled 12 bytes; at 6 it does not.
   auto pick = [&]<bool kOffset>() {
-    return warps <= 4    ? lowbit_quantize_fast_kernel<128, 7, kOffset>
+    return warps <= 4    ? lowbit_quantize_fast_kernel<128, kOffset ? 6 : 7, kOffset>
            : warps <= 8  ? lowbit_quantize_fast_kernel<256, 3, kOffset>
            : warps <= 12 ? lowbit_quantize_fast_kernel<384, 2, kOffset>
                          : lowbit_quantize_fast_kernel<1024, 1, kOffset>;
@@ -309,7 +312,9 @@ void lowbit_quantize_fast(const bf16* x, int8_t* codes, float* step, int64_t row
   const int64_t grid = (rows + per_cta - 1) / per_cta;
   const double inv_n = double(kHtNorm) * double(kHtNorm) / double(cols);
   kernel<<<unsigned(grid), unsigned(32 * warps), 0, stream>>>(
-      x, codes, step, code_sums, rows, int(cols), q.bits, kAlpha[q.bits], inv_n);
+      x, codes, step, code_sums,
+      OffsetMasks{0x01010101u * (1u << (q.bits - 1)), 0x01010101u * ((1u << q.bits) - 1u)}, rows,
+      int(cols), q.bits, kAlpha[q.bits], inv_n);
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
 
