@@ -26,6 +26,8 @@
 // lowbit_quantize_fast (the forward-only quantizer, codes within a level of lowbit_quantize's near
 // grid boundaries) alone, and fq+prod = it + LowbitGemm::forward (kInt8, the default kernel);
 // floor = a kernel that only reads x and writes a byte an entry (no quantizer can beat it).
+// The int8 columns run on offset codes with their row sums (quant/cuda/offset_codes.h; staged:
+// signed, its kernels write no others); a line per 7B case gives fq+prod on signed codes.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
