@@ -53,6 +53,7 @@ CudaLinearOp::~CudaLinearOp() {
 bool CudaLinearOp::use_lowbit_product(LowbitGemm* gemm) {
   gemm_ = nullptr;
   wcodes_ready_ = false;
+  offset_codes_ = false;
   if (!gemm || !half_ || !wq_ || !xq_ || !wq_->codes_supported() || !xq_->codes_supported())
     return false;
   if (!wcodes_) wcodes_ = device_alloc<int8_t>(out_ * in_);

@@ -195,8 +195,8 @@ class CudaLinearOp {
   // After a fused pass wrote x_buf_ (and xcodes_ when xc): the bookkeeping of forward(), then
   // the product.
   void forward_fused_tail(const bf16* x, const int8_t* xc, bf16* y, int64_t N, cudaStream_t stream);
-  // The product y = x_ . w_ (or the integer product from the offset codes xc with row sums xs),
-  // forward()'s last part.
+  // The product y = x_ . w_ (or the integer product from the codes xc: offset codes where xs,
+  // their row sums, is not null), forward()'s last part.
   void forward_product(const int8_t* xc, const int32_t* xs, bf16* y, int64_t N,
                        cudaStream_t stream);
 

@@ -83,7 +83,6 @@ void check_offsets(const OffsetCodes& o, const char* what) {
                       ")");
 }
 
-
 // Rows up to this length go one per warp (lowbit_quantize_warp_kernel).
 constexpr int64_t kWarpRowMaxCols = 2048;
 

@@ -43,7 +43,9 @@
 //   of its bits (|v y| < 2^12 for any row: a scaled transformed entry is at most sqrt(cols) rms
 //   <= 182 rms, and step = 2 ALPHA[b] rms / (2^b - 1) >= 0.056 rms);
 //   pairs are clamped to [-qmax, -qmin] as s16x2 (sm_90: max/min.s16x2), four bytes of p packed
-//   by PRMT, and the odd code 2q - 1 = ~(2p) byte by byte (two's complement: ~e = -e - 1).
+//   by PRMT, and the odd code 2q - 1 = ~(2p) byte by byte (two's complement: ~e = -e - 1), or
+//   the offset code q - qmin = (~p ^ 2^(b-1)) & (2^b - 1) (offset_codes.h), whose row sum each
+//   warp then adds to code_sums[r] (zeroed by thread 0 before the row's second barrier).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -126,8 +128,7 @@ __device__ __forceinline__ uint32_t neg_level_bits(float v, float y) {
 }
 
 // The byte masks of the offset codes of `bits`-bit levels: top = 2^(bits-1), low = 2^bits - 1 in
-// every byte (codes4_fast). A kernel parameter: operands straight from the constant bank (held in
-// registers, they made the 4-warp kernel spill).
+// every byte (codes4_fast); a kernel parameter, so read from the constant bank.
 struct OffsetMasks {
   uint32_t top, low;
 };

@@ -5,8 +5,9 @@
 // [-z, z], z = 2^b - 1 (the signed form), and the offset code u = q - qmin = (c + z) / 2 in
 // [0, z] (the offset form): the same level, with every bit above the b-th zero. Why: the H100
 // runs the int8 product at its power cap, and the tensor cores draw less with the upper bits of
-// both operands still; the same product on offset codes runs 3-5% faster one call at a time and
-// 11-19% faster in a stream of calls (docs/PERF.md, session 14).
+// both operands still: on offset codes the 7B products alone run 1-5% faster one call at a time
+// and 11-19% faster in a stream of calls; with the correction below, the whole 7B layer is as
+// fast one call at a time and 5-19% faster in a stream (docs/PERF.md, session 14).
 //
 // The product stays exact: with the row sums Ux[n] = sum_k ux[n, k] and Uw[m] = sum_k uw[m, k],
 //   sum_k cx cw = 4 sum_k ux uw - 2 zw Ux[n] - 2 zx Uw[m] + K zx zw,

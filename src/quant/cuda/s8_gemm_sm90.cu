@@ -61,6 +61,10 @@
 //   writing one the storing thread waits (cp.async.bulk.wait_group.read 1) until the store that
 //   last read it is done, then the warpgroup's barrier. Before exiting it waits for all reads.
 //   sx / sw are read only where n < N / m < M.
+// - Offset codes (kOffset; offset_codes.h): the accumulators hold sums of offset codes; before
+//   the scales, each becomes the signed codes' sum 4 acc + row term + column term (uint32,
+//   exact). The rows' code sums load with sx, the columns' with sw, and are used only in the
+//   slab that needs them (see ColPair).
 // - Device code exists only in the sm_90a compilation (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere the
 //   kernel body is empty and the host never launches it (s8_gemm_sm90_available()).
 #include "quant/cuda/s8_gemm_sm90.h"
@@ -321,7 +325,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
       }
 #pragma unroll
       for (int sl = 0; sl < C::BN / 64; ++sl, ++slabs) {
-        ColPair w_slab[8];  // kEarly: this slab's column scales (and terms)
+        ColPair w_slab[8];  // kEarly: this slab's column scales (and code sums)
         if constexpr (kEarly) {
 #pragma unroll
           for (int jj = 0; jj < 8; ++jj) w_slab[jj] = w_next[jj];
