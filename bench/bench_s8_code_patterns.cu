@@ -50,11 +50,24 @@ int main(int argc, char** argv) {
     void* flush = dalloc<char>(flush_bytes);
     quest::bench::EventTimer timer(warmup, iters, flush, flush_bytes);
     // Flushed rows first, all patterns, in a rotated order each round: a sustained burst heats the
-    // GPU and leaves the next flushed timings 10-15% slow (session 13's table, where every pattern
+    // GPU and leaves the next flushed timings 10-15% slow (session 11's table, where every pattern
     // but the first of a round followed another's burst, showed that as "offset codes are slower").
     constexpr int kFlushedRounds = 4, kSustainedRounds = 2, kCases = 4;
-    std::printf("| tokens x K -> N      | codes  | flushed ms (rounds) | vs signed |\n");
-    std::printf("|----------------------|--------|---------------------|-----------|\n");
+    std::printf("| tokens x K -> N      | codes  | flushed ms (rounds) | vs signed | sustained ms "
+                "(rounds) | vs signed |\n");
+    std::printf("|----------------------|--------|---------------------|-----------|--------------"
+                "---------|-----------|\n");
+    // One cell of `n` rounds: the times, or the signed pattern's time over them.
+    auto cell = [](const double* t, const double* signed_t, int n, bool ratio) {
+      std::string out;
+      for (int round = 0; round < n; ++round) {
+        char b[32];
+        std::snprintf(b, sizeof b, ratio ? "%s%.3f" : "%s%.4f", round ? " " : "",
+                      ratio ? signed_t[round] / t[round] : t[round]);
+        out += b;
+      }
+      return out;
+    };
     for (const quest::bench::S8Shape& s : quest::bench::kLlama7bShapes) {
       const quest::bench::W4A4Operands ops(s);  // the signed codes the others are made from
       int8_t* xc[kCases];
@@ -83,27 +96,13 @@ int main(int argc, char** argv) {
           const int c = (i + round) % kCases;
           sustained[c][round] = timer.back_to_back_ms(product(c), reps);
         }
-      for (int c = 0; c < kCases; ++c) {
-        std::string f, r, sf, sr;
-        for (int round = 0; round < kFlushedRounds; ++round) {
-          char b[32];
-          std::snprintf(b, sizeof b, "%s%.4f", round ? " " : "", flushed[c][round]);
-          f += b;
-          std::snprintf(b, sizeof b, "%s%.3f", round ? " " : "", flushed[0][round] / flushed[c][round]);
-          r += b;
-        }
-        for (int round = 0; round < kSustainedRounds; ++round) {
-          char b[32];
-          std::snprintf(b, sizeof b, "%s%.4f", round ? " " : "", sustained[c][round]);
-          sf += b;
-          std::snprintf(b, sizeof b, "%s%.3f", round ? " " : "",
-                        sustained[0][round] / sustained[c][round]);
-          sr += b;
-        }
-        std::printf("| %4lld x %5lld -> %5lld | %-6s | flushed %s | %s | sustained %s | %s |\n",
-                    (long long)s.T, (long long)s.K, (long long)s.N, cases[c].name, f.c_str(),
-                    r.c_str(), sf.c_str(), sr.c_str());
-      }
+      for (int c = 0; c < kCases; ++c)
+        std::printf("| %4lld x %5lld -> %5lld | %-6s | %s | %s | %s | %s |\n", (long long)s.T,
+                    (long long)s.K, (long long)s.N, cases[c].name,
+                    cell(flushed[c], flushed[0], kFlushedRounds, false).c_str(),
+                    cell(flushed[c], flushed[0], kFlushedRounds, true).c_str(),
+                    cell(sustained[c], sustained[0], kSustainedRounds, false).c_str(),
+                    cell(sustained[c], sustained[0], kSustainedRounds, true).c_str());
       std::fflush(stdout);
       for (int c = 0; c < kCases; ++c) cudaFree(xc[c]), cudaFree(wc[c]);
     }

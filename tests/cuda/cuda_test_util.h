@@ -145,6 +145,20 @@ inline std::vector<int32_t> rand_ints(Rng& rng, size_t n, int32_t lo, int32_t hi
   for (auto& x : v) x = lo + int32_t(rng.below(uint64_t(hi - lo)));
   return v;
 }
+// Uniformly random odd codes 2q - 1 of a `bits`-bit grid (bits 1..7: -(2^bits - 1) .. 2^bits - 1),
+// the int8 product's operands.
+inline std::vector<int8_t> rand_odd_codes(Rng& rng, size_t n, int bits) {
+  std::vector<int8_t> c(n);
+  const int top = (1 << bits) - 1;
+  for (auto& v : c) v = int8_t(2 * int(rng.below(uint64_t(1) << bits)) - top);
+  return c;
+}
+// Positive row steps over four decades (as the quantizer's are).
+inline std::vector<float> rand_steps(Rng& rng, size_t n) {
+  std::vector<float> s(n);
+  for (auto& v : s) v = float(1e-3 * std::exp(rng.uniform() * 9.0));
+  return s;
+}
 
 // ---- comparisons -----------------------------------------------------------------------------
 template <class T>

@@ -237,18 +237,6 @@ struct Operands {
   std::vector<float> sx, sw;
 };
 
-std::vector<int8_t> odd_codes(Rng& rng, size_t n, int bits) {
-  std::vector<int8_t> c(n);
-  const int z = (1 << bits) - 1;
-  for (auto& v : c) v = int8_t(2 * int(rng.below(uint64_t(1) << bits)) - z);
-  return c;
-}
-std::vector<float> steps(Rng& rng, size_t n) {
-  std::vector<float> s(n);
-  for (auto& v : s) v = float(1e-3 * std::exp(rng.uniform() * 9.0));
-  return s;
-}
-
 // y of the signed codes through the cuBLASLt route, and of the offset codes through `run`.
 struct ProductCheck {
   const Operands& p;
@@ -306,10 +294,10 @@ struct ProductCheck {
 
 Operands random_operands(int64_t N, int64_t K, int64_t M, int xbits, int wbits, uint64_t seed) {
   Rng rng(seed);
-  Operands p{N, K, M, xbits, wbits, odd_codes(rng, size_t(N * K), xbits),
-             odd_codes(rng, size_t(M * K), wbits), {}, {}};
-  p.sx = steps(rng, size_t(N));
-  p.sw = steps(rng, size_t(M));
+  Operands p{N, K, M, xbits, wbits, cuda_test::rand_odd_codes(rng, size_t(N * K), xbits),
+             cuda_test::rand_odd_codes(rng, size_t(M * K), wbits), {}, {}};
+  p.sx = cuda_test::rand_steps(rng, size_t(N));
+  p.sw = cuda_test::rand_steps(rng, size_t(M));
   return p;
 }
 
@@ -337,8 +325,8 @@ TEST(CudaOffsetCodes, ProductsExactAtTheExtremes) {
       const int z = (1 << bits) - 1;
       const int64_t N = 264, K = 11008, M = 520;
       Operands p{N, K, M, bits, bits, std::vector<int8_t>(size_t(N * K), int8_t(z)),
-                 std::vector<int8_t>(size_t(M * K), int8_t(wsign * z)), steps(rng, size_t(N)),
-                 steps(rng, size_t(M))};
+                 std::vector<int8_t>(size_t(M * K), int8_t(wsign * z)),
+                 cuda_test::rand_steps(rng, size_t(N)), cuda_test::rand_steps(rng, size_t(M))};
       ProductCheck(p).check_all();
     }
 }

@@ -59,31 +59,22 @@ struct Problem {
 
 // Codes: `bits` 1..7 = random odd codes of that width; 8 = uniform over -127..127 without 0.
 std::vector<int8_t> codes(Rng& rng, size_t n, int bits) {
+  if (bits < 8) return cuda_test::rand_odd_codes(rng, n, bits);
   std::vector<int8_t> c(n);
-  if (bits == 8) {
-    for (auto& v : c) {
-      const int u = int(rng.below(254));  // 0..253 -> -127..-1, 1..127
-      v = int8_t(u < 127 ? u - 127 : u - 126);
-    }
-  } else {
-    const int top = (1 << bits) - 1;
-    for (auto& v : c) v = int8_t(2 * int(rng.below(uint64_t(1) << bits)) - top);
+  for (auto& v : c) {
+    const int u = int(rng.below(254));  // 0..253 -> -127..-1, 1..127
+    v = int8_t(u < 127 ? u - 127 : u - 126);
   }
   return c;
 }
 
-// Positive steps over four decades (as the quantizer's per-row steps are).
-std::vector<float> scales(Rng& rng, size_t n) {
-  std::vector<float> s(n);
-  for (auto& v : s) v = float(1e-3 * std::exp(rng.uniform() * 9.0));
-  return s;
-}
+using cuda_test::rand_steps;
 
 Problem random_problem(int64_t N, int64_t K, int64_t M, int bits, uint64_t seed) {
   Rng rng(seed);
   Problem p{N, K, M, codes(rng, size_t(N * K), bits), codes(rng, size_t(M * K), bits), {}, {}};
-  p.sx = scales(rng, size_t(N));
-  p.sw = scales(rng, size_t(M));
+  p.sx = rand_steps(rng, size_t(N));
+  p.sw = rand_steps(rng, size_t(M));
   return p;
 }
 
@@ -242,8 +233,8 @@ TEST(CudaS8Gemm, MatchesCublasLtRandom) {
 void check_constant(int c, int64_t N, int64_t K, int64_t M) {
   Rng rng(uint64_t(c) * 7 + 1);
   Problem p{N, K, M, std::vector<int8_t>(size_t(N * K), int8_t(c)),
-            std::vector<int8_t>(size_t(M * K), int8_t(c)), scales(rng, size_t(N)),
-            scales(rng, size_t(M))};
+            std::vector<int8_t>(size_t(M * K), int8_t(c)), rand_steps(rng, size_t(N)),
+            rand_steps(rng, size_t(M))};
   for (int64_t n = 1; n < N; n += 5) std::fill_n(p.xc.begin() + n * K, K, int8_t(-c));
   const DeviceProblem d(p);
   const auto ref = cublaslt_bits(p, d);

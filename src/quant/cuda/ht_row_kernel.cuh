@@ -162,19 +162,14 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S <= 4 ? 4 : (S <= 6 ? 3 : 
       (a.mask && a.rule != 0) ? reinterpret_cast<uint8_t*>(a.mask + r * (cols / 64)) : nullptr;
   TOut* qr = xq ? xq + r * cols : nullptr;
   int8_t* crow = a.codes ? a.codes + r * cols : nullptr;
-  if constexpr (!kOffset) {
-    if (rg.finite)
-      quantize_slice<true, kClip, false>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
-    else
-      quantize_slice<false, kClip, false>(v, rg, qr, mrow, crow, a.ht_out, nblk, first, stride, lane);
-  } else {
-    // Offset codes and their row sum: lanes, then the team's warps in order (exact integers, so
-    // the order is only for determinism's sake).
-    const int lane_sum =
-        rg.finite ? quantize_slice<true, kClip, true>(v, rg, qr, mrow, crow, a.ht_out, nblk, first,
-                                                      stride, lane)
-                  : quantize_slice<false, kClip, true>(v, rg, qr, mrow, crow, a.ht_out, nblk,
-                                                       first, stride, lane);
+  const int lane_sum =
+      rg.finite ? quantize_slice<true, kClip, kOffset>(v, rg, qr, mrow, crow, a.ht_out, nblk, first,
+                                                       stride, lane)
+                : quantize_slice<false, kClip, kOffset>(v, rg, qr, mrow, crow, a.ht_out, nblk,
+                                                        first, stride, lane);
+  if constexpr (kOffset) {
+    // The row's sum of its offset codes: lanes, then the team's warps in order (exact integers,
+    // so the order is only for determinism's sake).
     const int warp_sum = __reduce_add_sync(kFullMask, lane_sum);
     if (P == 1) {
       if (lane == 0) a.code_sums[r] = warp_sum;

@@ -75,9 +75,7 @@ namespace {
 constexpr int64_t kMaxSharedBytes = 227 * 1024;
 
 void check_offsets(const OffsetCodes& o, const char* what) {
-  QUEST_QUANT_REQUIRE(o.x_sums && o.w_sums && o.x_bits >= 1 && o.x_bits <= kOffsetMaxBits &&
-                          o.w_bits >= 1 && o.w_bits <= kOffsetMaxBits &&
-                          reinterpret_cast<uintptr_t>(o.w_sums) % 16 == 0,
+  QUEST_QUANT_REQUIRE(offset_codes_valid(o) && reinterpret_cast<uintptr_t>(o.w_sums) % 16 == 0,
                       what, ": offset codes need both row sums (w_sums 16-byte aligned) and "
                       "widths of 1 to ", kOffsetMaxBits, " bits (got ", o.x_bits, ", ", o.w_bits,
                       ")");

@@ -26,6 +26,13 @@ struct OffsetCodes {
 
 inline constexpr int kOffsetMaxBits = 7;
 
+// Both row sums given and both widths in 1 .. kOffsetMaxBits (each reader adds the alignment of
+// w_sums it loads with).
+inline bool offset_codes_valid(const OffsetCodes& o) {
+  return o.x_sums && o.w_sums && o.x_bits >= 1 && o.x_bits <= kOffsetMaxBits && o.w_bits >= 1 &&
+         o.w_bits <= kOffsetMaxBits;
+}
+
 #if defined(__CUDACC__)
 #define QUEST_HD __host__ __device__ __forceinline__
 #else

@@ -511,8 +511,7 @@ const char* s8_gemm_sm90_tile_name(S8Sm90Tile tile) {
 }
 
 bool s8_gemm_sm90_offsets_ok(const OffsetCodes& o) {
-  return o.x_sums && o.w_sums && aligned(o.w_sums, 8) && o.x_bits >= 1 &&
-         o.x_bits <= kOffsetMaxBits && o.w_bits >= 1 && o.w_bits <= kOffsetMaxBits;
+  return offset_codes_valid(o) && aligned(o.w_sums, 8);
 }
 
 void s8_gemm_sm90(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const float* sw,
