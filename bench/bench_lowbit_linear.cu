@@ -4,7 +4,7 @@
 // product (quest::cuda::Blas, the training path's forward) of the same shape, in one process.
 //
 //   bench_lowbit_linear [--bits 4] [--iters 30] [--warmup 5] [--autotune] [--no-flush]
-//                       [--sustained REPS] [--only 7b|presets] [--scratch-mib 256]
+//                       [--sustained REPS] [--stream REPS] [--only 7b|presets] [--scratch-mib 256]
 //
 // Shapes (tokens x K -> N, y[tokens, N] = x[tokens, K] . W[N, K]^T):
 //   7B:  tokens 4096; (K, N) = (4096, 4096), (4096, 11008), (11008, 4096)
@@ -12,7 +12,12 @@
 // Each case is timed per call between CUDA events (median of --iters), with L2 flushed before
 // each call (a 256 MiB memset outside the timed region) unless --no-flush; --sustained REPS
 // times REPS back-to-back calls instead (mean, no flush: a stream of layers at the power cap, the
-// regime of training, where the int8 product's speed depends on its codes' bits). TOP/s counts
+// regime of training, where the int8 product's speed depends on its codes' bits). --stream REPS
+// replaces the table by the headline columns (bf16; fastq + product; exact quantizer + product)
+// timed as REPS back-to-back calls over kStreamLayers layers, each with its own activations,
+// weights, codes and output (together several times L2), call i on layer i % kStreamLayers: a
+// model's forward, where every layer's operands come from memory and the GPU runs at its power
+// cap; three rounds, the paths interleaved in each. TOP/s counts
 // 2 * tokens * K * N operations for every column, quantization included where it is timed.
 // Columns: bf16 = Blas::matmul_forward; int8 = lowbit_quantize + LowbitGemm::forward (kInt8 with
 // the cuBLASLt kernel forced), with its parts (quant: lowbit_quantize as it runs by default, the
@@ -69,6 +74,7 @@ struct Options {
   int bits = 4, iters = 30, warmup = 5;
   bool autotune = false, flush = true;
   int sustained = 0;  // > 0: back-to-back calls of each case (--sustained REPS)
+  int stream = 0;     // > 0: back-to-back calls over distinct layers (--stream REPS)
   std::string only;
   size_t scratch_mib = 256;
 };
@@ -243,6 +249,70 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
     cudaFree(p);
 }
 
+// --stream: the layer as one of kStreamLayers distinct layers called in turn (see the header).
+constexpr int kStreamLayers = 8;
+constexpr int kStreamRounds = 3;
+
+void run_stream_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& blas,
+                     LowbitGemm& gemm) {
+  const int64_t T = c.tokens, K = c.K, N = c.N;
+  struct Layer {
+    bf16 *x, *wb, *y;
+    int8_t *xc, *wc;
+    float *sx, *sw;
+    int32_t *xsum, *wsum;
+  };
+  const LowbitQuant q = LowbitQuant::from_spec(
+      quest::QuantSpec::parse("hadamard-trust:" + std::to_string(o.bits)));
+  std::vector<Layer> layers(kStreamLayers);
+  for (int l = 0; l < kStreamLayers; ++l) {
+    Layer& L = layers[size_t(l)];
+    L = {dalloc<bf16>(size_t(T * K)),   dalloc<bf16>(size_t(N * K)), dalloc<bf16>(size_t(T * N)),
+         dalloc<int8_t>(size_t(T * K)), dalloc<int8_t>(size_t(N * K)), dalloc<float>(size_t(T)),
+         dalloc<float>(size_t(N)),      dalloc<int32_t>(size_t(T)),   dalloc<int32_t>(size_t(N))};
+    quest::bench::fill_normal<bf16><<<1024, 256>>>(L.x, T * K, 10 + 2 * l, 1.0f);
+    quest::bench::fill_normal<bf16><<<1024, 256>>>(L.wb, N * K, 11 + 2 * l, 0.02f);
+    // The weights' codes, quantized once per optimizer step in training: not timed.
+    quest::cuda::lowbit_quantize(L.wb, L.wc, L.sw, nullptr, N, K, q, LowbitRoute::kInt8, nullptr,
+                                 quest::cuda::LowbitQuantKernel::kAuto, L.wsum);
+  }
+  CK(cudaDeviceSynchronize());
+  auto at = [&](int i) -> const Layer& { return layers[size_t(i % kStreamLayers)]; };
+  auto product = [&](const Layer& L) {
+    const quest::cuda::OffsetCodes off{L.xsum, L.wsum, o.bits, o.bits};
+    gemm.forward(L.y, L.xc, L.sx, L.wc, L.sw, T, K, N, LowbitRoute::kInt8, nullptr, &off);
+  };
+  const bool fast = quest::cuda::lowbit_quantize_fast_supports(K, q);
+  std::printf("| %-14s |", c.name);
+  for (int r = 0; r < kStreamRounds; ++r) {
+    const double t_bf16 = timer.stream_ms(
+        [&](int i) { blas.matmul_forward(at(i).y, at(i).x, at(i).wb, T, K, N, nullptr); },
+        o.stream);
+    const double t_fast = !fast ? 0 : timer.stream_ms([&](int i) {
+      const Layer& L = at(i);
+      quest::cuda::lowbit_quantize_fast(L.x, L.xc, L.sx, T, K, q, nullptr, L.xsum);
+      product(L);
+    }, o.stream);
+    const double t_exact = timer.stream_ms([&](int i) {
+      const Layer& L = at(i);
+      quest::cuda::lowbit_quantize(L.x, L.xc, L.sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr,
+                                   quest::cuda::LowbitQuantKernel::kAuto, L.xsum);
+      product(L);
+    }, o.stream);
+    if (fast)
+      std::printf(" %6.4f %6.4f %5.2fx %6.4f %5.2fx |", t_bf16, t_fast, t_bf16 / t_fast, t_exact,
+                  t_bf16 / t_exact);
+    else
+      std::printf(" %6.4f      -     - %6.4f %5.2fx |", t_bf16, t_exact, t_bf16 / t_exact);
+  }
+  std::printf("\n");
+  std::fflush(stdout);
+  for (const Layer& L : layers)
+    for (void* p : std::initializer_list<void*>{L.x, L.wb, L.y, L.xc, L.wc, L.sx, L.sw, L.xsum,
+                                                L.wsum})
+      cudaFree(p);
+}
+
 // --probe: which FP8 configurations cuBLASLt offers for y^T[M,N] = op_T(A[K,M]) . B[K,N] on this
 // device (heuristic status and number of algorithms), to see what the kFp8 route can use.
 void probe() {
@@ -314,6 +384,7 @@ int main(int argc, char** argv) {
     else if (a == "--autotune") o.autotune = true;
     else if (a == "--no-flush") o.flush = false;
     else if (a == "--sustained") o.sustained = std::stoi(next());
+    else if (a == "--stream") o.stream = std::stoi(next());
     else if (a == "--probe") {
       probe();
       return 0;
@@ -321,19 +392,27 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: bench_lowbit_linear [--bits 4] [--iters 30] [--warmup 5] [--autotune] "
-                   "[--no-flush] [--sustained REPS] [--only 7b|presets] [--scratch-mib 256]\n");
+                   "[--no-flush] [--sustained REPS] [--stream REPS] [--only 7b|presets] "
+                   "[--scratch-mib 256]\n");
       return 2;
     }
   }
-  if (o.bits < 1 || o.bits > quest::cuda::kLowbitMaxBitsInt8 || o.iters < 1 || o.sustained < 0) {
+  if (o.bits < 1 || o.bits > quest::cuda::kLowbitMaxBitsInt8 || o.iters < 1 || o.sustained < 0 ||
+      o.stream < 0) {
     std::fprintf(stderr, "bench_lowbit_linear: --bits must be 1..7 (8-bit codes have no integer "
-                         "route: the layer stays bf16), --iters >= 1, --sustained >= 0\n");
+                         "route: the layer stays bf16), --iters >= 1, --sustained >= 0, "
+                         "--stream >= 0\n");
     return 2;
   }
   try {
     cudaDeviceProp prop{};
     CK(cudaGetDeviceProperties(&prop, 0));
-    if (o.sustained > 0)
+    if (o.stream > 0)
+      std::printf("device: %s (%d SMs, L2 %d MiB); W%dA%d hadamard-trust; mean of %d "
+                  "back-to-back calls over %d layers' own buffers (stream)\n",
+                  prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, o.bits, o.bits,
+                  o.stream, kStreamLayers);
+    else if (o.sustained > 0)
       std::printf("device: %s (%d SMs, L2 %d MiB); W%dA%d hadamard-trust; mean of %d "
                   "back-to-back calls (sustained)\n",
                   prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, o.bits, o.bits,
@@ -350,8 +429,18 @@ int main(int argc, char** argv) {
     std::printf("sm90 kernel: %s\n\n", quest::cuda::s8_gemm_sm90_available()
                                           ? "s8_gemm_sm90 (wgmma + TMA, scales in the epilogue)"
                                           : "not available on this device");
-    std::printf("| case           | M tok |     K |     N |  bf16 ms  TOP/s | int8 ms  TOP/s vs bf16 | quant staged   IMMA   scale | sm90 256  256p     128   128pp   64pp   TOP/s | q+sm90 ms TOP/s vs bf16 | floor  fastq fq+prod TOP/s vs bf16 |  fp8 ms  TOP/s vs bf16 | fp8 GEMM TOP/s |\n");
-    std::printf("|----------------|-------|-------|-------|----------------|------------------------|-----------------------------|------------------------------------------------|-------------------------|------------------------------------|------------------------|----------------|\n");
+    if (o.stream > 0) {
+      std::printf("| case           |");
+      for (int r = 1; r <= kStreamRounds; ++r)
+        std::printf(" round %d: bf16 ms  fastq+prod  vs bf16  q+prod  vs bf16 |", r);
+      std::printf("\n|----------------|");
+      for (int r = 1; r <= kStreamRounds; ++r)
+        std::printf("---------------------------------------------------|");
+      std::printf("\n");
+    } else {
+      std::printf("| case           | M tok |     K |     N |  bf16 ms  TOP/s | int8 ms  TOP/s vs bf16 | quant staged   IMMA   scale | sm90 256  256p     128   128pp   64pp   TOP/s | q+sm90 ms TOP/s vs bf16 | floor  fastq fq+prod TOP/s vs bf16 |  fp8 ms  TOP/s vs bf16 | fp8 GEMM TOP/s |\n");
+      std::printf("|----------------|-------|-------|-------|----------------|------------------------|-----------------------------|------------------------------------------------|-------------------------|------------------------------------|------------------------|----------------|\n");
+    }
     const size_t flush_bytes = size_t(256) << 20;
     void* flush_buf = dalloc<uint8_t>(flush_bytes);
     Timer timer(o.warmup, o.iters, o.flush ? flush_buf : nullptr, flush_bytes);
@@ -367,10 +456,14 @@ int main(int argc, char** argv) {
         {"30M w1/w2", 32768, 640, 1792},  {"30M down", 32768, 1792, 640},
         {"200M qkv", 32768, 1280, 3840},  {"200M o", 32768, 1280, 1280},
         {"200M w1/w2", 32768, 1280, 3584}, {"200M down", 32768, 3584, 1280}};
+    auto run = [&](const Case& c) {
+      if (o.stream > 0) run_stream_case(c, o, timer, blas, gemm);
+      else run_case(c, o, timer, blas, gemm);
+    };
     if (o.only != "presets")
-      for (const Case& c : b7) run_case(c, o, timer, blas, gemm);
+      for (const Case& c : b7) run(c);
     if (o.only != "7b")
-      for (const Case& c : presets) run_case(c, o, timer, blas, gemm);
+      for (const Case& c : presets) run(c);
     cudaFree(flush_buf);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_lowbit_linear: %s\n", e.what());

@@ -104,9 +104,16 @@ class EventTimer {
   // Mean milliseconds of one call of f over reps back-to-back calls (no flush), after reps / 10
   // untimed ones: the steady state of a stream of calls (for the int8 product, the power cap's).
   double back_to_back_ms(const std::function<void()>& f, int reps) {
-    for (int i = 0; i < reps / 10; ++i) f();
+    return stream_ms([&](int) { f(); }, reps);
+  }
+
+  // Mean milliseconds of call i of f(i) over reps back-to-back calls i = 0..reps-1 (no flush),
+  // after reps / 10 untimed ones: a stream whose calls differ (e.g. each on another layer's
+  // buffers, so that their operands come from memory as in a model's forward).
+  double stream_ms(const std::function<void(int)>& f, int reps) {
+    for (int i = 0; i < reps / 10; ++i) f(i);
     QUEST_CUDA_CHECK(cudaEventRecord(e0_, nullptr));
-    for (int i = 0; i < reps; ++i) f();
+    for (int i = 0; i < reps; ++i) f(i);
     QUEST_CUDA_CHECK(cudaEventRecord(e1_, nullptr));
     QUEST_CUDA_CHECK(cudaEventSynchronize(e1_));
     QUEST_CUDA_CHECK(cudaGetLastError());

@@ -38,7 +38,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.."
 STAGES=",${QUEST_GPU_STAGES:-build,test,bench,fidelity,export},"
-DATA=${QUEST_DATA:-../shared/data/gutenberg}
+DATA=$(realpath -m "${QUEST_DATA:-../shared/data/gutenberg}")  # absolute: the reference stage cds
 GPT2=${QUEST_GPT2:-}
 BUILD=${QUEST_BUILD_DIR:-build-gpu}
 # Prepared data, checkpoints and runs (large) go to WORK; logs and the summary to OUT.
@@ -103,13 +103,16 @@ if stage bench; then
   # layer at 7B and preset shapes against cuBLAS bf16, the activation quantizer, attention, RoPE
   # and AdamW against a copy, the int8 product on codes of other bit patterns (power) and against
   # the tensor cores' roof. Each prints its own table (docs/LOWBIT_GEMM.md, docs/PERF.md).
-  for b in "bench_lowbit_linear --bits 4" bench_s8_code_patterns bench_s8_roof bench_quantizer \
-      bench_attention bench_memory_ops; do
+  # The 7B layer also as a stream over 8 layers' own buffers (--stream: a model's forward, each
+  # layer's operands from memory, the GPU at its power cap), logged as bench_lowbit_linear-stream.
+  for b in "bench_lowbit_linear --bits 4" "bench_lowbit_linear --bits 4 --only 7b --stream 1000" \
+      bench_s8_code_patterns bench_s8_roof bench_quantizer bench_attention bench_memory_ops; do
     exe=$BUILD/${b%% *}
     [[ -x "$exe" ]] || continue
+    name=${b%% *}; [[ "$b" == *--stream* ]] && name+=-stream
     # shellcheck disable=SC2086
-    $BUILD/$b >"$OUT/${b%% *}.log" 2>&1
-    log "${b%% *}: exit $? (see ${b%% *}.log)"
+    $BUILD/$b >"$OUT/$name.log" 2>&1
+    log "$name: exit $? (see $name.log)"
   done
 fi
 
@@ -209,8 +212,8 @@ if stage multigpu; then
 fi
 
 if [[ -n "${QUEST_REFERENCE:-}" ]] && stage reference; then
-  (cd "$QUEST_REFERENCE" && PYTHONUNBUFFERED=1 python3 reference.py --split train="$(realpath "$DATA")/train-00.jsonl.zst" \
-    --split val="$(realpath "$DATA")/val.jsonl.zst" ${QUEST_REFERENCE_JOBS:-bench:30M:bf16 bench:30M:quest4 bench:30M:quest1 bench:200M:bf16 bench:200M:quest4 bench:200M:quest1}) \
+  (cd "$QUEST_REFERENCE" && PYTHONUNBUFFERED=1 python3 reference.py --split train="$DATA/train-00.jsonl.zst" \
+    --split val="$DATA/val.jsonl.zst" ${QUEST_REFERENCE_JOBS:-bench:30M:bf16 bench:30M:quest4 bench:30M:quest1 bench:200M:bf16 bench:200M:quest4 bench:200M:quest1}) \
     >"$OUT/reference.log" 2>&1
   log "reference: exit $? (see reference.log)"
   grep -E '^\{' "$OUT/reference.log" | tee -a "$SUMMARY" >"$OUT/reference.jsonl"
