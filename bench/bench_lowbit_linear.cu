@@ -407,21 +407,19 @@ int main(int argc, char** argv) {
   try {
     cudaDeviceProp prop{};
     CK(cudaGetDeviceProperties(&prop, 0));
+    char regime[128];
     if (o.stream > 0)
-      std::printf("device: %s (%d SMs, L2 %d MiB); W%dA%d hadamard-trust; mean of %d "
-                  "back-to-back calls over %d layers' own buffers (stream)\n",
-                  prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, o.bits, o.bits,
-                  o.stream, kStreamLayers);
+      std::snprintf(regime, sizeof regime,
+                    "mean of %d back-to-back calls over %d layers' own buffers (stream)", o.stream,
+                    kStreamLayers);
     else if (o.sustained > 0)
-      std::printf("device: %s (%d SMs, L2 %d MiB); W%dA%d hadamard-trust; mean of %d "
-                  "back-to-back calls (sustained)\n",
-                  prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, o.bits, o.bits,
-                  o.sustained);
+      std::snprintf(regime, sizeof regime, "mean of %d back-to-back calls (sustained)",
+                    o.sustained);
     else
-      std::printf("device: %s (%d SMs, L2 %d MiB); W%dA%d hadamard-trust; median of %d calls, "
-                  "L2 %s\n",
-                  prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, o.bits, o.bits,
-                  o.iters, o.flush ? "flushed" : "warm");
+      std::snprintf(regime, sizeof regime, "median of %d calls, L2 %s", o.iters,
+                    o.flush ? "flushed" : "warm");
+    std::printf("device: %s (%d SMs, L2 %d MiB); W%dA%d hadamard-trust; %s\n", prop.name,
+                prop.multiProcessorCount, prop.l2CacheSize >> 20, o.bits, o.bits, regime);
     std::printf("int8 route: %s; fp8 route: %s%s\n",
                 quest::cuda::lowbit_route_name(LowbitRoute::kInt8),
                 quest::cuda::lowbit_route_name(LowbitRoute::kFp8),

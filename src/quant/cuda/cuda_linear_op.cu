@@ -134,7 +134,7 @@ void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t strea
   } else if (xq_) {
     QUEST_DEVICE_PROFILE("quantize_input", stream);
     if (lowbit) {
-      xq_->forward_with_codes(x, x_buf_, {xcodes_, xsums()}, N, stream);
+      xq_->forward_with_codes(x, x_buf_, input_codes(xcodes_), N, stream);
       xc = xcodes_, xs = xsums();
     } else {
       xq_->forward(x, x_buf_, N, form(), stream);
@@ -202,11 +202,10 @@ void CudaLinearOp::rmsnorm_impl(const float* res, const bf16* branch, float* res
     if (branch) {
       QUEST_DEVICE_PROFILE("add_rmsnorm_quantize_input", stream);
       done = xq_->forward_add_rmsnorm(res, branch, res_out, norm_w, eps, rstd, lnw, x_buf_,
-                                      {xc, xc ? xsums() : nullptr}, N, stream);
+                                      input_codes(xc), N, stream);
     } else {
       QUEST_DEVICE_PROFILE("rmsnorm_quantize_input", stream);
-      done = xq_->forward_rmsnorm(res, norm_w, eps, rstd, lnw, x_buf_, {xc, xc ? xsums() : nullptr},
-                                  N, stream);
+      done = xq_->forward_rmsnorm(res, norm_w, eps, rstd, lnw, x_buf_, input_codes(xc), N, stream);
     }
     if (done) return forward_fused_tail(ln, xc, y, N, stream);
   }
@@ -235,8 +234,7 @@ void CudaLinearOp::forward_swiglu(const bf16* a, const bf16* b, bf16* g, bool wr
     bool done;
     {
       QUEST_DEVICE_PROFILE("swiglu_quantize_input", stream);
-      done = xq_->forward_swiglu(a, b, write_g ? g : nullptr, x_buf_, {xc, xc ? xsums() : nullptr},
-                                 N, stream);
+      done = xq_->forward_swiglu(a, b, write_g ? g : nullptr, x_buf_, input_codes(xc), N, stream);
     }
     if (done) return forward_fused_tail(g, xc, y, N, stream);
   }

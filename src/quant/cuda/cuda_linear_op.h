@@ -223,6 +223,9 @@ class CudaLinearOp {
   bool offset_codes_ = false;  // the codes' form (use_lowbit_product)
   int32_t* wsums() const { return offset_codes_ ? wsums_ : nullptr; }
   int32_t* xsums() const { return offset_codes_ ? xsums_ : nullptr; }
+  // Where a quantizer pass writes this op's input codes xc (xcodes_, or null: none): with their
+  // row sums in the offset form.
+  CodesOut input_codes(int8_t* xc) const { return {xc, xc ? xsums() : nullptr}; }
   bool wcodes_ready_ = false;
   bool xcodes_valid_ = false;  // xcodes_ holds the last forward's input codes
   // Input sharing: the source op, and whether the last forward took its input.
