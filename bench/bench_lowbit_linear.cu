@@ -4,7 +4,8 @@
 // product (quest::cuda::Blas, the training path's forward) of the same shape, in one process.
 //
 //   bench_lowbit_linear [--bits 4] [--iters 30] [--warmup 5] [--autotune] [--no-flush]
-//                       [--sustained REPS] [--stream REPS] [--only 7b|presets] [--scratch-mib 256]
+//                       [--sustained REPS] [--stream REPS | --paired ROUNDS] [--only 7b|presets]
+//                       [--scratch-mib 256]
 //
 // Shapes (tokens x K -> N, y[tokens, N] = x[tokens, K] . W[N, K]^T):
 //   7B:  tokens 4096; (K, N) = (4096, 4096), (4096, 11008), (11008, 4096)
@@ -17,7 +18,13 @@
 // timed as REPS back-to-back calls over kStreamLayers layers, each with its own activations,
 // weights, codes and output (together several times L2), call i on layer i % kStreamLayers: a
 // model's forward, where every layer's operands come from memory and the GPU runs at its power
-// cap; three rounds, the paths interleaved in each. TOP/s counts
+// cap; three rounds, the paths interleaved in each. --paired ROUNDS times the same stream with
+// the paths interleaved finely: ROUNDS rounds, each one pass of every path over the layers (a
+// few ms), the paths' order rotated, events between the passes: every path sees the same clock
+// phases of the power controller (which last 100-300 ms), so the ratio is that of the work, not
+// of the phases a path's timing hit; it prints the ratio over all rounds and its spread over
+// windows of consecutive rounds. Both stream modes also print the mean SM clock and board power
+// each path (or, paired, all of them) ran at: bench/clock_sampler.h. TOP/s counts
 // 2 * tokens * K * N operations for every column, quantization included where it is timed.
 // Columns: bf16 = Blas::matmul_forward; int8 = lowbit_quantize + LowbitGemm::forward (kInt8 with
 // the cuBLASLt kernel forced), with its parts (quant: lowbit_quantize as it runs by default, the
@@ -44,6 +51,7 @@
 #include <string>
 #include <vector>
 
+#include "clock_sampler.h"
 #include "core/rng.h"
 #include "cuda_bench_util.cuh"
 #include "ops/cuda_ops.h"
@@ -75,6 +83,7 @@ struct Options {
   bool autotune = false, flush = true;
   int sustained = 0;  // > 0: back-to-back calls of each case (--sustained REPS)
   int stream = 0;     // > 0: back-to-back calls over distinct layers (--stream REPS)
+  int paired = 0;     // > 0: the stream's paths interleaved in that many rounds (--paired ROUNDS)
   std::string only;
   size_t scratch_mib = 256;
 };
@@ -252,9 +261,48 @@ void run_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& 
 // --stream: the layer as one of kStreamLayers distinct layers called in turn (see the header).
 constexpr int kStreamLayers = 8;
 constexpr int kStreamRounds = 3;
+constexpr int kPairedWindow = 16;  // rounds per window of --paired's spread (~40-70 ms at 7B)
 
+// --paired: ms[path][round] of bf16, [fastq + product,] exact q + product. Each path's mean ms a
+// call, its ratio to bf16 over all rounds, and the spread of that ratio over windows of
+// kPairedWindow consecutive rounds (min / median / max).
+void print_paired(const std::vector<std::vector<float>>& ms, bool fast) {
+  const size_t rounds = ms[0].size(), windows = std::max<size_t>(1, rounds / kPairedWindow);
+  auto sum = [&](size_t p, size_t r0, size_t r1) {
+    double t = 0;
+    for (size_t r = r0; r < std::min(r1, rounds); ++r) t += ms[p][r];
+    return t;
+  };
+  const double calls = double(rounds) * kStreamLayers;
+  std::printf(" %6.4f |", sum(0, 0, rounds) / calls);
+  if (!fast) std::printf("      -       -                     - |");
+  for (size_t p = 1; p < ms.size(); ++p) {
+    std::vector<double> ratio;
+    for (size_t w = 0; w < windows; ++w) {
+      const size_t r0 = w * kPairedWindow, r1 = w + 1 == windows ? rounds : r0 + kPairedWindow;
+      ratio.push_back(sum(0, r0, r1) / sum(p, r0, r1));
+    }
+    std::sort(ratio.begin(), ratio.end());
+    std::printf(" %6.4f %5.2fx %5.2f / %5.2f / %5.2f |", sum(p, 0, rounds) / calls,
+                sum(0, 0, rounds) / sum(p, 0, rounds), ratio.front(), ratio[ratio.size() / 2],
+                ratio.back());
+  }
+  std::printf("\n");
+}
+
+// Mean SM clock and power of the samples filed under tag, as "1755 MHz 690 W" (or "-").
+std::string clock_note(quest::bench::ClockSampler& clocks, int tag) {
+  const quest::bench::ClockSampler::Mean m = clocks.take(tag);
+  if (m.samples == 0) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.0f MHz %.0f W", m.mhz, m.watts);
+  return buf;
+}
+
+// notes: gets a line with the clocks each path ran at (when NVML is there).
 void run_stream_case(const Case& c, const Options& o, Timer& timer, quest::cuda::Blas& blas,
-                     LowbitGemm& gemm) {
+                     LowbitGemm& gemm, quest::bench::ClockSampler& clocks,
+                     std::vector<std::string>& notes) {
   const int64_t T = c.tokens, K = c.K, N = c.N;
   struct Layer {
     bf16 *x, *wb, *y;
@@ -283,29 +331,49 @@ void run_stream_case(const Case& c, const Options& o, Timer& timer, quest::cuda:
     gemm.forward(L.y, L.xc, L.sx, L.wc, L.sw, T, K, N, LowbitRoute::kInt8, nullptr, &off);
   };
   const bool fast = quest::cuda::lowbit_quantize_fast_supports(K, q);
+  const auto bf16_call = [&](int i) {
+    blas.matmul_forward(at(i).y, at(i).x, at(i).wb, T, K, N, nullptr);
+  };
+  const auto fast_call = [&](int i) {
+    const Layer& L = at(i);
+    quest::cuda::lowbit_quantize_fast(L.x, L.xc, L.sx, T, K, q, nullptr, L.xsum);
+    product(L);
+  };
+  const auto exact_call = [&](int i) {
+    const Layer& L = at(i);
+    quest::cuda::lowbit_quantize(L.x, L.xc, L.sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr,
+                                 quest::cuda::LowbitQuantKernel::kAuto, L.xsum);
+    product(L);
+  };
   std::printf("| %-14s |", c.name);
-  for (int r = 0; r < kStreamRounds; ++r) {
-    const double t_bf16 = timer.stream_ms(
-        [&](int i) { blas.matmul_forward(at(i).y, at(i).x, at(i).wb, T, K, N, nullptr); },
-        o.stream);
-    const double t_fast = !fast ? 0 : timer.stream_ms([&](int i) {
-      const Layer& L = at(i);
-      quest::cuda::lowbit_quantize_fast(L.x, L.xc, L.sx, T, K, q, nullptr, L.xsum);
-      product(L);
-    }, o.stream);
-    const double t_exact = timer.stream_ms([&](int i) {
-      const Layer& L = at(i);
-      quest::cuda::lowbit_quantize(L.x, L.xc, L.sx, nullptr, T, K, q, LowbitRoute::kInt8, nullptr,
-                                   quest::cuda::LowbitQuantKernel::kAuto, L.xsum);
-      product(L);
-    }, o.stream);
+  if (o.paired > 0) {
+    std::vector<std::function<void(int)>> paths = {bf16_call, exact_call};
+    if (fast) paths.insert(paths.begin() + 1, fast_call);
+    clocks.tag(0);
+    const auto ms = timer.interleaved_ms(paths, kStreamLayers, o.paired);
+    clocks.tag(-1);
+    print_paired(ms, fast);
+    if (clocks.available())
+      notes.push_back(std::string(c.name) + ": all paths interleaved " + clock_note(clocks, 0));
+  }
+  for (int r = 0; o.paired == 0 && r < kStreamRounds; ++r) {
+    clocks.tag(0);
+    const double t_bf16 = timer.stream_ms(bf16_call, o.stream);
+    clocks.tag(1);
+    const double t_fast = !fast ? 0 : timer.stream_ms(fast_call, o.stream);
+    clocks.tag(2);
+    const double t_exact = timer.stream_ms(exact_call, o.stream);
+    clocks.tag(-1);
     if (fast)
       std::printf(" %6.4f %6.4f %5.2fx %6.4f %5.2fx |", t_bf16, t_fast, t_bf16 / t_fast, t_exact,
                   t_bf16 / t_exact);
     else
       std::printf(" %6.4f      -     - %6.4f %5.2fx |", t_bf16, t_exact, t_bf16 / t_exact);
+    if (r + 1 == kStreamRounds) std::printf("\n");
   }
-  std::printf("\n");
+  if (o.paired == 0 && clocks.available())
+    notes.push_back(std::string(c.name) + ": bf16 " + clock_note(clocks, 0) + ", fastq+prod " +
+                    clock_note(clocks, 1) + ", q+prod " + clock_note(clocks, 2));
   std::fflush(stdout);
   for (const Layer& L : layers)
     for (void* p : std::initializer_list<void*>{L.x, L.wb, L.y, L.xc, L.wc, L.sx, L.sw, L.xsum,
@@ -385,6 +453,7 @@ int main(int argc, char** argv) {
     else if (a == "--no-flush") o.flush = false;
     else if (a == "--sustained") o.sustained = std::stoi(next());
     else if (a == "--stream") o.stream = std::stoi(next());
+    else if (a == "--paired") o.paired = std::stoi(next());
     else if (a == "--probe") {
       probe();
       return 0;
@@ -392,23 +461,28 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: bench_lowbit_linear [--bits 4] [--iters 30] [--warmup 5] [--autotune] "
-                   "[--no-flush] [--sustained REPS] [--stream REPS] [--only 7b|presets] "
-                   "[--scratch-mib 256]\n");
+                   "[--no-flush] [--sustained REPS] [--stream REPS | --paired ROUNDS] "
+                   "[--only 7b|presets] [--scratch-mib 256]\n");
       return 2;
     }
   }
   if (o.bits < 1 || o.bits > quest::cuda::kLowbitMaxBitsInt8 || o.iters < 1 || o.sustained < 0 ||
-      o.stream < 0) {
+      o.stream < 0 || o.paired < 0) {
     std::fprintf(stderr, "bench_lowbit_linear: --bits must be 1..7 (8-bit codes have no integer "
                          "route: the layer stays bf16), --iters >= 1, --sustained >= 0, "
-                         "--stream >= 0\n");
+                         "--stream >= 0, --paired >= 0\n");
     return 2;
   }
   try {
     cudaDeviceProp prop{};
     CK(cudaGetDeviceProperties(&prop, 0));
     char regime[128];
-    if (o.stream > 0)
+    if (o.paired > 0) {
+      o.stream = o.paired * kStreamLayers;  // the stream's layers, in rounds of one call each
+      std::snprintf(regime, sizeof regime,
+                    "%d rounds of %d calls a path over %d layers' own buffers, paths interleaved "
+                    "(paired)", o.paired, kStreamLayers, kStreamLayers);
+    } else if (o.stream > 0)
       std::snprintf(regime, sizeof regime,
                     "mean of %d back-to-back calls over %d layers' own buffers (stream)", o.stream,
                     kStreamLayers);
@@ -427,7 +501,10 @@ int main(int argc, char** argv) {
     std::printf("sm90 kernel: %s\n\n", quest::cuda::s8_gemm_sm90_available()
                                           ? "s8_gemm_sm90 (wgmma + TMA, scales in the epilogue)"
                                           : "not available on this device");
-    if (o.stream > 0) {
+    if (o.paired > 0) {
+      std::printf("| case           | bf16 ms | fastq+prod ms  vs bf16  %d-round windows min / median / max | q+prod ms  vs bf16  windows min / median / max |\n", kPairedWindow);
+      std::printf("|----------------|---------|---------------------------------------|---------------------------------------|\n");
+    } else if (o.stream > 0) {
       std::printf("| case           |");
       for (int r = 1; r <= kStreamRounds; ++r)
         std::printf(" round %d: bf16 ms  fastq+prod  vs bf16  q+prod  vs bf16 |", r);
@@ -454,14 +531,18 @@ int main(int argc, char** argv) {
         {"30M w1/w2", 32768, 640, 1792},  {"30M down", 32768, 1792, 640},
         {"200M qkv", 32768, 1280, 3840},  {"200M o", 32768, 1280, 1280},
         {"200M w1/w2", 32768, 1280, 3584}, {"200M down", 32768, 3584, 1280}};
+    quest::bench::ClockSampler clocks(0);
+    std::vector<std::string> notes;
     auto run = [&](const Case& c) {
-      if (o.stream > 0) run_stream_case(c, o, timer, blas, gemm);
+      if (o.stream > 0) run_stream_case(c, o, timer, blas, gemm, clocks, notes);
       else run_case(c, o, timer, blas, gemm);
     };
     if (o.only != "presets")
       for (const Case& c : b7) run(c);
     if (o.only != "7b")
       for (const Case& c : presets) run(c);
+    if (!notes.empty()) std::printf("\nmean SM clock and board power while timing (NVML, ~1 ms samples):\n");
+    for (const std::string& n : notes) std::printf("  %s\n", n.c_str());
     cudaFree(flush_buf);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_lowbit_linear: %s\n", e.what());

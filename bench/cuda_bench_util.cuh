@@ -122,6 +122,42 @@ class EventTimer {
     return double(t) / reps;
   }
 
+  // Paths timed against each other in the same conditions: blocks rounds, each running every
+  // path's block(i) for i = 0..calls_per_block-1 (the call index runs on across rounds), the
+  // paths' order rotated each round, events between the blocks and no host sync until the end
+  // (after one untimed round). Returns ms[path][round]: each block's time. Blocks of a few ms
+  // interleaved this way share the GPU's clock phases, which at the power cap last 100-300 ms,
+  // so the paths' ratio does not depend on which phase one path's long timing happened to hit.
+  std::vector<std::vector<float>> interleaved_ms(const std::vector<std::function<void(int)>>& paths,
+                                                 int calls_per_block, int blocks) {
+    const size_t P = paths.size();
+    int call = 0;
+    for (size_t p = 0; p < P; ++p)
+      for (int i = 0; i < calls_per_block; ++i) paths[p](call++);
+    std::vector<cudaEvent_t> ev(P * size_t(blocks) + 1);
+    for (cudaEvent_t& e : ev) QUEST_CUDA_CHECK(cudaEventCreate(&e));
+    std::vector<std::vector<float>> ms(P, std::vector<float>(size_t(blocks)));
+    std::vector<size_t> order(P * size_t(blocks));  // which path each event interval timed
+    size_t k = 0;
+    QUEST_CUDA_CHECK(cudaEventRecord(ev[0], nullptr));
+    for (int b = 0; b < blocks; ++b) {
+      const int first = call;
+      for (size_t j = 0; j < P; ++j) {
+        const size_t p = (j + size_t(b)) % P;
+        for (int i = 0; i < calls_per_block; ++i) paths[p](first + i);
+        order[k] = p;
+        QUEST_CUDA_CHECK(cudaEventRecord(ev[++k], nullptr));
+      }
+      call = first + calls_per_block;
+    }
+    QUEST_CUDA_CHECK(cudaEventSynchronize(ev.back()));
+    QUEST_CUDA_CHECK(cudaGetLastError());
+    for (size_t i = 0; i < order.size(); ++i)
+      QUEST_CUDA_CHECK(cudaEventElapsedTime(&ms[order[i]][i / P], ev[i], ev[i + 1]));
+    for (cudaEvent_t e : ev) cudaEventDestroy(e);
+    return ms;
+  }
+
   // The benchmark's regime: sustained_reps 0 (the default) times one call at a time
   // (median_ms, flushed if the timer flushes), > 0 a stream of that many back-to-back calls
   // (back_to_back_ms: no flush, the power cap's steady state).

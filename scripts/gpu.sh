@@ -104,12 +104,15 @@ if stage bench; then
   # and AdamW against a copy, the int8 product on codes of other bit patterns (power) and against
   # the tensor cores' roof. Each prints its own table (docs/LOWBIT_GEMM.md, docs/PERF.md).
   # The 7B layer also as a stream over 8 layers' own buffers (--stream: a model's forward, each
-  # layer's operands from memory, the GPU at its power cap), logged as bench_lowbit_linear-stream.
+  # layer's operands from memory, the GPU at its power cap), logged as bench_lowbit_linear-stream,
+  # and as the same stream with the paths interleaved pass by pass (--paired: both at the same
+  # clocks), logged as bench_lowbit_linear-paired; both print the SM clock each path ran at.
   for b in "bench_lowbit_linear --bits 4" "bench_lowbit_linear --bits 4 --only 7b --stream 1000" \
+      "bench_lowbit_linear --bits 4 --only 7b --paired 300" \
       bench_s8_code_patterns bench_s8_roof bench_quantizer bench_attention bench_memory_ops; do
     exe=$BUILD/${b%% *}
     [[ -x "$exe" ]] || continue
-    name=${b%% *}; [[ "$b" == *--stream* ]] && name+=-stream
+    name=${b%% *}; [[ "$b" == *--stream* ]] && name+=-stream; [[ "$b" == *--paired* ]] && name+=-paired
     # shellcheck disable=SC2086
     $BUILD/$b >"$OUT/$name.log" 2>&1
     log "$name: exit $? (see $name.log)"
