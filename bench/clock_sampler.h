@@ -6,8 +6,8 @@
 //
 // NVML comes from the driver (libnvidia-ml.so.1, loaded at run time: the toolkit has no NVML
 // header on every machine we build on, and a benchmark must still run where there is no NVML).
-// Only the four calls used are declared, with NVML's C ABI: return 0 on success, the device an
-// opaque handle, clocks in MHz, power in milliwatts.
+// Only the calls used are declared, with NVML's C ABI: return 0 on success, the device an opaque
+// handle, clocks in MHz, power in milliwatts.
 #include <dlfcn.h>
 
 #include <atomic>
@@ -15,7 +15,6 @@
 #include <map>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 #include <cuda_runtime.h>
 
@@ -38,9 +37,10 @@ class ClockSampler {
     const auto by_bus = reinterpret_cast<ByBusId>(dlsym(lib_, "nvmlDeviceGetHandleByPciBusId_v2"));
     clock_ = reinterpret_cast<ClockFn>(dlsym(lib_, "nvmlDeviceGetClockInfo"));
     power_ = reinterpret_cast<PowerFn>(dlsym(lib_, "nvmlDeviceGetPowerUsage"));
+    if (!init || !by_bus || !clock_ || !power_ || init() != 0) return;
+    inited_ = true;
     char bus[32] = {};
-    if (!init || !by_bus || !clock_ || !power_ || init() != 0 ||
-        cudaDeviceGetPCIBusId(bus, sizeof bus, device) != cudaSuccess || by_bus(bus, &dev_) != 0)
+    if (cudaDeviceGetPCIBusId(bus, sizeof bus, device) != cudaSuccess || by_bus(bus, &dev_) != 0)
       return;
     ok_ = true;
     thread_ = std::thread([this] { run(); });
@@ -48,7 +48,7 @@ class ClockSampler {
   ~ClockSampler() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
-    if (ok_) {
+    if (inited_) {
       if (const auto shut = reinterpret_cast<int (*)()>(dlsym(lib_, "nvmlShutdown"))) shut();
     }
     if (lib_) dlclose(lib_);
@@ -92,7 +92,7 @@ class ClockSampler {
   void* dev_ = nullptr;
   ClockFn clock_ = nullptr;
   PowerFn power_ = nullptr;
-  bool ok_ = false;
+  bool inited_ = false, ok_ = false;
   std::atomic<bool> stop_{false};
   std::atomic<int> tag_{-1};
   std::mutex mu_;
