@@ -355,25 +355,26 @@ void run_stream_case(const Case& c, const Options& o, Timer& timer, quest::cuda:
     print_paired(ms, fast);
     if (clocks.available())
       notes.push_back(std::string(c.name) + ": all paths interleaved " + clock_note(clocks, 0));
+  } else {
+    for (int r = 0; r < kStreamRounds; ++r) {
+      clocks.tag(0);
+      const double t_bf16 = timer.stream_ms(bf16_call, o.stream);
+      clocks.tag(1);
+      const double t_fast = !fast ? 0 : timer.stream_ms(fast_call, o.stream);
+      clocks.tag(2);
+      const double t_exact = timer.stream_ms(exact_call, o.stream);
+      clocks.tag(-1);
+      if (fast)
+        std::printf(" %6.4f %6.4f %5.2fx %6.4f %5.2fx |", t_bf16, t_fast, t_bf16 / t_fast,
+                    t_exact, t_bf16 / t_exact);
+      else
+        std::printf(" %6.4f      -     - %6.4f %5.2fx |", t_bf16, t_exact, t_bf16 / t_exact);
+    }
+    std::printf("\n");
+    if (clocks.available())
+      notes.push_back(std::string(c.name) + ": bf16 " + clock_note(clocks, 0) + ", fastq+prod " +
+                      clock_note(clocks, 1) + ", q+prod " + clock_note(clocks, 2));
   }
-  for (int r = 0; o.paired == 0 && r < kStreamRounds; ++r) {
-    clocks.tag(0);
-    const double t_bf16 = timer.stream_ms(bf16_call, o.stream);
-    clocks.tag(1);
-    const double t_fast = !fast ? 0 : timer.stream_ms(fast_call, o.stream);
-    clocks.tag(2);
-    const double t_exact = timer.stream_ms(exact_call, o.stream);
-    clocks.tag(-1);
-    if (fast)
-      std::printf(" %6.4f %6.4f %5.2fx %6.4f %5.2fx |", t_bf16, t_fast, t_bf16 / t_fast, t_exact,
-                  t_bf16 / t_exact);
-    else
-      std::printf(" %6.4f      -     - %6.4f %5.2fx |", t_bf16, t_exact, t_bf16 / t_exact);
-    if (r + 1 == kStreamRounds) std::printf("\n");
-  }
-  if (o.paired == 0 && clocks.available())
-    notes.push_back(std::string(c.name) + ": bf16 " + clock_note(clocks, 0) + ", fastq+prod " +
-                    clock_note(clocks, 1) + ", q+prod " + clock_note(clocks, 2));
   std::fflush(stdout);
   for (const Layer& L : layers)
     for (void* p : std::initializer_list<void*>{L.x, L.wb, L.y, L.xc, L.wc, L.sx, L.sw, L.xsum,
@@ -478,7 +479,6 @@ int main(int argc, char** argv) {
     CK(cudaGetDeviceProperties(&prop, 0));
     char regime[128];
     if (o.paired > 0) {
-      o.stream = o.paired * kStreamLayers;  // the stream's layers, in rounds of one call each
       std::snprintf(regime, sizeof regime,
                     "%d rounds of %d calls a path over %d layers' own buffers, paths interleaved "
                     "(paired)", o.paired, kStreamLayers, kStreamLayers);
@@ -534,7 +534,7 @@ int main(int argc, char** argv) {
     quest::bench::ClockSampler clocks(0);
     std::vector<std::string> notes;
     auto run = [&](const Case& c) {
-      if (o.stream > 0) run_stream_case(c, o, timer, blas, gemm, clocks, notes);
+      if (o.stream > 0 || o.paired > 0) run_stream_case(c, o, timer, blas, gemm, clocks, notes);
       else run_case(c, o, timer, blas, gemm);
     };
     if (o.only != "presets")

@@ -57,6 +57,11 @@ __device__ __forceinline__ int8_t offset_code_biased(float u, float qmin) {
   return int8_t(__float_as_uint(__fadd_rn(u, -qmin)) & 0xffu);
 }
 
+// acc plus the sum of the 8 offset codes (bytes 0 .. 127) packed in c.
+__device__ __forceinline__ int code_sum8(const uint2 c, int acc) {
+  return __dp4a(int(c.y), 0x01010101, __dp4a(int(c.x), 0x01010101, acc));
+}
+
 // The row's grid and mask limit (row_quantize_kernel's thread 0), from the ordered double sum.
 // finite: the row has no NaN or inf (then neither has any entry) and the step is normal, so
 // grid_level_biased applies.

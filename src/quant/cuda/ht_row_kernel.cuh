@@ -47,11 +47,6 @@ struct TensorSource {
   __device__ __forceinline__ void finish(float (&)[S][8], const RowCtx&) const {}
 };
 
-// The sum of 8 offset codes (bytes 0 .. 127) packed in c.
-__device__ __forceinline__ int code_sum8(const uint2 c, int acc) {
-  return __dp4a(int(c.y), 0x01010101, __dp4a(int(c.x), 0x01010101, acc));
-}
-
 // Quantize, mask, optionally transform back and store the team warp's slice.
 // With crow (the row's codes, null when not asked for) also the lane's 8 codes, one 8-byte store;
 // qr null (codes only, lowbit_quantize): no values are stored. kOffset: the codes are offset codes

@@ -185,7 +185,7 @@ __device__ __forceinline__ int store_codes(const float (&v)[4][8], const FastGri
       w.y = codes4_exact<kOffset>(&v[j][4], fg.g);
     }
     *reinterpret_cast<uint2*>(out + 32 * j) = w;
-    if constexpr (kOffset) sum = __dp4a(int(w.y), 0x01010101, __dp4a(int(w.x), 0x01010101, sum));
+    if constexpr (kOffset) sum = qdetail::code_sum8(w, sum);
   }
   return sum;
 }
