@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "ops/cuda/device_profile.h"
+#include "ops/cuda/stream_event.h"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/cuda_linear_op.h"
 
@@ -44,30 +45,51 @@ class DeviceBuffer {
 
 // A linear layer of the graph: the device op, bound to the stream, reading the fp32 master weight
 // (so its quantized values equal the CPU's) that sits at the same offset as the bf16 copy.
+// With a weight stream, prepare_weight() runs there (after the work issued to the main stream so
+// far: the optimizer step) and the main stream waits for it at the op's first use after that
+// (op()), so that the weights of later layers are quantized while earlier layers compute.
 class CudaLinear {
  public:
   CudaLinear(std::unique_ptr<cuda::CudaLinearOp> op, cudaStream_t stream, const float* master,
-             const cuda::bf16* copy)
-      : op_(std::move(op)), stream_(stream), master_(master), copy_(copy) {}
+             const cuda::bf16* copy, cudaStream_t weight_stream = nullptr)
+      : op_(std::move(op)), stream_(stream), weight_stream_(weight_stream), master_(master), copy_(copy) {}
   // An unquantized, untransformed weight is the bf16 copy itself (the optimizer writes it as the
   // master's round to nearest, what converting the master again would give).
   void prepare_weight(const cuda::bf16* w) {
+    cudaStream_t s = stream_;
+    if (weight_stream_) {
+      prepared_.order(stream_, weight_stream_);  // after the parameters' update
+      s = weight_stream_;
+    }
     if (op_->weight_is_plain())
-      op_->prepare_weight(w, stream_);
+      op_->prepare_weight(w, s);
     else
-      op_->prepare_weight(master_ + (w - copy_), stream_);
+      op_->prepare_weight(master_ + (w - copy_), s);
+    if (weight_stream_) {
+      prepared_.record(weight_stream_);
+      pending_ = true;
+    }
   }
-  void forward(const cuda::bf16* x, cuda::bf16* y, int64_t N) { op_->forward(x, y, N, stream_); }
+  void forward(const cuda::bf16* x, cuda::bf16* y, int64_t N) { op().forward(x, y, N, stream_); }
   void backward(const cuda::bf16* dy, cuda::bf16* dx, float* dw, int64_t N) {
-    op_->backward(dy, dx, dw, N, stream_);
+    op().backward(dy, dx, dw, N, stream_);
   }
-  cuda::CudaLinearOp& op() { return *op_; }
+  // The op, for work on the main stream: waits there for a pending prepare_weight() first.
+  cuda::CudaLinearOp& op() {
+    if (pending_) {
+      prepared_.wait_in(stream_);
+      pending_ = false;
+    }
+    return *op_;
+  }
 
  private:
   std::unique_ptr<cuda::CudaLinearOp> op_;
-  cudaStream_t stream_;
+  cudaStream_t stream_, weight_stream_;
   const float* master_;
   const cuda::bf16* copy_;
+  cuda::StreamEvent prepared_;
+  bool pending_ = false;  // prepare_weight() ran on the weight stream, not yet waited for
 };
 
 struct CudaBackend {
@@ -77,10 +99,11 @@ struct CudaBackend {
   using Linear = CudaLinear;
   template <class T>
   using Buffer = DeviceBuffer<T>;
-  // Elements of one bf16 logits chunk of the lm_head (1G = 2 GiB): two chunks for 64 x 512 tokens
-  // of the GPT-2 vocabulary. Each chunk adds a read and write of the fp32 lm_head gradient (257 MB
-  // at 200M): 3.6 GB a step with the earlier 512 MiB chunks (7 of them), 1 GB now.
-  static constexpr int64_t kHeadChunkElements = int64_t{1} << 30;
+  // Elements of one bf16 logits chunk of the lm_head (2G = 4 GiB): one chunk for 64 x 512 tokens
+  // of the GPT-2 vocabulary (3.3 GB). Each chunk adds a read and write of the fp32 lm_head
+  // gradient (257 MB at 200M): 3.6 GB a step with the first 512 MiB chunks (7 of them), 1 GB with
+  // 2 GiB ones, none now.
+  static constexpr int64_t kHeadChunkElements = int64_t{1} << 31;
 
   // Scratch sized for micro-batches of up to [batch, seq_len] tokens of width d. `master` holds
   // the fp32 parameters whose bf16 copy, at `copy`, the graph passes as weights.

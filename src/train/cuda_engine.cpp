@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 
 #include "core/error.h"
@@ -41,6 +42,11 @@ class CudaEngine final : public Engine {
         layout_(parameter_layout(config)),
         n_params_(layout_.back().offset + layout_.back().numel()) {
     QUEST_CUDA_CHECK(cudaStreamCreate(&stream_));
+    // The weights' own work on a stream beside the main one (stream_event.h; CudaLinear, and
+    // CudaLinearOp::set_weight_stream): QUEST_WEIGHT_STREAM=0 keeps it on the main stream, for
+    // before/after measurements in one binary. The same results either way.
+    const char* ws = std::getenv("QUEST_WEIGHT_STREAM");
+    if (!(ws && std::string(ws) == "0")) QUEST_CUDA_CHECK(cudaStreamCreate(&weight_stream_));
     int device = 0;
     QUEST_CUDA_CHECK(cudaGetDevice(&device));
     cudaDeviceProp prop{};
@@ -69,8 +75,9 @@ class CudaEngine final : public Engine {
     graph_ = std::make_unique<LlamaGraph<CudaBackend>>(
         *backend_, config, batch,
         [&](const std::string&, int64_t in, int64_t out, int64_t rows) {
-          return CudaLinear(std::make_unique<cuda::CudaLinearOp>(in, out, rows, quant, *blas_), stream_,
-                            master, copy);
+          auto op = std::make_unique<cuda::CudaLinearOp>(in, out, rows, quant, *blas_);
+          op->set_weight_stream(weight_stream_);
+          return CudaLinear(std::move(op), stream_, master, copy, weight_stream_);
         });
     for (const auto& t : layout_) {
       if (!groups_.empty() && groups_.back().decay == t.weight_decay() &&
@@ -99,8 +106,10 @@ class CudaEngine final : public Engine {
   }
 
   ~CudaEngine() override {
+    if (weight_stream_) cudaStreamSynchronize(weight_stream_);  // its kernels read the ops' buffers
     graph_.reset();
     backend_.reset();
+    if (weight_stream_) cudaStreamDestroy(weight_stream_);
     cudaStreamDestroy(stream_);
   }
 
@@ -188,10 +197,13 @@ class CudaEngine final : public Engine {
     // In the step's last micro-batch a data-parallel engine reduces each layer's gradients as soon
     // as they are complete, overlapping the rest of the backward pass.
     if (zero_ && zero_->can_overlap() && ++micro_batch_ == micro_batches_)
-      graph_->backward(params_bf16_, grads_, x_, B, T,
-                       [this](int64_t offset, int64_t count) { zero_->grads_ready(grads_, offset, count); });
+      graph_->backward(params_bf16_, grads_, x_, B, T, [this](int64_t offset, int64_t count) {
+        join_weight_stream();  // the region's weight-gradient masks
+        zero_->grads_ready(grads_, offset, count);
+      });
     else
       graph_->backward(params_bf16_, grads_, x_, B, T);
+    join_weight_stream();  // the gradients are complete on the main stream
     return loss_sum(B * T);
   }
 
@@ -206,6 +218,7 @@ class CudaEngine final : public Engine {
   }
 
   void load_model(Model& model) override {
+    join_weight_stream();
     learned_ready_ = false;
     check_loadable(model, config_, quant_);
     const auto src = model.named_linears();
@@ -248,6 +261,7 @@ class CudaEngine final : public Engine {
   }
 
   double step(double lr) override {
+    join_weight_stream();  // the weights' last preparation has read the parameters the step writes
     if (zero_) {
       double norm = 0;
       {
@@ -293,6 +307,7 @@ class CudaEngine final : public Engine {
   int64_t adam_steps() const override { return zero_ ? zero_->step_count() : t_; }
 
   void synchronize() override {
+    join_weight_stream();
     QUEST_CUDA_CHECK(cudaStreamSynchronize(stream_));
     cuda::flush_device_profile();
   }
@@ -300,6 +315,7 @@ class CudaEngine final : public Engine {
   std::vector<float> params() override { return download(params_, n_params_); }
 
   std::vector<StateArray> state() override {
+    join_weight_stream();
     // Same order as the CPU engine: the moments hold the model's parameters, then the learned ones.
     std::vector<float> m, v;
     if (zero_) {
@@ -324,6 +340,7 @@ class CudaEngine final : public Engine {
   }
 
   void restore(const Checkpoint& ck, bool with_quant_state) override {
+    join_weight_stream();
     learned_ready_ = false;
     upload_params(ck.array("params", n_params_));
     const int64_t n_learned = int64_t(learned_.size());
@@ -395,6 +412,7 @@ class CudaEngine final : public Engine {
   }
 
   bool has_uninitialized_learned() {
+    join_weight_stream();  // a weight quantizer's parameter initializes in prepare_weight
     for (const auto& l : learned_) {
       float value = 0;
       QUEST_CUDA_CHECK(cudaMemcpyAsync(&value, l.value, sizeof(float), cudaMemcpyDeviceToHost, stream_));
@@ -443,9 +461,14 @@ class CudaEngine final : public Engine {
     return sum;
   }
   void upload_params(std::span<const float> host) {
+    join_weight_stream();
     upload(params_.get(), host.data(), n_params_);
     cuda::to_bf16(params_bf16_, params_, n_params_, stream_);
     graph_->prepare_weights(params_bf16_);
+  }
+  // The main stream waits for the work issued to the weight stream so far.
+  void join_weight_stream() {
+    if (weight_stream_) weight_joined_.order(weight_stream_, stream_);
   }
   template <class T>
   void upload(T* dst, const T* src, int64_t n) {
@@ -467,6 +490,8 @@ class CudaEngine final : public Engine {
   int64_t n_params_;
   std::string device_name_;
   cudaStream_t stream_ = nullptr;
+  cudaStream_t weight_stream_ = nullptr;  // the weights' own work, or null (all on stream_)
+  cuda::StreamEvent weight_joined_;
   std::unique_ptr<cuda::Blas> blas_;
   std::unique_ptr<cuda::LowbitGemm> lowbit_;  // declared after blas_: the ops hold pointers to both
   DeviceBuffer<float> params_, grads_, m_, v_, losses_, norm_, norm_scratch_, clip_, learned_m_, learned_v_;

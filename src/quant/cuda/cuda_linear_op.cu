@@ -352,13 +352,18 @@ void CudaLinearOp::weight_gradient(const bf16* dy, float* dw, cudaStream_t strea
     flags.dw_overwrite = true;  // dw_buf_ = dY^T . X, no zeroing pass
     blas_.matmul_backward(nullptr, dw_buf_, dy, x_, w_, N, in_, out_, stream, flags);
   }
-  QUEST_DEVICE_PROFILE("mask_weight_gradient", stream);
+  cudaStream_t s = stream;
+  if (weight_stream_) {  // the pass waits for the product there, and the caller's stream goes on
+    dw_ready_.order(stream, weight_stream_);
+    s = weight_stream_;
+  }
+  QUEST_DEVICE_PROFILE("mask_weight_gradient", s);
   if (wq_) {
-    wq_->backward_accumulate(dw, dw_buf_, out_, form(), stream);  // dw += [HT] M [HT] dW
+    wq_->backward_accumulate(dw, dw_buf_, out_, form(), s);  // dw += [HT] M [HT] dW
   } else {
     MaskBackward mb;
     mb.ht_after = true;  // half form, unquantized weight: dw += HT(dW_h)
-    mask_backward_accumulate(dw, dw_buf_, out_, in_, mb, stream);
+    mask_backward_accumulate(dw, dw_buf_, out_, in_, mb, s);
   }
 }
 
