@@ -13,7 +13,7 @@
 
 #include "core/error.h"
 #include "ops/cuda/device_profile.h"
-#include "ops/cuda/stream_event.h"
+#include "ops/cuda/side_stream.h"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/cuda_linear_op.h"
 
@@ -45,33 +45,36 @@ class DeviceBuffer {
 
 // A linear layer of the graph: the device op, bound to the stream, reading the fp32 master weight
 // (so its quantized values equal the CPU's) that sits at the same offset as the bf16 copy.
-// With a weight stream, prepare_weight() runs there (after the work issued to the main stream so
-// far: the optimizer step) and the main stream waits for it at the op's first use after that
-// (op()), so that the weights of later layers are quantized while earlier layers compute.
+// With a side stream (side_stream.h), prepare_weight() runs there (after the work issued to the
+// main stream so far: the optimizer step) and the main stream waits for it at the op's first use
+// after that (op()), so that the weights of later layers are quantized while earlier layers run.
 class CudaLinear {
  public:
   CudaLinear(std::unique_ptr<cuda::CudaLinearOp> op, cudaStream_t stream, const float* master,
-             const cuda::bf16* copy, cudaStream_t weight_stream = nullptr)
-      : op_(std::move(op)), stream_(stream), weight_stream_(weight_stream), master_(master), copy_(copy) {}
+             const cuda::bf16* copy, cuda::SideStream* side = nullptr)
+      : op_(std::move(op)), stream_(stream), side_(side), master_(master), copy_(copy) {
+    op_->set_weight_stream(side);
+  }
   // An unquantized, untransformed weight is the bf16 copy itself (the optimizer writes it as the
   // master's round to nearest, what converting the master again would give).
   void prepare_weight(const cuda::bf16* w) {
     cudaStream_t s = stream_;
-    if (weight_stream_) {
-      prepared_.order(stream_, weight_stream_);  // after the parameters' update
-      s = weight_stream_;
+    if (side_) {
+      side_->follow(stream_);  // after the parameters' update
+      s = side_->get();
     }
     if (op_->weight_is_plain())
       op_->prepare_weight(w, s);
     else
       op_->prepare_weight(master_ + (w - copy_), s);
-    if (weight_stream_) {
-      prepared_.record(weight_stream_);
+    if (side_) {
+      prepared_.record(s);
       pending_ = true;
     }
   }
   void forward(const cuda::bf16* x, cuda::bf16* y, int64_t N) { op().forward(x, y, N, stream_); }
   void backward(const cuda::bf16* dy, cuda::bf16* dx, float* dw, int64_t N) {
+    if (side_) side_->guard(dx, stream_);
     op().backward(dy, dx, dw, N, stream_);
   }
   // The op, for work on the main stream: waits there for a pending prepare_weight() first.
@@ -85,11 +88,12 @@ class CudaLinear {
 
  private:
   std::unique_ptr<cuda::CudaLinearOp> op_;
-  cudaStream_t stream_, weight_stream_;
+  cudaStream_t stream_;
+  cuda::SideStream* side_;
   const float* master_;
   const cuda::bf16* copy_;
   cuda::StreamEvent prepared_;
-  bool pending_ = false;  // prepare_weight() ran on the weight stream, not yet waited for
+  bool pending_ = false;  // prepare_weight() ran on the side stream, not yet waited for
 };
 
 struct CudaBackend {
@@ -107,9 +111,11 @@ struct CudaBackend {
 
   // Scratch sized for micro-batches of up to [batch, seq_len] tokens of width d. `master` holds
   // the fp32 parameters whose bf16 copy, at `copy`, the graph passes as weights.
+  // side: the weight stream (side_stream.h), or null (everything on s).
   CudaBackend(cudaStream_t s, cuda::Blas& b, const float* master, const Weight* copy, int64_t batch,
-              int64_t seq_len, int64_t d, int64_t n_head, int64_t head_dim)
+              int64_t seq_len, int64_t d, int64_t n_head, int64_t head_dim, cuda::SideStream* side = nullptr)
       : stream(s),
+        side(side),
         blas(b),
         rms_scratch(cuda::rmsnorm_backward_scratch(batch * seq_len, d)),
         attn_scratch(cuda::attention_backward_scratch(batch, seq_len, n_head, head_dim)),
@@ -118,6 +124,7 @@ struct CudaBackend {
         copy_(copy) {}
 
   cudaStream_t stream;
+  cuda::SideStream* side;
   cuda::Blas& blas;
   DeviceBuffer<float> rms_scratch, attn_scratch, embedding_scratch;
 
@@ -145,6 +152,7 @@ struct CudaBackend {
   // first over dout where that kernel does not apply.
   void rmsnorm_backward(Res* dx, Act* dx_copy, float* dw, Act* dout, const Res* x, const Weight* w,
                         const float* rstd, int64_t N, int64_t d, MaskOwed owed = {}) {
+    guard(dx_copy), guard(dout);
     if (owed.owed) {
       QUEST_DEVICE_PROFILE("mask_rmsnorm_backward", stream);
       if (cuda::mask_ht_rmsnorm_backward(dx, dx_copy, dw, dout, owed.mask, x, master(w), rstd, N, d, rms_scratch,
@@ -193,6 +201,7 @@ struct CudaBackend {
     cuda::rope_forward(qkv, B, T, nh, hd, theta, pos0, stream);
   }
   void rope_backward(Act* dqkv, int64_t B, int64_t T, int64_t nh, int64_t hd, float theta, int64_t pos0) {
+    guard(dqkv);
     QUEST_DEVICE_PROFILE("rope_backward", stream);
     cuda::rope_backward(dqkv, B, T, nh, hd, theta, pos0, stream);
   }
@@ -204,6 +213,7 @@ struct CudaBackend {
   }
   void attention_backward(Act* dqkv, const Act* dout, const Act* out, const Act* qkv, const float* lse,
                           int64_t B, int64_t T, int64_t nh, int64_t hd) {
+    guard(dqkv);
     QUEST_DEVICE_PROFILE("attention_backward", stream);
     cuda::attention_backward(dqkv, dout, out, qkv, lse, B, T, nh, hd, attn_scratch, stream);
   }
@@ -212,26 +222,31 @@ struct CudaBackend {
     cuda::swiglu_forward(out, a, b, n, stream);
   }
   void swiglu_backward(Act* da, Act* db, const Act* dout, const Act* a, const Act* b, int64_t n) {
+    guard(da), guard(db);
     QUEST_DEVICE_PROFILE("swiglu_backward", stream);
     cuda::swiglu_backward(da, db, dout, a, b, n, stream);
   }
   // The down projection's backward and SwiGLU's (CudaLinearOp::backward_swiglu).
   void swiglu_linear_backward(Linear& lin, const Act* dy, float* dw, Act* da, Act* db, Act* dg, const Act* a,
                               const Act* b, int64_t N, int64_t /*H*/) {
+    guard(da), guard(db), guard(dg);
     lin.op().backward_swiglu(dy, dw, a, b, da, db, dg, N, stream);
   }
   // Two linear layers of one input (CudaLinearOp::backward_shared_input): dx = dx_a + dx_b, for
   // an RMSNorm backward to read: the mask pass may be left to it (what is owed is returned).
   MaskOwed linear_pair_backward_to_norm(Linear& a, const Act* dya, float* dwa, Linear& b, const Act* dyb,
                                         float* dwb, Act* dx, Act* scratch, int64_t N, int64_t /*d*/) {
+    guard(dx), guard(scratch);
     return cuda::CudaLinearOp::backward_shared_input(a.op(), dya, dwa, b.op(), dyb, dwb, dx, scratch, N, stream,
                                                      /*defer_mask=*/true);
   }
   // A linear layer's backward whose dx an RMSNorm backward reads next (as the pair above).
   MaskOwed linear_backward_to_norm(Linear& lin, const Act* dy, Act* dx, float* dw, int64_t N) {
+    guard(dx);
     return lin.op().backward(dy, dx, dw, N, stream, /*defer_mask=*/true);
   }
   void add(Act* out, const Act* a, const Act* b, int64_t n) {
+    guard(out);
     QUEST_DEVICE_PROFILE("add", stream);
     cuda::add(out, a, b, n, stream);
   }
@@ -240,21 +255,42 @@ struct CudaBackend {
     cuda::add(out, a, b, n, stream);
   }
   void matmul_forward(Act* out, const Act* x, const Weight* w, int64_t N, int64_t K, int64_t M) {
+    guard(out);
     QUEST_DEVICE_PROFILE("lm_head_forward", stream, K, M);
     blas.matmul_forward(out, x, w, N, K, M, stream);
   }
+  // The lm_head's dW runs on the side stream when there is one (side_stream.h).
   void matmul_backward(Act* dx, float* dw, const Act* dout, const Act* x, const Weight* w, int64_t N,
                        int64_t K, int64_t M) {
-    QUEST_DEVICE_PROFILE("lm_head_backward", stream, K, M);
-    blas.matmul_backward(dx, dw, dout, x, w, N, K, M, stream);
+    guard(dx);
+    if (!side) {
+      QUEST_DEVICE_PROFILE("lm_head_backward", stream, K, M);
+      blas.matmul_backward(dx, dw, dout, x, w, N, K, M, stream);
+      return;
+    }
+    {
+      QUEST_DEVICE_PROFILE("lm_head_backward_dx", stream, K, M);
+      blas.matmul_backward(dx, nullptr, dout, x, w, N, K, M, stream);
+    }
+    side->follow(stream);
+    {
+      QUEST_DEVICE_PROFILE("lm_head_backward_dw", side->get(), K, M);
+      side->blas().matmul_backward(nullptr, dw, dout, x, w, N, K, M, side->get());
+    }
+    side->reading(dout), side->reading(x);
   }
   void cross_entropy(Act* dlogits, float* losses, const Act* logits, const int32_t* y, int64_t N, int64_t V,
                      int64_t Vp, float grad_scale) {
+    guard(dlogits);
     QUEST_DEVICE_PROFILE("cross_entropy", stream);
     cuda::cross_entropy(dlogits, losses, logits, y, N, V, Vp, grad_scale, stream);
   }
 
  private:
+  // Before the main stream writes p: the side's reads of it are done.
+  void guard(const void* p) {
+    if (side && p) side->guard(p, stream);
+  }
   const float* master(const Weight* w) const { return master_ + (w - copy_); }
   const float* master_;
   const Weight* copy_;

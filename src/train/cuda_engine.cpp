@@ -14,6 +14,7 @@
 #include "dist/nccl/nccl_communicator.h"
 #endif
 #include "ops/cuda/device_profile.h"
+#include "ops/cuda/side_stream.h"
 #include "model/llama.h"
 #include "model/llama_graph.h"
 #include "train/cuda_zero_adamw.h"
@@ -41,12 +42,16 @@ class CudaEngine final : public Engine {
         batch_(batch),
         layout_(parameter_layout(config)),
         n_params_(layout_.back().offset + layout_.back().numel()) {
-    QUEST_CUDA_CHECK(cudaStreamCreate(&stream_));
-    // The weights' own work on a stream beside the main one (stream_event.h; CudaLinear, and
-    // CudaLinearOp::set_weight_stream): QUEST_WEIGHT_STREAM=0 keeps it on the main stream, for
-    // before/after measurements in one binary. The same results either way.
+    // The weights' own work on a stream beside the main one (ops/cuda/side_stream.h says what
+    // runs there): QUEST_WEIGHT_STREAM=0 keeps it on the main stream, for before/after
+    // measurements in one binary; "low" gives it a lower priority than the main stream's. The
+    // same results either way.
     const char* ws = std::getenv("QUEST_WEIGHT_STREAM");
-    if (!(ws && std::string(ws) == "0")) QUEST_CUDA_CHECK(cudaStreamCreate(&weight_stream_));
+    const std::string side_mode = ws ? ws : "";
+    int least = 0, greatest = 0;
+    QUEST_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    QUEST_CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamDefault, side_mode == "low" ? greatest : 0));
+    if (side_mode != "0") side_ = std::make_unique<cuda::SideStream>(least);
     int device = 0;
     QUEST_CUDA_CHECK(cudaGetDevice(&device));
     cudaDeviceProp prop{};
@@ -69,15 +74,15 @@ class CudaEngine final : public Engine {
     clip_ = DeviceBuffer<float>(1);
     host_losses_.resize(size_t(N));
     backend_ = std::make_unique<CudaBackend>(stream_, *blas_, params_.get(), params_bf16_.get(), batch,
-                                             config.seq_len, config.d_model, config.n_head(), config.head_dim);
+                                             config.seq_len, config.d_model, config.n_head(), config.head_dim,
+                                             side_.get());
     const float* master = params_;
     const bf16* copy = params_bf16_;
     graph_ = std::make_unique<LlamaGraph<CudaBackend>>(
         *backend_, config, batch,
         [&](const std::string&, int64_t in, int64_t out, int64_t rows) {
-          auto op = std::make_unique<cuda::CudaLinearOp>(in, out, rows, quant, *blas_);
-          op->set_weight_stream(weight_stream_);
-          return CudaLinear(std::move(op), stream_, master, copy, weight_stream_);
+          return CudaLinear(std::make_unique<cuda::CudaLinearOp>(in, out, rows, quant, *blas_), stream_,
+                            master, copy, side_.get());
         });
     for (const auto& t : layout_) {
       if (!groups_.empty() && groups_.back().decay == t.weight_decay() &&
@@ -106,10 +111,10 @@ class CudaEngine final : public Engine {
   }
 
   ~CudaEngine() override {
-    if (weight_stream_) cudaStreamSynchronize(weight_stream_);  // its kernels read the ops' buffers
+    if (side_) cudaStreamSynchronize(side_->get());  // its kernels read the ops' buffers
     graph_.reset();
     backend_.reset();
-    if (weight_stream_) cudaStreamDestroy(weight_stream_);
+    side_.reset();
     cudaStreamDestroy(stream_);
   }
 
@@ -468,7 +473,7 @@ class CudaEngine final : public Engine {
   }
   // The main stream waits for the work issued to the weight stream so far.
   void join_weight_stream() {
-    if (weight_stream_) weight_joined_.order(weight_stream_, stream_);
+    if (side_) side_->join(stream_);
   }
   template <class T>
   void upload(T* dst, const T* src, int64_t n) {
@@ -490,8 +495,7 @@ class CudaEngine final : public Engine {
   int64_t n_params_;
   std::string device_name_;
   cudaStream_t stream_ = nullptr;
-  cudaStream_t weight_stream_ = nullptr;  // the weights' own work, or null (all on stream_)
-  cuda::StreamEvent weight_joined_;
+  std::unique_ptr<cuda::SideStream> side_;  // the weights' own work, or null (all on stream_)
   std::unique_ptr<cuda::Blas> blas_;
   std::unique_ptr<cuda::LowbitGemm> lowbit_;  // declared after blas_: the ops hold pointers to both
   DeviceBuffer<float> params_, grads_, m_, v_, losses_, norm_, norm_scratch_, clip_, learned_m_, learned_v_;

@@ -1,9 +1,11 @@
-// The weights' own work on a second stream (the quantization after each optimizer step, the
-// weight gradient's mask pass; src/ops/cuda/stream_event.h): CUDA engine steps with it on and off
+// The weights' own work on a side stream (each weight's quantization after the optimizer step,
+// the weight gradients: dW products, mask passes, the lm_head's dW; src/ops/cuda/side_stream.h):
+// CUDA engine steps with it on (default and at a lower priority than the main stream) and off
 // (QUEST_WEIGHT_STREAM=0 at construction) give the same losses, gradient norms, parameters and
-// learned quantizer parameters, bit for bit. Two micro-batches a step (the mask pass accumulates
-// into gradients the next micro-batch adds to), a learned weight step (LSQ, initialized from the
-// weights in prepare_weight, on that stream), and a checkpoint's state read between steps.
+// learned quantizer parameters, bit for bit. Two micro-batches a step (the side accumulates into
+// gradients the next micro-batch adds to, and reads dY buffers the main stream rewrites), a
+// learned weight step (LSQ, initialized from the weights in prepare_weight, on the side), the
+// unquantized model (its plain dW products there too), and a checkpoint's state between steps.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -29,13 +31,13 @@ TEST(CudaWeightStream, SameStepsAsOneStream) {
   std::vector<int32_t> x(size_t(2 * B * T)), y(size_t(2 * B * T));
   for (auto& t : x) t = int32_t(rng.below(1000));
   for (auto& t : y) t = int32_t(rng.below(1000));
-  for (const char* q : {"w=quest:4,a=quest:4", "w=quest:2,a=quest:8", "w=lsq:4,a=quest:4"}) {
+  for (const char* q : {"w=quest:4,a=quest:4", "w=quest:2,a=quest:8", "w=lsq:4,a=quest:4", ""}) {
     SCOPED_TRACE(q);
-    std::vector<double> out[2];
-    std::vector<float> params[2], learned[2];
-    for (const int side : {0, 1}) {
-      if (!side) setenv("QUEST_WEIGHT_STREAM", "0", 1);
-      auto e = make_engine("cuda", m, QuantConfig::parse(q), AdamWConfig{}, B);
+    std::vector<double> out[3];
+    std::vector<float> params[3], learned[3];
+    for (const int side : {0, 1, 2}) {  // off, on, on at a lower priority
+      if (side != 1) setenv("QUEST_WEIGHT_STREAM", side == 0 ? "0" : "low", 1);
+      auto e = make_engine("cuda", m, *q ? QuantConfig::parse(q) : QuantConfig::none(), AdamWConfig{}, B);
       unsetenv("QUEST_WEIGHT_STREAM");
       e->init_weights(11);
       e->set_micro_batches(2);
@@ -51,10 +53,13 @@ TEST(CudaWeightStream, SameStepsAsOneStream) {
       out[side].push_back(e->forward_loss(x.data(), y.data(), B, T));
       params[side] = e->params();
     }
-    ASSERT_EQ(out[0].size(), out[1].size());
-    for (size_t i = 0; i < out[0].size(); ++i) EXPECT_EQ(out[1][i], out[0][i]) << "value " << i;
-    EXPECT_TRUE(cuda_test::bit_equal(params[1], params[0], "params"));
-    EXPECT_TRUE(cuda_test::bit_equal(learned[1], learned[0], "learned quantizer parameters"));
+    for (int side : {1, 2}) {
+      SCOPED_TRACE(side == 1 ? "side stream" : "side stream, low priority");
+      ASSERT_EQ(out[side].size(), out[0].size());
+      for (size_t i = 0; i < out[0].size(); ++i) EXPECT_EQ(out[side][i], out[0][i]) << "value " << i;
+      EXPECT_TRUE(cuda_test::bit_equal(params[side], params[0], "params"));
+      EXPECT_TRUE(cuda_test::bit_equal(learned[side], learned[0], "learned quantizer parameters"));
+    }
   }
 }
 

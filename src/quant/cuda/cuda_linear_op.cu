@@ -341,29 +341,35 @@ void CudaLinearOp::backward_swiglu(const bf16* dy, float* dw, const bf16* a, con
 void CudaLinearOp::weight_gradient(const bf16* dy, float* dw, cudaStream_t stream) {
   if (!dw) return;
   const int64_t N = n_;
-  if (!wq_ && !half_) {  // dW accumulates straight into the caller's gradient
-    QUEST_DEVICE_PROFILE("linear_backward_dw", stream, in_, out_);
-    blas_.matmul_backward(nullptr, dw, dy, x_, w_, N, in_, out_, stream);
-    return;
-  }
-  {
-    QUEST_DEVICE_PROFILE("linear_backward_dw", stream, in_, out_);
-    Blas::BackwardFlags flags;
-    flags.dw_overwrite = true;  // dw_buf_ = dY^T . X, no zeroing pass
-    blas_.matmul_backward(nullptr, dw_buf_, dy, x_, w_, N, in_, out_, stream, flags);
-  }
+  Blas* blas = &blas_;
   cudaStream_t s = stream;
-  if (weight_stream_) {  // the pass waits for the product there, and the caller's stream goes on
-    dw_ready_.order(stream, weight_stream_);
-    s = weight_stream_;
+  if (side_) {  // after the work so far (dY is complete); the caller's stream goes on
+    side_->follow(stream);
+    blas = &side_->blas();
+    s = side_->get();
   }
-  QUEST_DEVICE_PROFILE("mask_weight_gradient", s);
-  if (wq_) {
-    wq_->backward_accumulate(dw, dw_buf_, out_, form(), s);  // dw += [HT] M [HT] dW
+  if (!wq_ && !half_) {  // dW accumulates straight into the caller's gradient
+    QUEST_DEVICE_PROFILE("linear_backward_dw", s, in_, out_);
+    blas->matmul_backward(nullptr, dw, dy, x_, w_, N, in_, out_, s);
   } else {
-    MaskBackward mb;
-    mb.ht_after = true;  // half form, unquantized weight: dw += HT(dW_h)
-    mask_backward_accumulate(dw, dw_buf_, out_, in_, mb, s);
+    {
+      QUEST_DEVICE_PROFILE("linear_backward_dw", s, in_, out_);
+      Blas::BackwardFlags flags;
+      flags.dw_overwrite = true;  // dw_buf_ = dY^T . X, no zeroing pass
+      blas->matmul_backward(nullptr, dw_buf_, dy, x_, w_, N, in_, out_, s, flags);
+    }
+    QUEST_DEVICE_PROFILE("mask_weight_gradient", s);
+    if (wq_) {
+      wq_->backward_accumulate(dw, dw_buf_, out_, form(), s);  // dw += [HT] M [HT] dW
+    } else {
+      MaskBackward mb;
+      mb.ht_after = true;  // half form, unquantized weight: dw += HT(dW_h)
+      mask_backward_accumulate(dw, dw_buf_, out_, in_, mb, s);
+    }
+  }
+  if (side_) {  // the caller's stream must not overwrite these before the side has read them
+    side_->reading(dy);
+    side_->reading(x_);
   }
 }
 

@@ -42,7 +42,7 @@
 #include <string>
 #include <vector>
 
-#include "ops/cuda/stream_event.h"
+#include "ops/cuda/side_stream.h"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/cuda_quant.h"
 #include "quant/cuda/lowbit_gemm.h"
@@ -134,12 +134,13 @@ class CudaLinearOp {
                                                 bf16* dx, bf16* scratch, int64_t N,
                                                 cudaStream_t stream, bool defer_mask = false);
 
-  // Runs the weight gradient's mask pass (the quantized or transformed weight's: dw += [HT] M
-  // [HT] dW) on `side` (null: on the backward's own stream, the default): `side` waits for the dW
-  // product by an event and the backward's stream goes on with the next op. The caller orders
-  // `side` back into its stream before anything reads dw (or the learned parameters' gradients)
-  // and before this op's next backward (which rewrites the dW scratch).
-  void set_weight_stream(cudaStream_t side) { weight_stream_ = side; }
+  // Runs the weight gradient (the dW product and the mask pass of a quantized or transformed
+  // weight) on the side stream (side_stream.h; null: on the backward's own stream, the default):
+  // the side follows the backward's stream up to that point, which goes on with the next op, and
+  // records its reads of dY and of the saved input (SideStream::reading). The caller guards its
+  // later writes of dY, and joins the side back before anything reads dw (or the learned
+  // parameters' gradients) and before this op's next forward or backward.
+  void set_weight_stream(SideStream* side) { side_ = side; }
 
   // Switches the low-precision forward product on with `gemm` (the caller's, one per stream like
   // Blas; null switches it off). Returns whether it applies to this layer. Takes effect at the
@@ -240,8 +241,7 @@ class CudaLinearOp {
   CudaLinearOp* share_src_ = nullptr;
   bool shared_now_ = false;
   bool fused_producers_ = true;
-  cudaStream_t weight_stream_ = nullptr;  // set_weight_stream
-  StreamEvent dw_ready_;                  // the dW product, for weight_stream_
+  SideStream* side_ = nullptr;  // set_weight_stream
 };
 
 }  // namespace quest::cuda
