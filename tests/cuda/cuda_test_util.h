@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "model/config.h"
 #include "ops/cuda_ops.h"
 
 namespace quest::cuda_test {
@@ -147,6 +148,18 @@ inline std::vector<int32_t> rand_ints(Rng& rng, size_t n, int32_t lo, int32_t hi
 }
 // Uniformly random odd codes 2q - 1 of a `bits`-bit grid (bits 1..7: -(2^bits - 1) .. 2^bits - 1),
 // the int8 product's operands.
+// The model the engine-level tests step: 2 layers of width 256 (two Hadamard blocks), heads of
+// 64, a vocabulary of 1000 (padded to 1024), sequences of 64.
+inline ModelConfig engine_test_config() {
+  ModelConfig m;
+  m.n_layer = 2;
+  m.d_model = 256;
+  m.head_dim = 64;
+  m.vocab_size = 1000;
+  m.seq_len = 64;
+  return m;
+}
+
 inline std::vector<int8_t> rand_odd_codes(Rng& rng, size_t n, int bits) {
   std::vector<int8_t> c(n);
   const int top = (1 << bits) - 1;

@@ -18,17 +18,11 @@ namespace {
 
 TEST(CudaFusedEngine, SameStepsAsPlainOps) {
   QUEST_REQUIRE_CUDA();
-  ModelConfig m;
-  m.n_layer = 2;
-  m.d_model = 256;
-  m.head_dim = 64;
-  m.vocab_size = 1000;
-  m.seq_len = 64;
+  const ModelConfig m = cuda_test::engine_test_config();
   constexpr int64_t B = 4, T = 64;
   Rng rng(3);
-  std::vector<int32_t> x(size_t(B * T)), y(size_t(B * T));
-  for (auto& t : x) t = int32_t(rng.below(1000));
-  for (auto& t : y) t = int32_t(rng.below(1000));
+  const auto x = cuda_test::rand_ints(rng, size_t(B * T), 0, 1000);
+  const auto y = cuda_test::rand_ints(rng, size_t(B * T), 0, 1000);
   // "": the unquantized (bf16) model, where only the residual add folds into RMSNorm.
   for (const char* q : {"w=quest:4,a=quest:4", "w=quest:1,a=quest:1", "w=quest:8,a=quest:8", ""}) {
     SCOPED_TRACE(q);

@@ -20,17 +20,11 @@ namespace {
 
 TEST(CudaWeightStream, SameStepsAsOneStream) {
   QUEST_REQUIRE_CUDA();
-  ModelConfig m;
-  m.n_layer = 2;
-  m.d_model = 256;
-  m.head_dim = 64;
-  m.vocab_size = 1000;
-  m.seq_len = 64;
+  const ModelConfig m = cuda_test::engine_test_config();
   constexpr int64_t B = 4, T = 64;
   Rng rng(5);
-  std::vector<int32_t> x(size_t(2 * B * T)), y(size_t(2 * B * T));
-  for (auto& t : x) t = int32_t(rng.below(1000));
-  for (auto& t : y) t = int32_t(rng.below(1000));
+  const auto x = cuda_test::rand_ints(rng, size_t(2 * B * T), 0, 1000);  // two micro-batches
+  const auto y = cuda_test::rand_ints(rng, size_t(2 * B * T), 0, 1000);
   for (const char* q : {"w=quest:4,a=quest:4", "w=quest:2,a=quest:8", "w=lsq:4,a=quest:4", ""}) {
     SCOPED_TRACE(q);
     std::vector<double> out[3];
