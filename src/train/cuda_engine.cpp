@@ -50,7 +50,7 @@ class CudaEngine final : public Engine {
     const std::string side_mode = ws ? ws : "";
     int least = 0, greatest = 0;
     QUEST_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-    QUEST_CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamDefault, side_mode == "low" ? greatest : 0));
+    QUEST_CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamDefault, side_mode == "low" ? greatest : least));
     if (side_mode != "0") side_ = std::make_unique<cuda::SideStream>(least);
     int device = 0;
     QUEST_CUDA_CHECK(cudaGetDevice(&device));
@@ -345,7 +345,6 @@ class CudaEngine final : public Engine {
   }
 
   void restore(const Checkpoint& ck, bool with_quant_state) override {
-    join_weight_stream();
     learned_ready_ = false;
     upload_params(ck.array("params", n_params_));
     const int64_t n_learned = int64_t(learned_.size());
