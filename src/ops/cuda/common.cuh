@@ -116,6 +116,21 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// Asks L2 for the `bytes` (a multiple of 16) at p (16-byte aligned): one instruction for the
+// whole span, nothing loaded into the SM. Hopper's bulk prefetch; a no-op on older GPUs.
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#else
+  (void)p, (void)bytes;
+#endif
+}
+// Row r (`cols` entries) of a row-major matrix.
+template <class T>
+__device__ __forceinline__ void prefetch_row_l2(const T* base, int64_t r, int64_t cols) {
+  prefetch_l2(base + r * cols, uint32_t(cols * int64_t(sizeof(T))));
+}
+
 // 2^x by the special-function unit (MUFU.EX2: 2 ulp; -inf -> +0; results below 2^-126 flush to
 // 0, which the softmax-style callers lose in their bf16 outputs anyway).
 __device__ __forceinline__ float ex2(float x) {

@@ -73,6 +73,10 @@ struct RmsNormSource {
       store8(res_out + off, v);
     }
   }
+  __device__ __forceinline__ void prefetch(int64_t r, int cols) const {
+    prefetch_row_l2(x, r, cols);
+    if constexpr (kAdd) prefetch_row_l2(branch, r, cols);
+  }
 
   template <int S>
   __device__ __forceinline__ void finish(float (&v)[S][8], const RowCtx& c) const {
@@ -127,6 +131,10 @@ struct SwigluSource {
     detail::swiglu_values<8>(fa, fb, v);
     if (g) store8(g + off, v);
     round_bf16_8(v);
+  }
+  __device__ __forceinline__ void prefetch(int64_t r, int cols) const {
+    prefetch_row_l2(a, r, cols);
+    prefetch_row_l2(b, r, cols);
   }
   template <int S>
   __device__ __forceinline__ void finish(float (&)[S][8], const RowCtx&) const {}

@@ -125,9 +125,10 @@ __device__ __forceinline__ unsigned quantize8(float (&v)[8], const RowGrid& rg,
 // 0.205 ms on the H100), else 0.
 struct TeamShape {
   int lp, T, nvw, per_warp, reps;
+  int64_t ahead = 0;  // rows between a team's row and the one it asks L2 for (0: none)
 };
 inline TeamShape team_shape(int cols, int T, int lp, int G) {
-  TeamShape t{lp, T, T / 32, 0, 0};
+  TeamShape t{lp, T, T / 32, 0, 0, 0};
   t.per_warp = (t.nvw + (1 << lp) - 1) >> lp;
   const bool even = cols % T == 0 && t.nvw % (1 << lp) == 0 && G == 1;
   t.reps = even ? cols / T : 0;

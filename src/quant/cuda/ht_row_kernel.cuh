@@ -9,14 +9,18 @@
 //   void load(const RowCtx& c, int col, float (&v)[8])  the 8 values at columns col .. col + 7 of
 //       row c.r, as the quantizer's input tensor would hold them (already rounded to its type);
 //       called once per (lane, block) in the team layout, all before any use;
+//   void prefetch(int64_t r, int cols)  asks L2 for row r's inputs (one thread; no values);
 //   template <int S> void finish(float (&v)[S][8], const RowCtx& c)  called by every warp of the
 //       team after the loads, before the transform; may use c.row (cols floats of shared memory,
 //       free at that point) and team_sync, and must leave c.row free again (a team barrier last).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 #include "core/error.h"
+#include "ops/cuda/common.cuh"
 #include "ops/cuda_ops.h"
 #include "quant/cuda/device_math.cuh"
 #include "quant/cuda/ht_row_common.cuh"
@@ -36,6 +40,8 @@ struct RowCtx {
   float* row;  // the team's cols floats of shared memory
 };
 
+using detail::prefetch_row_l2;
+
 // The quantizer's own input tensor x [rows, cols].
 template <class TIn>
 struct TensorSource {
@@ -43,6 +49,7 @@ struct TensorSource {
   __device__ __forceinline__ void load(const RowCtx& c, int col, float (&v)[8]) const {
     load8(x + c.r * c.cols + col, v);
   }
+  __device__ __forceinline__ void prefetch(int64_t r, int cols) const { prefetch_row_l2(x, r, cols); }
   template <int S>
   __device__ __forceinline__ void finish(float (&)[S][8], const RowCtx&) const {}
 };
@@ -133,6 +140,10 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S <= 4 ? 4 : (S <= 6 ? 3 : 
       for (int e = 0; e < 8; ++e) v[s][e] = 0.0f;
     }
   }
+  // A row a later CTA's team will take (ts.ahead rows on: prefetch_rows_ahead): its inputs come
+  // from memory while this row computes, so that team's loads find them in L2. Issued after this
+  // row's own loads, which come first.
+  if (ts.ahead && tw == 0 && lane == 0 && r + ts.ahead < a.rows) src.prefetch(r + ts.ahead, cols);
   src.template finish<S>(v, ctx);
 
   // Transform; the transformed row is staged for the ordered sum. The loop runs the slots some
@@ -180,6 +191,27 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S <= 4 ? 4 : (S <= 6 ? 3 : 
   }
 }
 
+// How many rows ahead a team asks L2 for its successor's inputs: a quarter of the rows one wave
+// of resident CTAs covers (the kernel's occupancy at this shared memory). H100, 64 x 512 tokens,
+// per-op profile, two rounds (docs/PERF.md, session 18): add + RMSNorm + quantize 4.96 -> 4.28
+// ms a step at 200M, 1.44 -> 1.27 at 30M; a whole wave ahead was slower than none, half a wave
+// gained half as much, a sixth about as much. QUEST_QUANT_PREFETCH=0 turns it off,
+// =m puts it 1/m of a wave ahead (for before/after in one binary; the bits never change).
+template <class Kernel>
+int64_t prefetch_rows_ahead(Kernel kernel, size_t smem, int rows_per_cta) {
+  static const int divisor = [] {
+    const char* e = std::getenv("QUEST_QUANT_PREFETCH");
+    return e ? std::max(0, std::atoi(e)) : 4;
+  }();
+  if (divisor == 0) return 0;
+  int device = 0, sms = 0, per_sm = 0;
+  QUEST_CUDA_CHECK(cudaGetDevice(&device));
+  QUEST_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  QUEST_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel,
+                                                                 kVecCtaWarps * 32, smem));
+  return int64_t(sms) * per_sm * rows_per_cta / divisor;
+}
+
 template <class Source, class TOut, int S, int G>
 void launch_ht_steps(const Source& src, TOut* xq, const RowQuantArgs& a, int lp,
                      cudaStream_t stream) {
@@ -195,7 +227,8 @@ void launch_ht_steps(const Source& src, TOut* xq, const RowQuantArgs& a, int lp,
     QUEST_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const int64_t grid = (a.rows + rows_per_cta - 1) / rows_per_cta;
-  const TeamShape ts = team_shape(int(a.cols), row_kernel_threads(a.cols), lp, G);
+  TeamShape ts = team_shape(int(a.cols), row_kernel_threads(a.cols), lp, G);
+  ts.ahead = prefetch_rows_ahead(kernel, smem, rows_per_cta);
   kernel<<<unsigned(grid), kVecCtaWarps * 32, smem, stream>>>(src, xq, a, ts);
   QUEST_CUDA_CHECK(cudaGetLastError());
 }
