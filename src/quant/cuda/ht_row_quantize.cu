@@ -14,7 +14,8 @@
 //   i owns row 8 / P * blockIdx.x + i). The team reads x[r, :], writes xq[r, :] (unless xq is
 //   null: codes only, for lowbit_quantize), codes[r, :] when asked for, the row's mask bytes and
 //   step[r], nothing else; a team past the last row exits whole (its barriers count only its own
-//   warps: named barrier 1 + team, or __syncwarp for P = 1).
+//   warps: named barrier 1 + team, or __syncwarp for P = 1). Its warp 0, lane 0 also asks L2 for
+//   the inputs of row r + ts.ahead when that row exists (a prefetch: nothing enters the SM).
 // - Registers: the row lives in registers from load to store, in vec_fwht.cuh's layout: in step s
 //   (s < S) warp w of the team holds blocks 2 P s + 2 w (lanes 0-15) and + 1 (lanes 16-31), lane
 //   h = lane & 15 entries 8h .. 8h + 7. All S loads are issued before any use. Each warp reads its
