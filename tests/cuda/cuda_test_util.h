@@ -146,8 +146,6 @@ inline std::vector<int32_t> rand_ints(Rng& rng, size_t n, int32_t lo, int32_t hi
   for (auto& x : v) x = lo + int32_t(rng.below(uint64_t(hi - lo)));
   return v;
 }
-// Uniformly random odd codes 2q - 1 of a `bits`-bit grid (bits 1..7: -(2^bits - 1) .. 2^bits - 1),
-// the int8 product's operands.
 // The model the engine-level tests step: 2 layers of width 256 (two Hadamard blocks), heads of
 // 64, a vocabulary of 1000 (padded to 1024), sequences of 64.
 inline ModelConfig engine_test_config() {
@@ -160,6 +158,8 @@ inline ModelConfig engine_test_config() {
   return m;
 }
 
+// Uniformly random odd codes 2q - 1 of a `bits`-bit grid (bits 1..7: -(2^bits - 1) .. 2^bits - 1),
+// the int8 product's operands.
 inline std::vector<int8_t> rand_odd_codes(Rng& rng, size_t n, int bits) {
   std::vector<int8_t> c(n);
   const int top = (1 << bits) - 1;
