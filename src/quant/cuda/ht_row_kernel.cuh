@@ -18,6 +18,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
+#include <utility>
 
 #include "core/error.h"
 #include "ops/cuda/common.cuh"
@@ -197,6 +199,8 @@ __global__ void __launch_bounds__(kVecCtaWarps * 32, S <= 4 ? 4 : (S <= 6 ? 3 : 
 // ms a step at 200M, 1.44 -> 1.27 at 30M; a whole wave ahead was slower than none, half a wave
 // gained half as much, a sixth about as much. QUEST_QUANT_PREFETCH=0 turns it off,
 // =m puts it 1/m of a wave ahead (for before/after in one binary; the bits never change).
+// The resident CTAs are cached per thread, device and shared memory size (the occupancy query
+// costs host time on every launch otherwise, as lowbit_quantize_fast.cu notes).
 template <class Kernel>
 int64_t prefetch_rows_ahead(Kernel kernel, size_t smem, int rows_per_cta) {
   static const int divisor = [] {
@@ -204,12 +208,18 @@ int64_t prefetch_rows_ahead(Kernel kernel, size_t smem, int rows_per_cta) {
     return e ? std::max(0, std::atoi(e)) : 4;
   }();
   if (divisor == 0) return 0;
-  int device = 0, sms = 0, per_sm = 0;
+  int device = 0;
   QUEST_CUDA_CHECK(cudaGetDevice(&device));
-  QUEST_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  QUEST_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel,
-                                                                 kVecCtaWarps * 32, smem));
-  return int64_t(sms) * per_sm * rows_per_cta / divisor;
+  static thread_local std::map<std::pair<int, size_t>, int64_t> resident;  // per instantiation
+  int64_t& ctas = resident[{device, smem}];
+  if (ctas == 0) {
+    int sms = 0, per_sm = 0;
+    QUEST_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    QUEST_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel,
+                                                                   kVecCtaWarps * 32, smem));
+    ctas = int64_t(sms) * per_sm;
+  }
+  return ctas * rows_per_cta / divisor;
 }
 
 template <class Source, class TOut, int S, int G>
