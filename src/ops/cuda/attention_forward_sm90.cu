@@ -58,6 +58,7 @@
 
 #include "ops/cuda/attention_common.cuh"  // ex2, pack_bf16
 #include "ops/cuda/common.cuh"            // QUEST_CUDA_REQUIRE, detail::aligned16
+#include "ops/cuda/device_info.h"         // device_sm_count
 #include "ops/cuda/hopper.cuh"      // mbarrier, TMA, fences, tensor_map_encoder
 #include "ops/cuda/wgmma_bf16.cuh"
 
@@ -399,7 +400,6 @@ void attention_forward_sm90(bf16* out, float* lse, const bf16* qkv, int64_t B, i
                      "attention_forward_sm90: qkv and out must be 16-byte aligned, lse 4-byte aligned");
   int dev = 0;
   QUEST_CUDA_CHECK(cudaGetDevice(&dev));
-  static std::atomic<int> sms[kMaxDevices] = {};
   static std::atomic<bool> attr_set[kMaxDevices] = {};
   const int d = dev % kMaxDevices;
   if (!attr_set[d].load(std::memory_order_acquire)) {
@@ -409,11 +409,7 @@ void attention_forward_sm90(bf16* out, float* lse, const bf16* qkv, int64_t B, i
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
     attr_set[d].store(true, std::memory_order_release);
   }
-  int n_sm = sms[d].load(std::memory_order_relaxed);
-  if (n_sm == 0) {
-    QUEST_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
-    sms[d].store(n_sm, std::memory_order_relaxed);
-  }
+  const int n_sm = device_sm_count(dev);
   const int64_t C = n_head * kHD;
   const int64_t n_qt = (T + kBM - 1) / kBM, n_tiles = B * n_head * n_qt;
   QUEST_CUDA_REQUIRE(n_tiles < (int64_t{1} << 31), "attention_forward_sm90: ", n_tiles,

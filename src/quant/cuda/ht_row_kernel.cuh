@@ -23,6 +23,7 @@
 
 #include "core/error.h"
 #include "ops/cuda/common.cuh"
+#include "ops/cuda/device_info.h"  // device_sm_count
 #include "ops/cuda_ops.h"
 #include "quant/cuda/device_math.cuh"
 #include "quant/cuda/ht_row_common.cuh"
@@ -213,11 +214,10 @@ int64_t prefetch_rows_ahead(Kernel kernel, size_t smem, int rows_per_cta) {
   static thread_local std::map<std::pair<int, size_t>, int64_t> resident;  // per instantiation
   int64_t& ctas = resident[{device, smem}];
   if (ctas == 0) {
-    int sms = 0, per_sm = 0;
-    QUEST_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    int per_sm = 0;
     QUEST_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel,
                                                                    kVecCtaWarps * 32, smem));
-    ctas = int64_t(sms) * per_sm;
+    ctas = int64_t(device_sm_count(device)) * per_sm;
   }
   return ctas * rows_per_cta / divisor;
 }

@@ -53,6 +53,7 @@
 #include <cstdint>
 
 #include "core/error.h"
+#include "ops/cuda/device_info.h"  // device_sm_count
 #include "ops/cuda_ops.h"
 #include "quant/alpha.h"
 #include "quant/cuda/device_math.cuh"
@@ -302,11 +303,10 @@ void lowbit_quantize_fast(const bf16* x, int8_t* codes, float* step, int64_t row
   std::atomic<int>& slot = fit[dev % kDeviceSlots][warps];
   int ctas = slot.load(std::memory_order_relaxed);
   if (ctas == 0) {
-    int per_sm = 0, sms = 0;
+    int per_sm = 0;
     QUEST_CUDA_CHECK(
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * warps, 0));
-    QUEST_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    ctas = std::max(1, per_sm) * sms;
+    ctas = std::max(1, per_sm) * device_sm_count(dev);
     slot.store(ctas, std::memory_order_relaxed);
   }
   const int64_t per_cta = (rows + ctas - 1) / ctas;

@@ -74,6 +74,7 @@
 #include <mutex>
 
 #include "core/error.h"
+#include "ops/cuda/device_info.h"  // device_sm_count
 #include "ops/cuda/hopper.cuh"  // mbarrier, TMA, fences, wgmma sync, descriptors, host checks
 #include "ops/cuda_ops.h"
 #include "quant/cuda/offset_codes.h"
@@ -442,13 +443,7 @@ void launch(bf16* y, const int8_t* xc, const float* sx, const int8_t* wc, const 
       group_rows > 0 ? group_rows : s8_gemm_sm90_group_rows(N, K, M), 1, n_tiles));
   int64_t grid = tiles;
   if constexpr (C::kPersistent) {
-    static std::atomic<int> sms[kMaxDevices] = {};
-    int n = sms[dev % kMaxDevices].load(std::memory_order_relaxed);
-    if (n == 0) {
-      QUEST_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-      sms[dev % kMaxDevices].store(n, std::memory_order_relaxed);
-    }
-    grid = std::min<int64_t>(tiles, int64_t(n) * C::kMinBlocks);
+    grid = std::min<int64_t>(tiles, int64_t(device_sm_count(dev)) * C::kMinBlocks);
   }
   OffsetArgs off{nullptr, nullptr, uint32_t(K), 0u, 0u};
   if (offsets)
