@@ -13,9 +13,9 @@ namespace quest::cuda::detail {
 // Elsewhere (0, tiny, huge, inf, NaN) the caller divides. Why split: nvcc wraps each division in
 // its own branch to the slow path, which keeps 8 independent sigmoids from overlapping; testing
 // 8 values once and then running 8 straight-line reciprocals does not.
-__device__ __forceinline__ bool rcp_fast_path(float d) {
-  return ((__float_as_uint(d) + 0x01800000u) & 0x7f800000u) > 0x01ffffffu;
-}
+// The sigmoid's d = 1 + e^-a is >= 1, +inf or NaN, so there the exponent test is d < 2^126: one
+// float compare (false for inf and NaN) instead of nvcc's three integer operations on the bits.
+__device__ __forceinline__ bool sigmoid_rcp_fast_path(float d) { return d < 0x1p126f; }
 __device__ __forceinline__ float rcp_fast(float d) {
   float r;
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(d));
@@ -32,7 +32,7 @@ __device__ __forceinline__ void swiglu_sigmoid(const float (&a)[N], float (&s)[N
 #pragma unroll
   for (int k = 0; k < N; ++k) {
     d[k] = 1.0f + expf(-a[k]);
-    fast = fast && rcp_fast_path(d[k]);
+    fast = fast && sigmoid_rcp_fast_path(d[k]);
   }
   if (fast) {
 #pragma unroll
