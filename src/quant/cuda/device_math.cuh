@@ -58,6 +58,17 @@ __device__ __forceinline__ void fwht128_warp(float (&v)[4], int lane) {
   for (int k = 0; k < 4; ++k) v[k] = __fmul_rn(v[k], kHtNorm);
 }
 
+// The same for a block held in memory (a row staged in shared memory), in place: each lane loads
+// and stores its own 4 entries, so the caller syncs only where other warps read the block.
+__device__ __forceinline__ void fwht128_warp_inplace(float* blk, int lane) {
+  float v[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) v[k] = blk[32 * k + lane];
+  fwht128_warp(v, lane);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) blk[32 * k + lane] = v[k];
+}
+
 // ---- the centered grid (grid.h)
 // -------------------------------------------------------------------
 struct DevGrid {

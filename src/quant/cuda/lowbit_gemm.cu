@@ -186,15 +186,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   }
   __syncthreads();
   if (a.ht) {
-    for (int64_t b = warp; b < nblk; b += warps) {
-      float* blk = row + b * 128;
-      float v[4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) v[k] = blk[32 * k + lane];
-      qdetail::fwht128_warp(v, lane);
-#pragma unroll
-      for (int k = 0; k < 4; ++k) blk[32 * k + lane] = v[k];
-    }
+    for (int64_t b = warp; b < nblk; b += warps) qdetail::fwht128_warp_inplace(row + b * 128, lane);
     __syncthreads();
   }
 
@@ -262,15 +254,7 @@ __global__ void __launch_bounds__(256)
   }
   __syncwarp();
   if (a.ht) {
-    for (int64_t b = 0; b < nblk; ++b) {
-      float* blk = row + b * 128;
-      float v[4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) v[k] = blk[32 * k + lane];
-      qdetail::fwht128_warp(v, lane);
-#pragma unroll
-      for (int k = 0; k < 4; ++k) blk[32 * k + lane] = v[k];
-    }
+    for (int64_t b = 0; b < nblk; ++b) qdetail::fwht128_warp_inplace(row + b * 128, lane);
     __syncwarp();
   }
 

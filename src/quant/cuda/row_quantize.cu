@@ -39,15 +39,7 @@ struct RowStats {
 // HT of every 128-block of the shared row (blocks round-robin over the warps). Caller syncs.
 __device__ __forceinline__ void ht_shared_row(float* row, int64_t cols) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  for (int64_t b = warp; b < cols / 128; b += warps) {
-    float* blk = row + b * 128;
-    float v[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) v[k] = blk[32 * k + lane];
-    fwht128_warp(v, lane);
-#pragma unroll
-    for (int k = 0; k < 4; ++k) blk[32 * k + lane] = v[k];
-  }
+  for (int64_t b = warp; b < cols / 128; b += warps) fwht128_warp_inplace(row + b * 128, lane);
 }
 
 template <RowFamily F>
