@@ -19,10 +19,4 @@ int device_sm_count(int device) {
   return n;
 }
 
-int current_device_sm_count() {
-  int device = 0;
-  QUEST_CUDA_CHECK(cudaGetDevice(&device));
-  return device_sm_count(device);
-}
-
 }  // namespace quest::cuda

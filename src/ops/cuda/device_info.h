@@ -8,7 +8,4 @@ namespace quest::cuda {
 // if the query fails).
 int device_sm_count(int device);
 
-// The same for the calling thread's current device.
-int current_device_sm_count();
-
 }  // namespace quest::cuda
