@@ -94,10 +94,12 @@ class CudaEngine final : public Engine {
     // The options of EngineOptions (CudaLinearOp's header says what each changes).
     if (options.lowbit_product) {
       lowbit_ = std::make_unique<cuda::LowbitGemm>();
+      input_codes_ = std::make_unique<cuda::InputCodeBuffer>();
       bool any = false;
       for (auto& lin : graph_->linears())
-        for (auto* op : {&lin.qkv, &lin.wo, &lin.w1, &lin.w2, &lin.w3}) any |= op->op().use_lowbit_product(lowbit_.get());
-      if (!any) lowbit_.reset();  // no layer has codes (bf16, 8 bits, LSQ, ...)
+        for (auto* op : {&lin.qkv, &lin.wo, &lin.w1, &lin.w2, &lin.w3})
+          any |= op->op().use_lowbit_product(lowbit_.get(), input_codes_.get());
+      if (!any) lowbit_.reset(), input_codes_.reset();  // no layer has codes (bf16, 8 bits, LSQ, ...)
     }
     if (options.share_input_quantization)
       for (auto& lin : graph_->linears()) lin.w2.op().share_input_quantization(lin.w1.op());
@@ -497,6 +499,7 @@ class CudaEngine final : public Engine {
   std::unique_ptr<cuda::SideStream> side_;  // the weights' own work, or null (all on stream_)
   std::unique_ptr<cuda::Blas> blas_;
   std::unique_ptr<cuda::LowbitGemm> lowbit_;  // declared after blas_: the ops hold pointers to both
+  std::unique_ptr<cuda::InputCodeBuffer> input_codes_;  // the integer products' input codes
   DeviceBuffer<float> params_, grads_, m_, v_, losses_, norm_, norm_scratch_, clip_, learned_m_, learned_v_;
   DeviceBuffer<bf16> params_bf16_, learned_bf16_;
   DeviceBuffer<int32_t> x_, y_;
@@ -539,10 +542,19 @@ int64_t cuda_engine_bytes(const ModelConfig& c, const QuantConfig& quant, int64_
   // Once: the fp32 final residual and its gradient, bf16 scratch, losses and tokens.
   bytes += L * acts_per_layer + 4 * 2 * N * d + 2 * (11 * N * d + 3 * N * H) + 4 * N * 4;
   bytes += 2 * std::min<int64_t>(CudaBackend::kHeadChunkElements, N * Vp);
-  // Quantized layers keep bf16 copies of their operands and an fp32 weight gradient.
-  const int64_t lin_weights = L * (3 * d * d + d * d + 3 * d * H), lin_inputs = L * N * (d + d + 2 * d + H);
-  if (quant.quantized()) bytes += lin_weights * (2 + 4) + lin_inputs * 2;
-  bytes += int64_t(64) << 20;  // cuBLASLt workspace, scratch, slack
+  // The linear layers' own buffers (product weights and inputs, dW scratch, quantizer state,
+  // weight codes; CudaLinearOp::device_bytes), and for the integer products the stream's one
+  // buffer of input codes and LowbitGemm's scratch and workspace, assumed wherever something is
+  // quantized (an upper bound). tests/cuda/test_cuda_memory_plan.cpp checks the plan bounds use.
+  const bool lowbit = quant.quantized();
+  const std::pair<int64_t, int64_t> linears[] = {{d, 3 * d}, {d, d}, {d, H}, {d, H}, {H, d}};
+  for (const auto& [in, out] : linears)
+    bytes += L * cuda::CudaLinearOp::device_bytes(in, out, N, quant, lowbit);
+  if (lowbit)
+    bytes += N * std::max(d, H) +
+             int64_t(cuda::LowbitGemm::kDefaultScratchBytes + cuda::LowbitGemm::kDefaultWorkspaceBytes);
+  // Two Blas workspaces (main and weight stream), scratch, kernels loaded at first launch, slack.
+  bytes += int64_t(256) << 20;
   return bytes;
 }
 

@@ -45,19 +45,46 @@ CudaLinearOp::~CudaLinearOp() {
   cudaFree(x_buf_);
   cudaFree(dw_buf_);
   cudaFree(wcodes_);
-  cudaFree(xcodes_);
   cudaFree(wsums_);
   cudaFree(xsums_);
 }
 
-bool CudaLinearOp::use_lowbit_product(LowbitGemm* gemm) {
+InputCodeBuffer::~InputCodeBuffer() { cudaFree(data_); }
+
+void InputCodeBuffer::reserve(int64_t bytes) {
+  if (bytes <= bytes_) return;
+  int8_t* p = device_alloc<int8_t>(bytes);
+  cudaFree(data_);
+  data_ = p, bytes_ = bytes, writer = nullptr;
+}
+
+int64_t CudaLinearOp::device_bytes(int64_t in, int64_t out, int64_t max_rows,
+                                   const QuantConfig& quant, bool lowbit) {
+  // The constructor's: the bf16 product weight always, the bf16 product input and the fp32 dW
+  // scratch where anything is quantized or transformed (an upper bound of its conditions), the
+  // quantizers; use_lowbit_product's: the weight codes and both row sums.
+  const bool quantized = quant.quantized() || quant.uses_hadamard();
+  int64_t bytes = out * in * int64_t(sizeof(bf16));
+  if (quantized) bytes += max_rows * in * int64_t(sizeof(bf16)) + out * in * int64_t(sizeof(float));
+  bytes += DeviceQuantizer::device_bytes(quant.weight, out, in) +
+           DeviceQuantizer::device_bytes(quant.input, max_rows, in);
+  if (quantized && lowbit) bytes += out * in + (out + max_rows) * int64_t(sizeof(int32_t));
+  return bytes;
+}
+
+bool CudaLinearOp::use_lowbit_product(LowbitGemm* gemm, InputCodeBuffer* codes) {
   gemm_ = nullptr;
   wcodes_ready_ = false;
   offset_codes_ = false;
   if (!gemm || !half_ || !wq_ || !xq_ || !wq_->codes_supported() || !xq_->codes_supported())
     return false;
   if (!wcodes_) wcodes_ = device_alloc<int8_t>(out_ * in_);
-  if (!xcodes_) xcodes_ = device_alloc<int8_t>(max_rows_ * in_);
+  if (!codes) {
+    if (!own_xcodes_) own_xcodes_ = std::make_unique<InputCodeBuffer>();
+    codes = own_xcodes_.get();
+  }
+  codes->reserve(max_rows_ * in_);
+  xcodes_ = codes;
   // The offset form where the product runs our persistent 128 x 256 kernel (long K, wide
   // outputs: the 7B layers, 200M's down projection): there its epilogue prefetches the column
   // sums with the scales, and the product at the power cap is 5-17% faster on offset codes (H100,
@@ -130,12 +157,14 @@ void CudaLinearOp::forward(const bf16* x, bf16* y, int64_t N, cudaStream_t strea
   shared_now_ = share_src_ && share_src_->last_x_ == x && share_src_->n_ == N && x;
   if (shared_now_) {  // the source quantized this x right before (see the header's invariant)
     x_ = share_src_->x_;
-    if (share_src_->xcodes_valid_) xc = share_src_->xcodes_, xs = share_src_->xsums();
+    // Its codes, if the stream's buffer still holds them (the invariant says it does).
+    if (share_src_->xcodes_valid_ && share_src_->xcodes_->writer == share_src_)
+      xc = share_src_->xcodes(), xs = share_src_->xsums();
   } else if (xq_) {
     QUEST_DEVICE_PROFILE("quantize_input", stream);
     if (lowbit) {
-      xq_->forward_with_codes(x, x_buf_, input_codes(xcodes_), N, stream);
-      xc = xcodes_, xs = xsums();
+      xq_->forward_with_codes(x, x_buf_, input_codes(xcodes()), N, stream);
+      xc = xcodes(), xs = xsums();
     } else {
       xq_->forward(x, x_buf_, N, form(), stream);
     }
@@ -196,7 +225,7 @@ void CudaLinearOp::rmsnorm_impl(const float* res, const bf16* branch, float* res
                                 bool write_ln, bf16* y, int64_t N, cudaStream_t stream) {
   check_forward(N, "forward_rmsnorm");
   if (fusable()) {
-    int8_t* xc = lowbit_active() ? xcodes_ : nullptr;
+    int8_t* xc = lowbit_active() ? xcodes() : nullptr;
     bf16* lnw = write_ln ? ln : nullptr;
     bool done;
     if (branch) {
@@ -230,7 +259,7 @@ void CudaLinearOp::forward_swiglu(const bf16* a, const bf16* b, bf16* g, bool wr
                                   int64_t N, cudaStream_t stream) {
   check_forward(N, "forward_swiglu");
   if (fusable()) {
-    int8_t* xc = lowbit_active() ? xcodes_ : nullptr;
+    int8_t* xc = lowbit_active() ? xcodes() : nullptr;
     bool done;
     {
       QUEST_DEVICE_PROFILE("swiglu_quantize_input", stream);

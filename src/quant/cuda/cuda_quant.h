@@ -111,6 +111,8 @@ class DeviceQuantizer {
  public:
   DeviceQuantizer(const QuantSpec& spec, QuantRole role, int64_t max_rows, int64_t cols);
   ~DeviceQuantizer();
+  // The device memory the constructor allocates for this spec and shape (memory plans).
+  static int64_t device_bytes(const QuantSpec& spec, int64_t max_rows, int64_t cols);
   DeviceQuantizer(const DeviceQuantizer&) = delete;
   DeviceQuantizer& operator=(const DeviceQuantizer&) = delete;
 

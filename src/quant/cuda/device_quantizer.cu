@@ -77,6 +77,20 @@ DeviceQuantizer::DeviceQuantizer(const QuantSpec& spec, QuantRole role, int64_t 
   }
 }
 
+int64_t DeviceQuantizer::device_bytes(const QuantSpec& spec, int64_t max_rows, int64_t cols) {
+  if (spec.is_none()) return 0;
+  // The constructor's buffers: mask bits (with a masking rule or a learned parameter), PACT's
+  // sign bits, the row steps, a learned parameter's row sums and value, LSQ's dxq/ds per entry.
+  const bool lsq = spec.kind == QuantKind::Lsq, pact = spec.kind == QuantKind::Pact;
+  const int64_t mask = max_rows * mask_words_per_row(cols) * int64_t(sizeof(uint64_t));
+  int64_t bytes = max_rows * int64_t(sizeof(float));
+  if (lsq || pact || spec.mask_rule().type != MaskRule::Type::None) bytes += mask;
+  if (pact) bytes += mask;
+  if (lsq || pact) bytes += max_rows * int64_t(sizeof(double)) + 3 * int64_t(sizeof(float));
+  if (lsq) bytes += max_rows * cols * int64_t(sizeof(float));
+  return bytes;
+}
+
 DeviceQuantizer::~DeviceQuantizer() {
   // Errors are ignored here (a destructor must not throw; a sticky error surfaces elsewhere).
   cudaFree(mask_);

@@ -124,8 +124,10 @@ void lowbit_quantize_fast(const bf16* x, int8_t* codes, float* step, int64_t row
 // Calls on one LowbitGemm must be serialized (one per stream), like Blas.
 class LowbitGemm {
  public:
-  explicit LowbitGemm(size_t int32_scratch_bytes = size_t(64) << 20,
-                      size_t workspace_bytes = size_t(32) << 20);
+  static constexpr size_t kDefaultScratchBytes = size_t(64) << 20;
+  static constexpr size_t kDefaultWorkspaceBytes = size_t(32) << 20;
+  explicit LowbitGemm(size_t int32_scratch_bytes = kDefaultScratchBytes,
+                      size_t workspace_bytes = kDefaultWorkspaceBytes);
   ~LowbitGemm();
   LowbitGemm(const LowbitGemm&) = delete;
   LowbitGemm& operator=(const LowbitGemm&) = delete;
