@@ -99,7 +99,10 @@ class CudaEngine final : public Engine {
       for (auto& lin : graph_->linears())
         for (auto* op : {&lin.qkv, &lin.wo, &lin.w1, &lin.w2, &lin.w3})
           any |= op->op().use_lowbit_product(lowbit_.get(), input_codes_.get());
-      if (!any) lowbit_.reset(), input_codes_.reset();  // no layer has codes (bf16, 8 bits, LSQ, ...)
+      if (!any) {  // no layer has codes (bf16, 8 bits, LSQ, ...)
+        lowbit_.reset();
+        input_codes_.reset();
+      }
     }
     if (options.share_input_quantization)
       for (auto& lin : graph_->linears()) lin.w2.op().share_input_quantization(lin.w1.op());
@@ -551,8 +554,8 @@ int64_t cuda_engine_bytes(const ModelConfig& c, const QuantConfig& quant, int64_
   for (const auto& [in, out] : linears)
     bytes += L * cuda::CudaLinearOp::device_bytes(in, out, N, quant, lowbit);
   if (lowbit)
-    bytes += N * std::max(d, H) +
-             int64_t(cuda::LowbitGemm::kDefaultScratchBytes + cuda::LowbitGemm::kDefaultWorkspaceBytes);
+    bytes += N * std::max(d, H) + int64_t(cuda::LowbitGemm::kDefaultScratchBytes +
+                                          cuda::LowbitGemm::kDefaultWorkspaceBytes);
   // Two Blas workspaces (main and weight stream), scratch, kernels loaded at first launch, slack.
   bytes += int64_t(256) << 20;
   return bytes;

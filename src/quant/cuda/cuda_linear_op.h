@@ -54,7 +54,8 @@ namespace quest::cuda {
 // from its quantizer pass to its product right after (and, input sharing, the sharing op's
 // product next); no backward reads them. So all ops of a stream can write them into one buffer,
 // sized for the largest (max_rows x in): at 200M, 64 x 512 tokens, one buffer of 117 MB instead
-// of 50 of 42-117 MB (2.9 GB). Grown by CudaLinearOp::use_lowbit_product at set-up, never during a step.
+// of 50 of 42-117 MB (2.9 GB). Grown by CudaLinearOp::use_lowbit_product at set-up, never during
+// a step.
 class InputCodeBuffer {
  public:
   InputCodeBuffer() = default;
